@@ -1,0 +1,57 @@
+"""OpenRTC: many LiveKit voice agents in one worker, deployed without dropping a call."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .admission import RejectReason
+from .errors import AgentLoadError, ConfigError, OpenRTCError, RegistrationError
+from .lifecycle import WorkerState
+from .pool import AgentPool
+from .registry import AgentSpec, agent_config
+from .sessions import Outcome, SessionInfo, SessionObserver, SessionOutcome
+from .snapshot import RuntimeSnapshot
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "AuditEvent": "openrtc.audit",
+    "AuditLog": "openrtc.audit",
+    "verify_chain": "openrtc.audit",
+    "sign_membership": "openrtc.membership",
+    "MembershipVerifier": "openrtc.membership",
+    "MembershipError": "openrtc.membership",
+    "sign_manifest": "openrtc.manifest",
+    "verify_manifest": "openrtc.manifest",
+    "Manifest": "openrtc.manifest",
+    "ManifestError": "openrtc.manifest",
+    "current_tenant_id": "openrtc.tenancy",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'openrtc' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
+
+__all__ = [
+    "AgentLoadError",
+    "AgentPool",
+    "AgentSpec",
+    "ConfigError",
+    "OpenRTCError",
+    "Outcome",
+    "RegistrationError",
+    "RejectReason",
+    "RuntimeSnapshot",
+    "SessionInfo",
+    "SessionObserver",
+    "SessionOutcome",
+    "WorkerState",
+    "agent_config",
+    *_LAZY,
+]

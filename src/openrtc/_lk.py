@@ -1,0 +1,266 @@
+"""Every private livekit-agents touch point OpenRTC relies on, in one place.
+
+livekit-agents has no public way to run a job as an asyncio task on the worker's own
+loop, to decide admission exactly when an offer arrives, or to report a cancelled job.
+Those need private names; each one is used only here, behind a version check, and
+`check_internals()` (run when a worker is built, and by the test suite) fails loudly
+with the name that moved when upstream changes shape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from livekit import rtc
+from livekit.agents import AgentServer, JobContext, JobExecutorType, JobProcess
+from livekit.agents import __version__ as LK_AGENTS_VERSION
+from livekit.agents import job as lk_job
+from livekit.agents.ipc import job_executor as lk_job_executor
+from livekit.agents.job import RunningJobInfo
+from livekit.protocol import agent as lk_proto
+
+TESTED_SERIES = (1, 8)
+"""The livekit-agents minor series these touch points were written and tested against."""
+
+
+class UnsupportedLiveKitVersion(RuntimeError):
+    """The installed livekit-agents is outside the series OpenRTC was tested with."""
+
+
+def _series(version: str) -> tuple[int, int]:
+    major, minor, *_ = version.split(".")
+    return int(major), int(minor)
+
+
+def check_version(version: str = LK_AGENTS_VERSION) -> None:
+    """Refuse to run on a livekit-agents series whose internals were never checked."""
+    if _series(version) != TESTED_SERIES:
+        want = ".".join(map(str, TESTED_SERIES))
+        raise UnsupportedLiveKitVersion(
+            f"openrtc supports livekit-agents {want}.x but {version} is installed; "
+            f'install a supported one with: pip install "livekit-agents~={want}.0"'
+        )
+
+
+_SERVER_METHODS: dict[str, tuple[str, ...]] = {
+    "_is_available": ("self",),
+    "_get_effective_load": ("self",),
+    "_update_worker_status": ("self",),
+    "_update_job_status": ("self", "proc"),
+    "_queue_msg": ("self", "msg"),
+}
+_JOB_CONTEXT_PRIVATE = (
+    "_primary_agent_session",
+    "_shutdown_callbacks",
+    "_pending_tasks",
+    "_on_setup",
+    "_on_session_end",
+    "_on_cleanup",
+)
+
+
+def check_internals() -> None:
+    """Verify every private name below still exists with the shape we use."""
+    check_version()
+    problems: list[str] = []
+    for name, params in _SERVER_METHODS.items():
+        fn = getattr(AgentServer, name, None)
+        if fn is None:
+            problems.append(f"AgentServer.{name} is gone")
+            continue
+        got = tuple(inspect.signature(fn).parameters)[: len(params)]
+        if got != params:
+            problems.append(f"AgentServer.{name} takes {got}, expected {params}")
+    run_src = inspect.getsource(AgentServer.run)
+    if "self._proc_pool = ipc.proc_pool.ProcPool(" not in run_src:
+        problems.append("AgentServer.run no longer builds self._proc_pool")
+    ctx_params = set(inspect.signature(JobContext.__init__).parameters)
+    for p in ("proc", "info", "room", "on_connect", "on_shutdown", "inference_executor"):
+        if p not in ctx_params:
+            problems.append(f"JobContext.__init__ lost parameter {p!r}")
+    for attr in _JOB_CONTEXT_PRIVATE:
+        if attr not in JobContext.__dict__ and attr not in inspect.getsource(JobContext.__init__):
+            problems.append(f"JobContext.{attr} is gone")
+    if not hasattr(lk_job, "_JobContextVar"):
+        problems.append("livekit.agents.job._JobContextVar is gone")
+    if not hasattr(rtc.Room(), "_info"):
+        problems.append("rtc.Room._info is gone")
+    if not hasattr(lk_proto.JobStatus, "JS_CANCELLED"):
+        problems.append("JobStatus.JS_CANCELLED is gone")
+    if problems:
+        raise UnsupportedLiveKitVersion(
+            f"livekit-agents {LK_AGENTS_VERSION} changed internals openrtc relies on: "
+            + "; ".join(problems)
+        )
+
+
+ExecutorStatus = lk_job_executor.JobStatus
+"""RUNNING / SUCCESS / FAILED as AgentServer reads them from an executor."""
+
+
+def room_for_job(info: RunningJobInfo) -> rtc.Room:
+    """A room object carrying the job's room name and metadata before any connect."""
+    room = rtc.Room()
+    room._info.name = info.job.room.name
+    room._info.metadata = info.job.room.metadata
+    room._info.sid = info.job.room.sid
+    return room
+
+
+def new_job_context(
+    *,
+    proc: JobProcess,
+    info: RunningJobInfo,
+    room: rtc.Room,
+    on_connect: Callable[[], None],
+    on_shutdown: Callable[[str], None],
+) -> JobContext:
+    """Build a JobContext the way livekit's own job runner does (the ctor is private)."""
+    return JobContext(
+        proc=proc,
+        info=info,
+        room=room,
+        on_connect=on_connect,
+        on_shutdown=on_shutdown,
+        inference_executor=_NoInferenceExecutor(),
+    )
+
+
+def new_job_process(executor_type: JobExecutorType = JobExecutorType.THREAD) -> JobProcess:
+    """The process object shared by every coroutine job: its userdata holds the models."""
+    return JobProcess(executor_type=executor_type, user_arguments=None, http_proxy=None)
+
+
+class _NoInferenceExecutor:
+    """Coroutine jobs load their models in-process; there is no inference subprocess."""
+
+    async def do_inference(self, method: str, data: bytes) -> bytes | None:
+        raise RuntimeError(
+            f"inference method {method!r} needs livekit's inference process, which "
+            "coroutine isolation does not run; load the model in the worker instead"
+        )
+
+
+def set_current_job_context(ctx: JobContext) -> Any:
+    """Make `get_job_context()` return ctx inside the current task; returns a reset token."""
+    return lk_job._JobContextVar.set(ctx)
+
+
+def reset_current_job_context(token: Any) -> None:
+    lk_job._JobContextVar.reset(token)
+
+
+def prepare_job_context(ctx: JobContext) -> None:
+    """Per-job log fields, as livekit's runner sets them up before the entrypoint."""
+    ctx._on_setup()
+
+
+def primary_session(ctx: JobContext) -> Any:
+    return ctx._primary_agent_session
+
+
+def shutdown_callbacks(ctx: JobContext) -> list[Callable[[str], Any]]:
+    return list(ctx._shutdown_callbacks)
+
+
+async def finish_job_context(ctx: JobContext) -> None:
+    """Session report, pending tasks and temp files: livekit's own end-of-job steps."""
+    try:
+        await ctx._on_session_end()
+    finally:
+        if tasks := list(ctx._pending_tasks):
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        await ctx._on_cleanup()
+
+
+class ServerInternals(AgentServer):
+    """AgentServer with its admission, load and job-status hooks made overridable.
+
+    Subclasses implement the three public-named hooks below; this class maps them onto
+    the private methods AgentServer calls.
+    """
+
+    def admission_is_delegated(self) -> bool:
+        """True: every offer reaches the request hook, which decides and records why."""
+        return True
+
+    def exact_load(self) -> float:
+        """Load in [0, 1] reported to the server; 1.0 means full."""
+        raise NotImplementedError
+
+    def job_status_for(self, executor: Any) -> int | None:
+        """Protocol JobStatus for an executor, or None to use AgentServer's mapping."""
+        return None
+
+    # --- private overrides -------------------------------------------------------
+    def _is_available(self) -> bool:
+        if self.admission_is_delegated():
+            return True
+        return bool(super()._is_available())
+
+    def _get_effective_load(self) -> float:
+        return self.exact_load()
+
+    async def _update_job_status(self, proc: Any) -> None:
+        status = self.job_status_for(proc)
+        if status is None:
+            await super()._update_job_status(proc)
+            return
+        info = proc.running_job
+        if info is None:
+            return
+        error = getattr(proc, "error", "") or ""
+        update = lk_proto.UpdateJobStatus(job_id=info.job.id, status=status, error=error)  # type: ignore[arg-type]
+        await self._queue_msg(lk_proto.WorkerMessage(update_job=update))
+
+    async def push_worker_status(self) -> None:
+        """Tell the server our status now instead of at the next 2.5 s tick."""
+        if getattr(self, "_closed", True):
+            return
+        await self._update_worker_status()
+
+    def mark_draining(self) -> None:
+        """What AgentServer.drain() sets first; used where we wait for calls ourselves."""
+        self._draining = True
+
+    def job_executors(self) -> list[Any]:
+        pool = self._proc_pool
+        return list(pool.processes) if pool is not None else []
+
+    def lifecycle_tasks(self) -> set[asyncio.Task[Any]]:
+        return set(getattr(self, "_job_lifecycle_tasks", set()))
+
+    # --- the job pool AgentServer.run() builds --------------------------------------
+    def make_job_pool(self, stock_pool: Any) -> Any:
+        """Return the pool AgentServer should run jobs on; the stock one by default."""
+        return stock_pool
+
+    @property  # type: ignore[override]
+    def _proc_pool(self) -> Any:
+        return self.__dict__.get("_openrtc_job_pool")
+
+    @_proc_pool.setter
+    def _proc_pool(self, value: Any) -> None:
+        self.__dict__["_openrtc_job_pool"] = self.make_job_pool(value)
+
+    async def flush_outbox(self, timeout: float = 2.0) -> None:
+        """Let queued job statuses reach the server before the connection closes.
+
+        AgentServer.aclose() cancels its connection first; a final JS_SUCCESS still in the
+        outgoing queue would be lost and the server would count the call as dropped.
+        """
+        deadline = asyncio.get_running_loop().time() + timeout
+        pending = [t for t in self.lifecycle_tasks() if not t.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=timeout)
+        chan = getattr(self, "_msg_chan", None)
+        while chan is not None and not chan.empty():
+            if asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0.01)

@@ -1,0 +1,84 @@
+"""Deciding, at the moment an offer arrives, whether this worker takes the call.
+
+The decision is synchronous on the event loop, so counts cannot move between the
+check and the reservation: caps are exact even when many offers arrive together.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from .lifecycle import WorkerState
+
+
+class RejectReason(StrEnum):
+    STARTING = "starting"
+    DRAINING = "draining"
+    NOT_MEMBER = "not_member"
+    AT_CAPACITY = "at_capacity"
+    AGENT_AT_CAPACITY = "agent_at_capacity"
+    TENANT_AT_CAPACITY = "tenant_at_capacity"
+    UNKNOWN_AGENT = "unknown_agent"
+    UNREGISTERED_ROOM = "unregistered_room"
+    REQUEST_FNC = "request_fnc"
+
+
+@dataclass(frozen=True)
+class Caps:
+    max_sessions: int | None = None
+    per_agent: int | None = None
+    per_tenant: int | None = None
+
+
+@dataclass
+class Ledger:
+    """Calls admitted (reserved at offer time, or running), counted by agent and tenant."""
+
+    by_job: dict[str, tuple[str, str]] = field(default_factory=dict)
+    agents: Counter[str] = field(default_factory=Counter)
+    tenants: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def total(self) -> int:
+        return len(self.by_job)
+
+    def admit(self, job_id: str, agent: str, tenant: str) -> None:
+        if job_id in self.by_job:
+            return
+        self.by_job[job_id] = (agent, tenant)
+        self.agents[agent] += 1
+        self.tenants[tenant] += 1
+
+    def release(self, job_id: str) -> bool:
+        entry = self.by_job.pop(job_id, None)
+        if entry is None:
+            return False
+        agent, tenant = entry
+        self.agents[agent] -= 1
+        self.tenants[tenant] -= 1
+        if self.agents[agent] <= 0:
+            del self.agents[agent]
+        if self.tenants[tenant] <= 0:
+            del self.tenants[tenant]
+        return True
+
+
+def check(
+    state: WorkerState, ledger: Ledger, caps: Caps, agent: str, tenant: str
+) -> RejectReason | None:
+    """The reason to refuse, or None to admit."""
+    if state is WorkerState.STARTING:
+        return RejectReason.STARTING
+    if state.is_draining or state is WorkerState.STOPPED:
+        return RejectReason.DRAINING
+    if state is WorkerState.NOT_MEMBER:
+        return RejectReason.NOT_MEMBER
+    if caps.max_sessions is not None and ledger.total >= caps.max_sessions:
+        return RejectReason.AT_CAPACITY
+    if caps.per_agent is not None and ledger.agents[agent] >= caps.per_agent:
+        return RejectReason.AGENT_AT_CAPACITY
+    if caps.per_tenant is not None and ledger.tenants[tenant] >= caps.per_tenant:
+        return RejectReason.TENANT_AT_CAPACITY
+    return None

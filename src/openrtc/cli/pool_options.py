@@ -1,0 +1,121 @@
+"""The pool flags shared by `start` and `dev`: one flag and one OPENRTC_* variable each.
+
+Precedence: a flag on the command line, then the environment variable, then the default
+shown in `--help`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..pool import DEFAULT_DRAIN_TIMEOUT, AgentPool
+
+Isolation = Annotated[
+    str,
+    typer.Option(
+        "--isolation",
+        envvar="OPENRTC_ISOLATION",
+        help="How calls run: coroutine (asyncio tasks in this process, shared models), "
+        "thread or process (livekit-agents' own executors).",
+    ),
+]
+MaxSessions = Annotated[
+    int | None,
+    typer.Option(
+        "--max-concurrent-sessions",
+        envvar="OPENRTC_MAX_CONCURRENT_SESSIONS",
+        min=1,
+        help="Exact cap on live calls; offers past it are refused at once. Default: no cap.",
+    ),
+]
+MaxPerAgent = Annotated[
+    int | None,
+    typer.Option(
+        "--max-sessions-per-agent",
+        envvar="OPENRTC_MAX_SESSIONS_PER_AGENT",
+        min=1,
+        help="Exact cap on live calls of any one agent.",
+    ),
+]
+MaxPerTenant = Annotated[
+    int | None,
+    typer.Option(
+        "--max-sessions-per-tenant",
+        envvar="OPENRTC_MAX_SESSIONS_PER_TENANT",
+        min=1,
+        help="Exact cap on live calls of any one tenant (dispatch metadata 'tenant').",
+    ),
+]
+Version = Annotated[
+    str | None,
+    typer.Option(
+        "--deployment-version",
+        envvar="OPENRTC_DEPLOYMENT_VERSION",
+        help="Version tag of this build, shown in snapshots, logs, metrics and audit events.",
+    ),
+]
+DrainTimeout = Annotated[
+    float,
+    typer.Option(
+        "--drain-timeout",
+        envvar="OPENRTC_DRAIN_TIMEOUT",
+        min=0.001,
+        help="Seconds a drain waits for live calls before cutting them (exit code 3).",
+    ),
+]
+AgentName = Annotated[
+    str,
+    typer.Option(
+        "--agent-name",
+        envvar="LIVEKIT_AGENT_NAME",
+        help="Register for explicit dispatch under this name (empty: automatic dispatch).",
+    ),
+]
+OnlyRegistered = Annotated[
+    bool,
+    typer.Option(
+        "--accept-only-registered-rooms/--accept-any-room",
+        envvar="OPENRTC_ACCEPT_ONLY_REGISTERED_ROOMS",
+        help="Accept only jobs that name one of this pool's agents (no fallback agent).",
+    ),
+]
+AuditPath = Annotated[
+    Path | None,
+    typer.Option(
+        "--audit-path",
+        envvar="OPENRTC_AUDIT_PATH",
+        help="Append audit events to this hash-chained JSON Lines file.",
+    ),
+]
+
+
+@dataclass(frozen=True)
+class PoolFlags:
+    isolation: str = "coroutine"
+    max_concurrent_sessions: int | None = None
+    max_sessions_per_agent: int | None = None
+    max_sessions_per_tenant: int | None = None
+    deployment_version: str | None = None
+    drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
+    agent_name: str = ""
+    accept_only_registered_rooms: bool = False
+    audit_path: Path | None = None
+
+    def build(self, agents_dir: Path) -> AgentPool:
+        pool = AgentPool(
+            isolation=self.isolation,  # type: ignore[arg-type]
+            max_concurrent_sessions=self.max_concurrent_sessions,
+            max_sessions_per_agent=self.max_sessions_per_agent,
+            max_sessions_per_tenant=self.max_sessions_per_tenant,
+            deployment_version=self.deployment_version,
+            drain_timeout=self.drain_timeout,
+            agent_name=self.agent_name,
+            accept_only_registered_rooms=self.accept_only_registered_rooms,
+            audit_path=self.audit_path,
+        )
+        pool.discover(agents_dir)
+        return pool

@@ -1,0 +1,499 @@
+"""AgentPool: many standard LiveKit agents served by one worker.
+
+The pool holds the registry (which agents exist), the admission rules (which calls this
+worker takes), and the runtime record of the calls it runs. `worker/` turns it into a
+running LiveKit worker; `openrtc.cli` runs that worker as a process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Literal
+
+from livekit.agents import Agent, JobRequest
+
+from . import admission, routing
+from .audit import AuditEvent, AuditLog
+from .errors import ConfigError, RegistrationError
+from .lifecycle import Lifecycle, Transition, WorkerState
+from .registry import AgentSpec, Registry, agent_files, spec_from_file, validate_agent_class
+from .sessions import LiveSession, Outcome, SessionInfo, SessionObserver, SessionOutcome, notify
+from .snapshot import RuntimeSnapshot
+
+if TYPE_CHECKING:
+    from .worker.server import PoolServer
+
+logger = logging.getLogger("openrtc.pool")
+
+Isolation = Literal["coroutine", "thread", "process"]
+ISOLATIONS: tuple[Isolation, ...] = ("coroutine", "thread", "process")
+DEFAULT_DRAIN_TIMEOUT = 1800.0
+DEFAULT_VERSION = "unversioned"
+
+
+def _env_float(name: str) -> float | None:
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number of seconds") from None
+
+
+@dataclass(frozen=True)
+class Admit:
+    route: routing.Route
+    agent: str
+    tenant: str
+
+
+@dataclass(frozen=True)
+class Refuse:
+    reason: admission.RejectReason
+    detail: str
+
+
+class AgentPool:
+    """Register plain `livekit.agents.Agent` subclasses; one worker serves them all."""
+
+    def __init__(
+        self,
+        agents: Mapping[str, type[Agent]] | None = None,
+        *,
+        agent: type[Agent] | None = None,
+        default_stt: Any = None,
+        default_llm: Any = None,
+        default_tts: Any = None,
+        default_greeting: str | None = None,
+        isolation: Isolation = "coroutine",
+        max_concurrent_sessions: int | None = None,
+        max_sessions_per_agent: int | None = None,
+        max_sessions_per_tenant: int | None = None,
+        deployment_version: str | None = None,
+        drain_timeout: float | None = None,
+        router: routing.Router | None = None,
+        request_fnc: Callable[[JobRequest], Any] | None = None,
+        accept_only_registered_rooms: bool = False,
+        agent_name: str = "",
+        observers: Iterable[SessionObserver] = (),
+        audit_sink: Callable[[AuditEvent], None] | None = None,
+        audit_path: str | os.PathLike[str] | None = None,
+        prewarm_models: bool = True,
+        session_close_timeout: float = 15.0,
+    ) -> None:
+        if isolation not in ISOLATIONS:
+            raise ConfigError(
+                f"isolation must be one of {', '.join(ISOLATIONS)}, got {isolation!r}"
+            )
+        for flag, value in (
+            ("max_concurrent_sessions", max_concurrent_sessions),
+            ("max_sessions_per_agent", max_sessions_per_agent),
+            ("max_sessions_per_tenant", max_sessions_per_tenant),
+        ):
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ConfigError(f"{flag} must be a whole number of at least 1, got {value!r}")
+        version = deployment_version or os.environ.get("OPENRTC_DEPLOYMENT_VERSION") or ""
+        self.deployment_version = version.strip() or DEFAULT_VERSION
+        timeout = drain_timeout if drain_timeout is not None else _env_float("OPENRTC_DRAIN_TIMEOUT")
+        self.drain_timeout = DEFAULT_DRAIN_TIMEOUT if timeout is None else float(timeout)
+        if not self.drain_timeout > 0:
+            raise ConfigError(f"drain_timeout must be a positive number of seconds, got {timeout}")
+
+        self.registry = Registry()
+        self.default_stt = default_stt
+        self.default_llm = default_llm
+        self.default_tts = default_tts
+        self.default_greeting = default_greeting
+        self.isolation: Isolation = isolation
+        self.caps = admission.Caps(
+            max_concurrent_sessions, max_sessions_per_agent, max_sessions_per_tenant
+        )
+        self.router = router
+        self.request_fnc = request_fnc
+        self.accept_only_registered_rooms = accept_only_registered_rooms
+        self.agent_name = agent_name
+        self.observers: list[SessionObserver] = list(observers)
+        self.prewarm_models = prewarm_models
+        self.session_close_timeout = session_close_timeout
+
+        self.lifecycle = Lifecycle()
+        self.lifecycle.subscribe(self._on_transition)
+        self.audit_log = AuditLog(version=self.deployment_version, sink=audit_sink, path=audit_path)
+        self.member: bool | None = None
+
+        self._lock = threading.Lock()
+        self._ledger = admission.Ledger()
+        self._live: dict[str, LiveSession] = {}
+        self._routes: dict[str, routing.Route] = {}
+        self._crashes: dict[str, str] = {}
+        self._accepted_total = 0
+        self._rejected: Counter[str] = Counter()
+        self._outcomes: Counter[str] = Counter()
+        self._started_at = time.time()
+        self._worker_id = ""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: PoolServer | None = None
+        self._drain_requested: asyncio.Event | None = None
+        self._drain_listeners: list[Callable[[], None]] = []
+        self._bg: set[asyncio.Task[Any]] = set()
+        self.transcripts: dict[str, Any] = {}
+
+        if agent is not None:
+            self.add(getattr(agent, "__name__", "agent").lower(), agent)
+        for name, cls in (agents or {}).items():
+            self.add(name, cls)
+
+    # --- registration ---------------------------------------------------------------
+    def add(
+        self,
+        name: str,
+        agent_cls: type[Agent],
+        *,
+        stt: Any = None,
+        llm: Any = None,
+        tts: Any = None,
+        greeting: str | None = None,
+        session_kwargs: Mapping[str, Any] | None = None,
+        source: Path | None = None,
+    ) -> AgentSpec:
+        validate_agent_class(str(name), agent_cls)
+        return self.registry.add(
+            AgentSpec(
+                name=name,
+                agent_cls=agent_cls,
+                stt=stt,
+                llm=llm,
+                tts=tts,
+                greeting=greeting,
+                session_kwargs=MappingProxyType(dict(session_kwargs or {})),
+                source=source,
+            )
+        )
+
+    def discover(self, path: str | os.PathLike[str]) -> list[AgentSpec]:
+        """Register one agent per `*.py` file in a directory (name: @agent_config or stem)."""
+        specs = [spec_from_file(p) for p in agent_files(Path(path))]
+        if not specs:
+            raise RegistrationError(f"no agent files (*.py) found in {path}")
+        return [self.registry.add(s) for s in specs]
+
+    def list_agents(self) -> list[str]:
+        return self.registry.names()
+
+    def get(self, name: str) -> AgentSpec:
+        return self.registry.get(name)
+
+    def remove(self, name: str) -> AgentSpec:
+        return self.registry.remove(name)
+
+    def add_observer(self, observer: SessionObserver) -> None:
+        self.observers.append(observer)
+
+    # --- providers for a session ----------------------------------------------------
+    def session_options(self, spec: AgentSpec) -> dict[str, Any]:
+        opts: dict[str, Any] = {}
+        for slot, default in (
+            ("stt", self.default_stt),
+            ("llm", self.default_llm),
+            ("tts", self.default_tts),
+        ):
+            value = getattr(spec, slot) if getattr(spec, slot) is not None else default
+            if value is not None:
+                opts[slot] = value
+        opts.update(spec.session_kwargs)
+        return opts
+
+    def greeting_for(self, spec: AgentSpec) -> str | None:
+        return spec.greeting if spec.greeting is not None else self.default_greeting
+
+    # --- admission (runs on the worker's loop, synchronously) --------------------------
+    def decide(self, request: JobRequest) -> Admit | Refuse:
+        job = request.job
+        state = self.lifecycle.state
+        tenant = routing.tenant_of(job)
+        reason = admission.check(state, admission.Ledger(), admission.Caps(), "", tenant)
+        if reason is not None:
+            return Refuse(reason, f"worker is {state}")
+        try:
+            route = routing.resolve(
+                job, self.registry.names(), router=self.router, request=request
+            )
+        except Exception as e:
+            logger.exception("router raised for job %s", job.id)
+            return Refuse(admission.RejectReason.UNKNOWN_AGENT, f"router raised {e!r}")
+        if not route.known or route.agent is None:
+            return Refuse(
+                admission.RejectReason.UNKNOWN_AGENT,
+                f"job names agent {route.agent!r}, which this worker does not run",
+            )
+        if self.accept_only_registered_rooms and not route.explicit:
+            return Refuse(
+                admission.RejectReason.UNREGISTERED_ROOM,
+                "job does not name one of this pool's agents",
+            )
+        with self._lock:
+            reason = admission.check(state, self._ledger, self.caps, route.agent, tenant)
+            if reason is not None:
+                return Refuse(reason, f"{self._ledger.total} calls admitted")
+            self._ledger.admit(job.id, route.agent, tenant)
+            self._routes[job.id] = route
+        return Admit(route, route.agent, tenant)
+
+    def record_rejection(self, job_id: str, refusal: Refuse, room: str = "") -> None:
+        with self._lock:
+            self._rejected[refusal.reason.value] += 1
+        logger.info("refused job %s: %s (%s)", job_id, refusal.reason.value, refusal.detail)
+        self.audit_log.emit(
+            "worker.rejected",
+            target=job_id,
+            result="refused",
+            job_id=job_id,
+            reason=refusal.reason.value,
+            detail=refusal.detail,
+            room=room,
+        )
+
+    def release(self, job_id: str) -> None:
+        """Give back a call's slot: its offer fell through or the call ended."""
+        with self._lock:
+            released = self._ledger.release(job_id)
+            self._routes.pop(job_id, None)
+        if released:
+            self._after_ledger_change()
+
+    def route_of(self, job_id: str) -> routing.Route | None:
+        with self._lock:
+            return self._routes.get(job_id)
+
+    @property
+    def admitted(self) -> int:
+        return self._ledger.total
+
+    def exact_load(self) -> float:
+        """Load reported to the server: admitted/cap, and 1.0 (full) when not accepting."""
+        if not self.lifecycle.state.takes_calls:
+            return 1.0
+        cap = self.caps.max_sessions
+        if cap is None:
+            return 0.0
+        return min(1.0, self._ledger.total / cap)
+
+    # --- calls ------------------------------------------------------------------------
+    def session_started(self, info: SessionInfo, session: Any) -> None:
+        with self._lock:
+            self._accepted_total += 1
+            self._live[info.job_id] = LiveSession(info=info, session=session, status="live")
+
+    def record_crash(self, job_id: str, error: str) -> None:
+        self._crashes[job_id] = error
+
+    def session_ended(self, job_id: str, status: Outcome, error: str | None, reason: str) -> None:
+        """Called on the worker's loop when a call's job has fully closed."""
+        with self._lock:
+            live = self._live.pop(job_id, None)
+            self._crashes.pop(job_id, None)
+            if live is not None:
+                self._outcomes[status.value] += 1
+        self.release(job_id)
+        if live is None:
+            return
+        now = time.time()
+        outcome = SessionOutcome(status, now, now - live.info.started_at, error, reason)
+        logger.info(
+            "call %s (%s) ended %s after %.1fs%s",
+            job_id,
+            live.info.agent,
+            status.value,
+            outcome.duration_s,
+            f": {error}" if error else "",
+        )
+        if self.observers:
+            self._spawn(notify(self.observers, "on_session_end", live.info, outcome))
+
+    def crash_of(self, job_id: str) -> str | None:
+        return self._crashes.get(job_id)
+
+    def live_sessions(self) -> list[LiveSession]:
+        with self._lock:
+            return list(self._live.values())
+
+    # --- lifecycle ----------------------------------------------------------------------
+    @property
+    def state(self) -> WorkerState:
+        return self.lifecycle.state
+
+    @property
+    def worker_id(self) -> str:
+        return self._worker_id
+
+    def set_worker_id(self, worker_id: str) -> None:
+        self._worker_id = worker_id
+        self.audit_log.worker_id = worker_id
+
+    def begin_drain(self, reason: str = "requested", actor: str = "operator") -> None:
+        """Stop taking new calls; live calls run to hang-up, then the worker exits.
+
+        Idempotent, and safe from any thread or a signal handler's callback.
+        """
+        loop = self._loop
+        if loop is not None and loop.is_running() and not _on_loop(loop):
+            loop.call_soon_threadsafe(self._start_drain, reason, actor)
+            return
+        self._start_drain(reason, actor)
+
+    def _start_drain(self, reason: str, actor: str) -> None:
+        if not self.lifecycle.can_move(WorkerState.DRAINING):
+            return
+        self.lifecycle.move(WorkerState.DRAINING, reason=reason, actor=actor)
+        if self._drain_requested is not None:
+            self._drain_requested.set()
+        for listener in list(self._drain_listeners):
+            listener()
+
+    def on_drain(self, listener: Callable[[], None]) -> None:
+        self._drain_listeners.append(listener)
+
+    def set_membership(self, member: bool, *, reason: str, actor: str = "manifest") -> None:
+        """A manifest named (or stopped naming) this worker's version."""
+        previous, self.member = self.member, member
+        state = self.lifecycle.state
+        if member and state is WorkerState.NOT_MEMBER:
+            self.lifecycle.move(WorkerState.ACCEPTING, reason=reason, actor=actor)
+        elif not member and state in (WorkerState.ACCEPTING, WorkerState.STARTING):
+            self.lifecycle.move(WorkerState.NOT_MEMBER, reason=reason, actor=actor)
+        if previous != member:
+            self.audit_log.emit(
+                "membership.changed",
+                actor=actor,
+                target=self.deployment_version,
+                member=member,
+                reason=reason,
+            )
+            self._after_ledger_change(force=True)
+
+    def _on_transition(self, tr: Transition) -> None:
+        event = {
+            WorkerState.ACCEPTING: "worker.accepting",
+            WorkerState.NOT_MEMBER: "worker.not_member",
+            WorkerState.DRAINING: "deployment.drain_started",
+            WorkerState.DRAINED: "deployment.drain_completed",
+            WorkerState.STOPPED: "worker.stopped",
+        }.get(tr.state, f"worker.{tr.state}")
+        self.audit_log.emit(
+            event,
+            actor=tr.actor,
+            target=self._worker_id,
+            from_state=tr.previous.value,
+            to_state=tr.state.value,
+            reason=tr.reason,
+            active_sessions=self._ledger.total,
+        )
+        self._after_ledger_change(force=True)
+
+    def _after_ledger_change(self, force: bool = False) -> None:
+        server = self._server
+        loop = self._loop
+        if server is None or loop is None or not loop.is_running():
+            return
+        if _on_loop(loop):
+            self._spawn(server.push_worker_status())
+        else:
+            loop.call_soon_threadsafe(lambda: self._spawn(server.push_worker_status()))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._bg.add(task)
+        task.add_done_callback(self._bg.discard)
+
+    # --- observation --------------------------------------------------------------------
+    def runtime_snapshot(self) -> RuntimeSnapshot:
+        now = time.time()
+        with self._lock:
+            live = list(self._live.values())
+            by_agent = Counter(s.info.agent for s in live)
+            by_tenant = Counter(s.info.tenant for s in live)
+            rejected = dict(self._rejected)
+            outcomes = dict(self._outcomes)
+            accepted = self._accepted_total
+        state = self.lifecycle.state
+        return RuntimeSnapshot(
+            deployment_version=self.deployment_version,
+            state=state.value,
+            draining=state.is_draining,
+            member=self.member,
+            worker_id=self._worker_id,
+            active_sessions=len(live),
+            sessions_by_agent=MappingProxyType(dict(by_agent)),
+            sessions_by_tenant=MappingProxyType(dict(by_tenant)),
+            accepted_total=accepted,
+            rejected_total=MappingProxyType(rejected),
+            outcomes_total=MappingProxyType(outcomes),
+            max_concurrent_sessions=self.caps.max_sessions,
+            isolation=self.isolation,
+            started_at=self._started_at,
+            taken_at=now,
+            pid=os.getpid(),
+            agents=tuple(self.registry.names()),
+            sessions=tuple(s.to_dict(now) for s in live),
+        )
+
+    # --- running ------------------------------------------------------------------------
+    def build_server(
+        self,
+        *,
+        ws_url: str | None = None,
+        api_key: str | None = None,
+        api_secret: str | None = None,
+    ) -> PoolServer:
+        """The livekit AgentServer that serves this pool (one per pool run)."""
+        from .worker.server import PoolServer
+
+        if not len(self.registry):
+            raise ConfigError("the pool has no agents; add one with pool.add() or discover()")
+        if self._server is not None and not self.lifecycle.state == WorkerState.STOPPED:
+            raise ConfigError("this pool is already serving; build one worker per pool")
+        self._server = PoolServer(self, ws_url=ws_url, api_key=api_key, api_secret=api_secret)
+        return self._server
+
+    def attach_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._drain_requested = asyncio.Event()
+        if self.lifecycle.state.is_draining:
+            self._drain_requested.set()
+
+    async def wait_drain_requested(self) -> None:
+        assert self._drain_requested is not None, "attach_loop() first"
+        await self._drain_requested.wait()
+
+    def mark_started(self) -> None:
+        """The worker registered with the server: it takes calls unless told otherwise."""
+        self._started_at = time.time()
+        self.audit_log.emit(
+            "worker.started",
+            target=self._worker_id,
+            agents=self.registry.names(),
+            isolation=self.isolation,
+            max_concurrent_sessions=self.caps.max_sessions,
+        )
+        if self.lifecycle.state is WorkerState.STARTING:
+            if self.member is False:
+                self.lifecycle.move(WorkerState.NOT_MEMBER, reason="not in manifest")
+            else:
+                self.lifecycle.move(WorkerState.ACCEPTING, reason="registered")
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False

@@ -1,0 +1,1 @@
+"""The running worker: the server link, the job runner and the call entrypoint."""

@@ -1,0 +1,136 @@
+"""The entrypoint every job runs: build the session for the routed agent and run it.
+
+Against a real LiveKit server the call connects to its room. A dispatch that carries a
+simulated caller (job metadata key "simulated_call") runs the same AgentSession on
+simulated media instead; that switch is explicit in the dispatch and logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from livekit.agents import AgentSession, JobContext
+from livekit.agents.voice.events import CloseEvent, CloseReason
+
+from .. import routing
+from ..sessions import SessionInfo, notify
+from .models import shared_models
+
+if TYPE_CHECKING:
+    from ..pool import AgentPool
+
+logger = logging.getLogger("openrtc.call")
+
+SIMULATED_CALL_KEY = "simulated_call"
+
+
+class CallFailed(RuntimeError):
+    """The call's agent or session failed; the job is reported JS_FAILED."""
+
+
+def _build_session(pool: AgentPool, spec: Any) -> AgentSession:
+    opts = pool.session_options(spec)
+    if pool.prewarm_models:
+        models = shared_models()
+        opts.setdefault("vad", models.vad)
+        opts.setdefault("turn_handling", {"turn_detection": models.turn_detector})
+    return AgentSession(**opts)
+
+
+async def run_call(pool: AgentPool, ctx: JobContext) -> None:
+    job = ctx.job
+    route = pool.route_of(job.id) or routing.resolve(job, pool.registry.names())
+    if route.agent is None:
+        raise CallFailed(f"job {job.id} has no agent to run")
+    spec = pool.registry.get(route.agent)
+    metadata = routing.parse_metadata(job.metadata)
+    script = metadata.get(SIMULATED_CALL_KEY)
+    info = SessionInfo(
+        job_id=job.id,
+        agent=spec.name,
+        room=job.room.name,
+        tenant=routing.tenant_of(job),
+        deployment_version=pool.deployment_version,
+        worker_id=pool.worker_id,
+        metadata={k: v for k, v in metadata.items() if k != SIMULATED_CALL_KEY},
+        started_at=time.time(),
+        simulated=script is not None,
+    )
+    ctx.log_context_fields = {"agent": spec.name, "deployment_version": pool.deployment_version}
+    try:
+        session = _build_session(pool, spec)
+        errors: list[str] = []
+        session.on("error", lambda ev: errors.append(_describe_error(ev)))
+        pool.session_started(info, session)
+        if pool.observers:
+            await notify(pool.observers, "on_session_start", info, session)
+        agent = spec.agent_cls()
+        if script is not None:
+            await _simulated(pool, ctx, session, agent, spec, script, errors)
+        else:
+            await _over_room(pool, ctx, session, agent, spec, errors)
+    except BaseException as e:
+        if not isinstance(e, asyncio.CancelledError):
+            pool.record_crash(job.id, f"{type(e).__name__}: {e}")
+        raise
+
+
+async def _simulated(
+    pool: AgentPool,
+    ctx: JobContext,
+    session: AgentSession,
+    agent: Any,
+    spec: Any,
+    script: Any,
+    errors: list[str],
+) -> None:
+    from ..simulation import CallScript, run_simulated_call
+
+    parsed = CallScript.from_dict(script)
+    logger.info(
+        "call %s uses simulated media: the dispatch carries a %s-mode simulated caller",
+        ctx.job.id,
+        parsed.mode,
+    )
+    transcript = await run_simulated_call(
+        session, agent, parsed, call_id=ctx.job.id, greeting=pool.greeting_for(spec)
+    )
+    pool.transcripts[ctx.job.id] = transcript
+    if not transcript.completed:
+        detail = transcript.error or (errors[-1] if errors else "the call did not complete")
+        raise CallFailed(detail)
+    ctx.shutdown("caller hung up")
+
+
+async def _over_room(
+    pool: AgentPool,
+    ctx: JobContext,
+    session: AgentSession,
+    agent: Any,
+    spec: Any,
+    errors: list[str],
+) -> None:
+    closed: asyncio.Future[CloseEvent] = asyncio.get_running_loop().create_future()
+
+    def on_close(ev: CloseEvent) -> None:
+        if not closed.done():
+            closed.set_result(ev)
+
+    session.on("close", on_close)
+    await ctx.connect()
+    await session.start(agent=agent, room=ctx.room)
+    greeting = pool.greeting_for(spec)
+    if greeting:
+        session.say(greeting)
+    ev = await closed
+    if ev.reason == CloseReason.ERROR:
+        raise CallFailed(_describe_error(ev) if ev.error else (errors[-1] if errors else "error"))
+    ctx.shutdown(f"session closed: {ev.reason.value}")
+
+
+def _describe_error(ev: Any) -> str:
+    err = getattr(ev, "error", None)
+    return f"{type(err).__name__}: {err}" if err is not None else str(ev)

@@ -1,0 +1,271 @@
+"""Running each call as an asyncio task on the worker's own event loop.
+
+livekit-agents runs a job in a process or a thread; here a job is a task with its own
+JobContext (and contextvars), so every call shares the process's loaded models. The
+classes duck-type livekit's job executor and process pool, so AgentServer drives them
+unchanged: launch, join, termination, drain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
+
+from livekit.agents import JobContext, JobProcess, utils
+from livekit.agents.job import RunningJobInfo
+from livekit.protocol import agent as lk_proto
+
+from .. import _lk
+from ..sessions import Outcome
+
+logger = logging.getLogger("openrtc.jobs")
+
+Entrypoint = Callable[[JobContext], Awaitable[None]]
+PoolEvent = Literal[
+    "process_created", "process_started", "process_ready", "process_closed", "process_job_launched"
+]
+
+
+class CoroutineJob:
+    """One call: a task running the entrypoint, then livekit's shutdown sequence."""
+
+    def __init__(self, *, proc: JobProcess, entrypoint: Entrypoint, close_timeout: float) -> None:
+        self._id = utils.shortuuid("CJ_")
+        self._proc = proc
+        self._entrypoint = entrypoint
+        self._close_timeout = close_timeout
+        self._info: RunningJobInfo | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._shutdown: asyncio.Future[str] | None = None
+        self._user_arguments: Any = None
+        self.outcome: Outcome | None = None
+        self.error = ""
+        self.end_reason = ""
+        self.started_at = 0.0
+        self._cancel_reason: str | None = None
+
+    # --- JobExecutor protocol -----------------------------------------------------
+    @property
+    def id(self) -> str:
+        return self._id
+
+    @property
+    def started(self) -> bool:
+        return True
+
+    @property
+    def user_arguments(self) -> Any:
+        return self._user_arguments
+
+    @user_arguments.setter
+    def user_arguments(self, value: Any) -> None:
+        self._user_arguments = value
+
+    @property
+    def running_job(self) -> RunningJobInfo | None:
+        return self._info
+
+    @property
+    def status(self) -> _lk.ExecutorStatus:
+        if self.outcome is None:
+            return _lk.ExecutorStatus.RUNNING
+        if self.outcome is Outcome.SUCCESS:
+            return _lk.ExecutorStatus.SUCCESS
+        return _lk.ExecutorStatus.FAILED
+
+    @property
+    def proto_status(self) -> int:
+        return {
+            None: lk_proto.JobStatus.JS_RUNNING,
+            Outcome.SUCCESS: lk_proto.JobStatus.JS_SUCCESS,
+            Outcome.FAILED: lk_proto.JobStatus.JS_FAILED,
+            Outcome.CANCELLED: lk_proto.JobStatus.JS_CANCELLED,
+        }[self.outcome]
+
+    async def start(self) -> None:
+        return None
+
+    async def initialize(self) -> None:
+        return None
+
+    def logging_extra(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {"executor_id": self._id}
+        if self._info is not None:
+            extra["job_id"] = self._info.job.id
+        return extra
+
+    async def launch_job(self, info: RunningJobInfo) -> None:
+        if self._info is not None:
+            raise RuntimeError("a coroutine job runs exactly one call")
+        self._info = info
+        self.started_at = time.time()
+        self._shutdown = asyncio.get_running_loop().create_future()
+        self._task = asyncio.create_task(self._run(info), name=f"call:{info.job.id}")
+
+    async def join(self) -> None:
+        if self._task is None:
+            await asyncio.sleep(0)
+            return
+        await asyncio.shield(self._task)
+
+    async def aclose(self) -> None:
+        """End the call the way a hang-up does: the session closes, callbacks run."""
+        self.request_shutdown("job terminated")
+        if self._task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._task)
+
+    async def cancel_call(self, reason: str) -> None:
+        """Cut a live call (drain timeout): closed gracefully, reported CANCELLED."""
+        self._cancel_reason = reason
+        self.request_shutdown(reason)
+        if self._task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._task)
+
+    def request_shutdown(self, reason: str) -> None:
+        if self._shutdown is not None and not self._shutdown.done():
+            self._shutdown.set_result(reason)
+
+    # --- the call -------------------------------------------------------------------
+    async def _run(self, info: RunningJobInfo) -> None:
+        assert self._shutdown is not None
+        room = _lk.room_for_job(info)
+        ctx = _lk.new_job_context(
+            proc=self._proc,
+            info=info,
+            room=room,
+            on_connect=lambda: None,
+            on_shutdown=lambda reason: self.request_shutdown(reason or "user requested"),
+        )
+        room.on("disconnected", lambda *_: self.request_shutdown("room disconnected"))
+        _lk.prepare_job_context(ctx)
+        token = _lk.set_current_job_context(ctx)
+        entry = asyncio.create_task(self._entrypoint(ctx), name=f"entrypoint:{info.job.id}")
+        entry.add_done_callback(self._on_entry_done)
+        try:
+            self.end_reason = await self._shutdown
+            await self._shutdown_sequence(ctx, room, entry)
+        finally:
+            try:
+                await _lk.finish_job_context(ctx)
+            except Exception:
+                logger.exception("job cleanup failed", extra=self.logging_extra())
+            _lk.reset_current_job_context(token)
+            self._settle()
+
+    def _on_entry_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            self.error = f"{type(exc).__name__}: {exc}"
+            if self.outcome is None:
+                self.outcome = Outcome.FAILED
+            logger.error("call crashed", exc_info=exc, extra=self.logging_extra())
+            self.request_shutdown("job crashed")
+
+    async def _shutdown_sequence(
+        self, ctx: JobContext, room: Any, entry: asyncio.Task[None]
+    ) -> None:
+        if not entry.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(entry), self._close_timeout)
+            except TimeoutError:
+                logger.warning(
+                    "entrypoint did not return %.0fs after shutdown; cancelling it",
+                    self._close_timeout,
+                    extra=self.logging_extra(),
+                )
+                await utils.aio.cancel_and_wait(entry)
+            except BaseException:
+                pass
+        session = _lk.primary_session(ctx)
+        if session is not None:
+            try:
+                await asyncio.wait_for(session.aclose(), self._close_timeout)
+            except Exception:
+                logger.exception("closing the session failed", extra=self.logging_extra())
+        with contextlib.suppress(Exception):
+            await room.disconnect()
+        callbacks = _lk.shutdown_callbacks(ctx)
+        results = await asyncio.gather(
+            *(cb(self.end_reason) for cb in callbacks), return_exceptions=True
+        )
+        for r in results:
+            if isinstance(r, BaseException):
+                logger.error("shutdown callback raised", exc_info=r, extra=self.logging_extra())
+
+    def _settle(self) -> None:
+        if self._cancel_reason is not None and self.outcome is None:
+            self.outcome = Outcome.CANCELLED
+            self.error = self._cancel_reason
+        elif self.outcome is None:
+            self.outcome = Outcome.SUCCESS
+
+
+class CoroutineJobPool(utils.EventEmitter[PoolEvent]):
+    """Stands where AgentServer expects its process pool: one CoroutineJob per call."""
+
+    def __init__(self, *, entrypoint: Entrypoint, close_timeout: float = 15.0) -> None:
+        super().__init__()
+        self._entrypoint = entrypoint
+        self._close_timeout = close_timeout
+        self._proc = _lk.new_job_process()
+        self._jobs: list[CoroutineJob] = []
+        self._monitors: set[asyncio.Task[None]] = set()
+        self._target_idle = 0
+
+    @property
+    def job_process(self) -> JobProcess:
+        return self._proc
+
+    @property
+    def processes(self) -> list[CoroutineJob]:
+        return self._jobs
+
+    def get_by_job_id(self, job_id: str) -> CoroutineJob | None:
+        return next(
+            (j for j in self._jobs if j.running_job and j.running_job.job.id == job_id), None
+        )
+
+    async def start(self) -> None:
+        return None
+
+    def set_target_idle_processes(self, num_idle_processes: int) -> None:
+        self._target_idle = num_idle_processes
+
+    @property
+    def target_idle_processes(self) -> int:
+        return self._target_idle
+
+    async def launch_job(self, info: RunningJobInfo) -> None:
+        info.launched_at = time.time()
+        job = CoroutineJob(
+            proc=self._proc, entrypoint=self._entrypoint, close_timeout=self._close_timeout
+        )
+        self._jobs.append(job)
+        await job.launch_job(info)
+        self.emit("process_job_launched", job)
+        monitor = asyncio.create_task(self._monitor(job))
+        self._monitors.add(monitor)
+        monitor.add_done_callback(self._monitors.discard)
+
+    async def _monitor(self, job: CoroutineJob) -> None:
+        try:
+            await job.join()
+        except BaseException:
+            pass
+        finally:
+            self._jobs.remove(job)
+            self.emit("process_closed", job)
+
+    async def aclose(self) -> None:
+        """Worker shutdown with calls still live: each is closed and reported CANCELLED."""
+        live = list(self._jobs)
+        await asyncio.gather(*(j.cancel_call("worker shutdown") for j in live))
+        await asyncio.gather(*self._monitors, return_exceptions=True)

@@ -1,0 +1,184 @@
+"""A worker's whole life, top to bottom: start, serve, and what happens on SIGTERM.
+
+1. start: load the shared models, connect and register; the pool goes to accepting.
+2. serve until a drain is requested: `pool.begin_drain()`, POST /drain, a manifest that
+   drops our version (when configured to), or SIGTERM/SIGINT. The signal handler only
+   records the request (it runs on the loop, via the loop's own signal plumbing), so it
+   never raises into a running call and a signal that lands while a call's code blocks
+   the loop is handled as soon as the loop runs again.
+3. drain: the server is told we are full at once and every new offer is refused
+   (`worker.rejected`, reason `draining`); in-flight calls run to hang-up.
+4. exit: when the last call ends, the final job statuses are flushed, the connection is
+   closed cleanly and `serve()` returns EXIT_OK. If `drain_timeout` passes first, or a
+   second signal arrives, the calls still live are closed gracefully (sessions closed,
+   shutdown callbacks run, JS_CANCELLED sent), `deployment.drain_timeout` is audited with
+   the cut job ids, and `serve()` returns EXIT_DRAIN_TIMEOUT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING
+
+from ..lifecycle import WorkerState
+from .models import shared_models
+
+if TYPE_CHECKING:
+    from ..pool import AgentPool
+    from .server import PoolServer
+
+logger = logging.getLogger("openrtc.lifespan")
+
+EXIT_OK = 0
+"""Drained: every call ended on its own, or the worker stopped with none live."""
+EXIT_FAILED = 1
+"""The worker could not start or lost its server for good."""
+EXIT_DRAIN_TIMEOUT = 3
+"""drain_timeout passed (or a second signal came): live calls were cut, CANCELLED."""
+
+HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+@contextlib.contextmanager
+def capture_signals(
+    loop: asyncio.AbstractEventLoop, on_signal: Callable[[signal.Signals, int], None]
+) -> Iterator[None]:
+    """Route SIGTERM/SIGINT to on_signal(signal, count) on the loop; restore on exit."""
+    counts: dict[signal.Signals, int] = {}
+
+    def handler(sig: signal.Signals) -> None:
+        counts[sig] = sum(counts.values()) + 1
+        on_signal(sig, counts[sig])
+
+    installed = []
+    for sig in HANDLED_SIGNALS:
+        try:
+            loop.add_signal_handler(sig, handler, sig)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError, ValueError):
+            logger.debug("cannot capture %s here (not the main thread)", sig.name)
+    try:
+        yield
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+class Lifespan:
+    """Runs one PoolServer from start to exit and returns the process exit code."""
+
+    def __init__(self, pool: AgentPool, server: PoolServer, *, devmode: bool = False) -> None:
+        self.pool = pool
+        self.server = server
+        self.devmode = devmode
+        self._force = asyncio.Event()
+        self.cut_jobs: list[str] = []
+
+    def on_signal(self, sig: signal.Signals, count: int) -> None:
+        if count == 1:
+            logger.info("%s received: draining (send it again to cut live calls)", sig.name)
+            self.pool.begin_drain(reason=sig.name, actor="signal")
+        else:
+            logger.warning("%s received again: cutting live calls now", sig.name)
+            self.pool.begin_drain(reason=sig.name, actor="signal")
+            self._force.set()
+
+    def force(self) -> None:
+        """Take the drain-timeout path now (a second signal does this)."""
+        self._force.set()
+
+    async def run(self, *, ready: Callable[[], Awaitable[None]] | None = None) -> int:
+        loop = asyncio.get_running_loop()
+        self.pool.attach_loop(loop)
+        if self.pool.prewarm_models:
+            await asyncio.to_thread(shared_models)
+        run_task = asyncio.create_task(self.server.run(devmode=self.devmode), name="agent_server")
+        drain_task = asyncio.create_task(self.pool.wait_drain_requested())
+        try:
+            done, _ = await asyncio.wait(
+                {run_task, drain_task}, return_when=asyncio.FIRST_COMPLETED
+            )
+            if run_task in done:
+                drain_task.cancel()
+                return self._server_ended(run_task)
+            code = await self._drain()
+        finally:
+            drain_task.cancel()
+            await self._close()
+            if not run_task.done():
+                run_task.cancel()
+            with contextlib.suppress(BaseException):
+                await run_task
+            if self.pool.lifecycle.can_move(WorkerState.STOPPED):
+                self.pool.lifecycle.move(WorkerState.STOPPED, reason="exited")
+        return code
+
+    def _server_ended(self, run_task: asyncio.Task[None]) -> int:
+        exc = None if run_task.cancelled() else run_task.exception()
+        if exc is not None:
+            logger.error("worker stopped: %s", exc)
+            return EXIT_FAILED
+        return EXIT_OK
+
+    async def _drain(self) -> int:
+        self.server.mark_draining()
+        await self.server.push_worker_status()
+        started = time.monotonic()
+        deadline = self.pool.drain_timeout
+        idle = asyncio.create_task(self._until_idle())
+        force = asyncio.create_task(self._force.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {idle, force}, timeout=deadline, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            force.cancel()
+        if idle in done:
+            self.pool.lifecycle.move(
+                WorkerState.DRAINED,
+                reason=f"last call ended after {time.monotonic() - started:.2f}s",
+            )
+            return EXIT_OK
+        idle.cancel()
+        self.cut_jobs = await self.server.cut_live_calls("drain_timeout")
+        why = "second signal" if self._force.is_set() else f"drain_timeout {deadline:g}s"
+        logger.warning("drain cut %d live call(s) (%s)", len(self.cut_jobs), why)
+        self.pool.audit_log.emit(
+            "deployment.drain_timeout",
+            target=self.pool.worker_id,
+            result="cut",
+            cut_job_ids=self.cut_jobs,
+            reason=why,
+            drain_timeout=deadline,
+        )
+        with contextlib.suppress(Exception):
+            self.pool.lifecycle.move(WorkerState.DRAINED, reason=f"cut {len(self.cut_jobs)}")
+        return EXIT_DRAIN_TIMEOUT
+
+    async def _until_idle(self) -> None:
+        """No call admitted, launching or running, and no offer mid-answer."""
+        while True:
+            if self.pool.admitted == 0 and not self.server.job_executors():
+                pending = [t for t in self.server.lifecycle_tasks() if not t.done()]
+                if not pending:
+                    return
+                await asyncio.wait(pending, timeout=0.05)
+                continue
+            await asyncio.sleep(0.01)
+
+    async def _close(self) -> None:
+        await self.server.flush_outbox()
+        with contextlib.suppress(Exception):
+            await self.server.aclose()
+
+
+async def serve(pool: AgentPool, server: PoolServer, *, devmode: bool = False) -> int:
+    """Run a worker in this process, with SIGTERM/SIGINT handled; returns the exit code."""
+    lifespan = Lifespan(pool, server, devmode=devmode)
+    with capture_signals(asyncio.get_running_loop(), lifespan.on_signal):
+        return await lifespan.run()
