@@ -335,12 +335,12 @@ class AuditLog:
         if not isinstance(record, dict) or _problem(record) is not None:
             raise AuditFileError(
                 f"the last line of audit file {path} is truncated or garbled; "
-                "run `openrtc audit verify` on it and move it aside before restarting"
+                "check it with verify_chain() and move it aside before restarting"
             )
         if record["hash"] != record_hash(record):
             raise AuditFileError(
                 f"the last record of audit file {path} was modified after writing; "
-                "run `openrtc audit verify` on it and move it aside before restarting"
+                "check it with verify_chain() and move it aside before restarting"
             )
         self._seq = record["seq"]
         self._last_hash = record["hash"]

@@ -1,0 +1,299 @@
+"""Audit log: seq, hash chain, file continuity and tamper detection."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from pathlib import Path
+
+import pytest
+
+from openrtc.audit import (
+    GENESIS_HASH,
+    AuditEvent,
+    AuditFileError,
+    AuditLog,
+    record_hash,
+    verify_chain,
+)
+
+
+def _write_events(path: Path, count: int) -> list[AuditEvent]:
+    with AuditLog(worker_id="w-1", version="v1.0.0", path=path) as log:
+        return [log.emit("membership.changed", target=f"call-{i}", index=i) for i in range(count)]
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+def _write_lines(path: Path, lines: list[str]) -> None:
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+
+
+def test_seq_is_monotonic_and_chained_in_memory() -> None:
+    seen: list[AuditEvent] = []
+    log = AuditLog(worker_id="w-1", version="v2.0.0", sink=seen.append)
+    first = log.emit("worker.started")
+    second = log.emit("deployment.drain_started", actor="sigterm", in_flight=3)
+    third = log.emit("deployment.drain_completed", version="v2.0.1")
+
+    assert [e.seq for e in seen] == [1, 2, 3]
+    assert first.prev_hash == GENESIS_HASH
+    assert second.prev_hash == first.hash
+    assert third.prev_hash == second.hash
+    assert len({first.hash, second.hash, third.hash}) == 3
+    assert first.version == "v2.0.0"
+    assert third.version == "v2.0.1"
+    assert second.actor == "sigterm"
+    assert first.actor == "system" and first.result == "ok"
+
+
+def test_to_dict_is_flat_and_hash_covers_it() -> None:
+    log = AuditLog(worker_id="w-9", version="v1", sink=lambda event: None)
+    event = log.emit("worker.rejected", target="job-7", result="rejected", reason="draining")
+    record = event.to_dict()
+
+    assert record["reason"] == "draining"
+    assert "fields" not in record
+    assert record["worker_id"] == "w-9"
+    assert record["host"]
+    assert record["hash"] == record_hash(record)
+    record["reason"] = "capacity"
+    assert record["hash"] != record_hash(record)
+
+
+def test_worker_id_and_version_are_settable_after_construction() -> None:
+    log = AuditLog(sink=lambda event: None)
+    before = log.emit("worker.started")
+    log.worker_id = "AW_123"
+    log.version = "v3"
+    after = log.emit("membership.changed")
+    assert (before.worker_id, before.version) == ("", "")
+    assert (after.worker_id, after.version) == ("AW_123", "v3")
+
+
+@pytest.mark.parametrize("name", ["seq", "hash", "prev_hash", "host", "timestamp", "event"])
+def test_reserved_field_names_are_rejected(name: str) -> None:
+    log = AuditLog(sink=lambda event: None)
+    with pytest.raises(ValueError, match=repr(name)):
+        log.emit("worker.started", **{name: "x"})
+    assert log.last_seq == 0
+
+
+def test_event_dataclass_rejects_shadowing_field() -> None:
+    with pytest.raises(ValueError, match="'worker_id'"):
+        AuditEvent(1, 0.0, "e", "a", "t", "ok", "v", "w", "h", {"worker_id": "x"}, "0", "0")
+
+
+def test_raising_sink_never_fails_emit_and_is_counted(caplog: pytest.LogCaptureFixture) -> None:
+    def broken(event: AuditEvent) -> None:
+        raise RuntimeError("collector is down")
+
+    log = AuditLog(sink=broken)
+    with caplog.at_level(logging.ERROR, logger="openrtc"):
+        first = log.emit("worker.started")
+        second = log.emit("deployment.drain_started")
+
+    assert (first.seq, second.seq) == (1, 2)
+    assert log.sink_failures == 2
+    assert "seq 2" in caplog.text
+    assert [e.seq for e in log.recent(10)] == [1, 2]
+
+
+def test_default_sink_is_the_openrtc_audit_logger(caplog: pytest.LogCaptureFixture) -> None:
+    log = AuditLog(worker_id="w-1", version="v1")
+    with caplog.at_level(logging.INFO, logger="openrtc.audit"):
+        event = log.emit("deployment.rolled_back", target="v2", to_version="v1")
+    records = [r for r in caplog.records if r.name == "openrtc.audit"]
+    assert len(records) == 1
+    assert json.loads(records[0].getMessage()) == event.to_dict()
+
+
+def test_recent_is_bounded_and_ordered() -> None:
+    log = AuditLog(sink=lambda event: None, history=5)
+    for _ in range(12):
+        log.emit("worker.rejected")
+    assert [e.seq for e in log.recent(3)] == [10, 11, 12]
+    assert [e.seq for e in log.recent(100)] == [8, 9, 10, 11, 12]
+    assert log.recent(0) == []
+
+
+def test_file_sink_writes_verifiable_chain(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    events = _write_events(path, 4)
+    lines = _lines(path)
+    assert [json.loads(line) for line in lines] == [e.to_dict() for e in events]
+    report = verify_chain(path)
+    assert report.ok and report.records == 4 and report.first_bad_seq is None
+
+
+def test_file_sink_continues_seq_and_chain_after_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    first_run = _write_events(path, 3)
+    with AuditLog(worker_id="w-2", version="v2.0.0", path=path) as log:
+        assert log.last_seq == 3
+        resumed = log.emit("worker.started")
+    assert resumed.seq == 4
+    assert resumed.prev_hash == first_run[-1].hash
+    report = verify_chain(path)
+    assert report.ok and report.records == 4
+
+
+def test_second_writer_on_same_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    with AuditLog(path=path), pytest.raises(AuditFileError, match="in use"):
+        AuditLog(path=path)
+
+
+def test_reopen_refuses_garbled_tail(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    _write_events(path, 2)
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write('{"seq": 3, "trunc')
+    with pytest.raises(AuditFileError, match="truncated or garbled"):
+        AuditLog(path=path)
+
+
+def test_failed_file_write_keeps_seq_and_counts(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path=path)
+    log.emit("worker.started")
+    log.close()
+    after = log.emit("deployment.drain_started")
+    assert after.seq == 2
+    assert log.sink_failures == 1
+    assert len(_lines(path)) == 1
+
+
+def test_verify_chain_on_empty_and_missing_file(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("", encoding="utf-8")
+    report = verify_chain(empty)
+    assert report.ok and report.records == 0 and "empty" in report.reason
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        verify_chain(tmp_path / "missing.jsonl")
+
+
+def test_verify_chain_detects_deleted_record(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    _write_events(path, 5)
+    lines = _lines(path)
+    del lines[2]
+    _write_lines(path, lines)
+    report = verify_chain(path)
+    assert not report.ok
+    assert report.first_bad_seq == 4
+    assert report.records == 2
+
+
+def test_verify_chain_detects_deleted_first_record(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    _write_events(path, 5)
+    del_first = _lines(path)[1:]
+    _write_lines(path, del_first)
+    report = verify_chain(path)
+    assert not report.ok
+    assert report.first_bad_seq == 2
+
+
+def test_verify_chain_detects_edited_record(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    _write_events(path, 5)
+    lines = _lines(path)
+    record = json.loads(lines[1])
+    record["result"] = "rejected"
+    lines[1] = json.dumps(record)
+    _write_lines(path, lines)
+    report = verify_chain(path)
+    assert not report.ok
+    assert report.first_bad_seq == 2
+    assert "modified" in report.reason
+
+
+def test_verify_chain_detects_edit_with_recomputed_hash(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    _write_events(path, 5)
+    lines = _lines(path)
+    record = json.loads(lines[1])
+    record["target"] = "someone-else"
+    record["hash"] = record_hash(record)
+    lines[1] = json.dumps(record)
+    _write_lines(path, lines)
+    report = verify_chain(path)
+    assert not report.ok
+    assert report.first_bad_seq == 3
+    assert "chain" in report.reason
+
+
+def test_verify_chain_detects_reordered_records(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    _write_events(path, 5)
+    lines = _lines(path)
+    lines[2], lines[3] = lines[3], lines[2]
+    _write_lines(path, lines)
+    report = verify_chain(path)
+    assert not report.ok
+    assert report.first_bad_seq == 4
+
+
+def test_verify_chain_detects_inserted_record(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    _write_events(path, 4)
+    lines = _lines(path)
+    forged = json.loads(lines[1])
+    forged["seq"] = 3
+    forged["prev_hash"] = forged["hash"]
+    forged["event"] = "deployment.drain_completed"
+    forged["hash"] = record_hash(forged)
+    lines.insert(2, json.dumps(forged))
+    _write_lines(path, lines)
+    report = verify_chain(path)
+    assert not report.ok
+    assert report.first_bad_seq == 3
+    assert report.records == 3
+
+
+def test_verify_chain_detects_garbled_and_truncated_lines(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    _write_events(path, 4)
+    lines = _lines(path)
+    _write_lines(path, [*lines[:2], "{not json", *lines[3:]])
+    report = verify_chain(path)
+    assert not report.ok
+    assert report.first_bad_seq == 3
+    assert "line 3" in report.reason
+
+    path.write_text("\n".join(lines[:3]) + "\n" + lines[3][:40], encoding="utf-8")
+    report = verify_chain(path)
+    assert not report.ok
+    assert report.first_bad_seq == 4
+    assert report.records == 3
+
+
+def test_concurrent_emits_get_unique_contiguous_seqs(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path=path)
+    threads_count, per_thread = 8, 40
+    results: list[list[int]] = [[] for _ in range(threads_count)]
+    barrier = threading.Barrier(threads_count)
+
+    def worker(slot: int) -> None:
+        barrier.wait()
+        for i in range(per_thread):
+            results[slot].append(log.emit("worker.rejected", slot=slot, i=i).seq)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(threads_count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    log.close()
+
+    all_seqs = sorted(seq for chunk in results for seq in chunk)
+    assert all_seqs == list(range(1, threads_count * per_thread + 1))
+    for chunk in results:
+        assert chunk == sorted(chunk)
+    report = verify_chain(path)
+    assert report.ok and report.records == threads_count * per_thread
