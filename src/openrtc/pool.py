@@ -90,6 +90,12 @@ class AgentPool:
         audit_path: str | os.PathLike[str] | None = None,
         prewarm_models: bool = True,
         session_close_timeout: float = 15.0,
+        manifest: str | os.PathLike[str] | None = None,
+        membership_secrets: Any = None,
+        manifest_poll_interval: float | None = None,
+        drain_when_not_member: bool = False,
+        http_host: str | None = None,
+        http_port: int | None = None,
     ) -> None:
         if isolation not in ISOLATIONS:
             raise ConfigError(
@@ -104,7 +110,9 @@ class AgentPool:
                 raise ConfigError(f"{flag} must be a whole number of at least 1, got {value!r}")
         version = deployment_version or os.environ.get("OPENRTC_DEPLOYMENT_VERSION") or ""
         self.deployment_version = version.strip() or DEFAULT_VERSION
-        timeout = drain_timeout if drain_timeout is not None else _env_float("OPENRTC_DRAIN_TIMEOUT")
+        timeout = (
+            drain_timeout if drain_timeout is not None else _env_float("OPENRTC_DRAIN_TIMEOUT")
+        )
         self.drain_timeout = DEFAULT_DRAIN_TIMEOUT if timeout is None else float(timeout)
         if not self.drain_timeout > 0:
             raise ConfigError(f"drain_timeout must be a positive number of seconds, got {timeout}")
@@ -126,6 +134,17 @@ class AgentPool:
         self.prewarm_models = prewarm_models
         self.session_close_timeout = session_close_timeout
 
+        self.manifest = manifest or os.environ.get("OPENRTC_MANIFEST") or None
+        self.membership_secrets = membership_secrets
+        interval = manifest_poll_interval
+        if interval is None:
+            interval = _env_float("OPENRTC_MANIFEST_POLL_INTERVAL")
+        self.manifest_poll_interval = 5.0 if interval is None else float(interval)
+        self.drain_when_not_member = drain_when_not_member
+        self.http_host = http_host or os.environ.get("OPENRTC_HTTP_HOST") or "127.0.0.1"
+        port = http_port if http_port is not None else _env_float("OPENRTC_HTTP_PORT")
+        self.http_port = None if port is None else int(port)
+
         self.lifecycle = Lifecycle()
         self.lifecycle.subscribe(self._on_transition)
         self.audit_log = AuditLog(version=self.deployment_version, sink=audit_sink, path=audit_path)
@@ -145,6 +164,7 @@ class AgentPool:
         self._server: PoolServer | None = None
         self._drain_requested: asyncio.Event | None = None
         self._drain_listeners: list[Callable[[], None]] = []
+        self._end_listeners: list[Callable[[str, str, float], None]] = []
         self._bg: set[asyncio.Task[Any]] = set()
         self.transcripts: dict[str, Any] = {}
 
@@ -196,6 +216,10 @@ class AgentPool:
     def remove(self, name: str) -> AgentSpec:
         return self.registry.remove(name)
 
+    def add_end_listener(self, listener: Callable[[str, str, float], None]) -> None:
+        """listener(agent, outcome, duration_s) on every ended call (metrics use it)."""
+        self._end_listeners.append(listener)
+
     def add_observer(self, observer: SessionObserver) -> None:
         self.observers.append(observer)
 
@@ -225,9 +249,7 @@ class AgentPool:
         if reason is not None:
             return Refuse(reason, f"worker is {state}")
         try:
-            route = routing.resolve(
-                job, self.registry.names(), router=self.router, request=request
-            )
+            route = routing.resolve(job, self.registry.names(), router=self.router, request=request)
         except Exception as e:
             logger.exception("router raised for job %s", job.id)
             return Refuse(admission.RejectReason.UNKNOWN_AGENT, f"router raised {e!r}")
@@ -317,6 +339,11 @@ class AgentPool:
             outcome.duration_s,
             f": {error}" if error else "",
         )
+        for listener in list(self._end_listeners):
+            try:
+                listener(live.info.agent, status.value, outcome.duration_s)
+            except Exception:
+                logger.exception("session end listener failed")
         if self.observers:
             self._spawn(notify(self.observers, "on_session_end", live.info, outcome))
 
@@ -497,3 +524,42 @@ def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
         return asyncio.get_running_loop() is loop
     except RuntimeError:
         return False
+
+
+def membership_watcher(pool: AgentPool) -> Any:
+    """A ManifestWatcher that keeps the pool's membership in step with the manifest."""
+    from .manifest import Manifest, ManifestWatcher
+    from .membership import load_secrets
+
+    if pool.manifest is None:
+        return None
+    secrets = pool.membership_secrets
+    if secrets is None:
+        try:
+            secrets = load_secrets()
+        except Exception as e:
+            raise ConfigError(
+                "a membership manifest is configured but no secret: set "
+                f"OPENRTC_MEMBERSHIP_SECRET or OPENRTC_MEMBERSHIP_SECRET_FILE ({e})"
+            ) from None
+
+    def on_change(manifest: Manifest) -> None:
+        member = manifest.is_member(pool.deployment_version)
+        active = ", ".join(manifest.active_versions)
+        pool.set_membership(member, reason=f"manifest names {active}")
+        if not member and pool.drain_when_not_member:
+            pool.begin_drain(reason="version left the manifest", actor="manifest")
+
+    def on_rejected(reason: str) -> None:
+        logger.warning("membership manifest rejected, the last valid one stays: %s", reason)
+        pool.audit_log.emit(
+            "membership.manifest_rejected", actor="manifest", result="rejected", reason=reason
+        )
+
+    return ManifestWatcher(
+        pool.manifest,
+        secrets,
+        interval=pool.manifest_poll_interval,
+        on_change=on_change,
+        on_rejected=on_rejected,
+    )

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from ..errors import OpenRTCError
+from ..pool import DEFAULT_DRAIN_TIMEOUT
 from . import pool_options as po
 from .logs import setup_logging
 
@@ -80,14 +81,18 @@ def start(
     ] = None,
     api_secret_file: Annotated[
         Path | None,
-        typer.Option("--api-secret-file", envvar="LIVEKIT_API_SECRET_FILE", help="File holding the API secret."),
+        typer.Option(
+            "--api-secret-file",
+            envvar="LIVEKIT_API_SECRET_FILE",
+            help="File holding the API secret.",
+        ),
     ] = None,
     isolation: po.Isolation = "coroutine",
     max_concurrent_sessions: po.MaxSessions = None,
     max_sessions_per_agent: po.MaxPerAgent = None,
     max_sessions_per_tenant: po.MaxPerTenant = None,
     deployment_version: po.Version = None,
-    drain_timeout: po.DrainTimeout = po.DEFAULT_DRAIN_TIMEOUT,
+    drain_timeout: po.DrainTimeout = DEFAULT_DRAIN_TIMEOUT,
     agent_name: po.AgentName = "",
     accept_only_registered_rooms: po.OnlyRegistered = False,
     audit_path: po.AuditPath = None,
@@ -103,11 +108,17 @@ def start(
     secret = _secret(api_secret, api_secret_file)
     missing = [
         n
-        for n, v in (("LIVEKIT_URL", url), ("LIVEKIT_API_KEY", api_key), ("LIVEKIT_API_SECRET", secret))
+        for n, v in (
+            ("LIVEKIT_URL", url),
+            ("LIVEKIT_API_KEY", api_key),
+            ("LIVEKIT_API_SECRET", secret),
+        )
         if not v
     ]
     if missing:
-        raise fail(f"set {', '.join(missing)} (or pass the matching flag); see openrtc start --help")
+        raise fail(
+            f"set {', '.join(missing)} (or pass the matching flag); see openrtc start --help"
+        )
     flags = _flags(
         isolation=isolation,
         max_concurrent_sessions=max_concurrent_sessions,
@@ -124,7 +135,12 @@ def start(
 
 
 def _run_worker(
-    flags: po.PoolFlags, agents_dir: Path, *, url: str | None, api_key: str | None, api_secret: str | None
+    flags: po.PoolFlags,
+    agents_dir: Path,
+    *,
+    url: str | None,
+    api_key: str | None,
+    api_secret: str | None,
 ) -> int:
     from ..worker.lifespan import serve
 
@@ -177,6 +193,12 @@ def list_agents(
     for r in rows:
         table.add_row(r["name"], r["class"], f"{r['stt']}/{r['llm']}/{r['tts']}", r["file"])
     Console().print(table)
+
+
+from .deploy_tools import audit_app, manifest_app  # noqa: E402
+
+app.add_typer(manifest_app, name="manifest")
+app.add_typer(audit_app, name="audit")
 
 
 def main() -> None:

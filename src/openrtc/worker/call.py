@@ -31,7 +31,7 @@ class CallFailed(RuntimeError):
     """The call's agent or session failed; the job is reported JS_FAILED."""
 
 
-def _build_session(pool: AgentPool, spec: Any) -> AgentSession:
+def _build_session(pool: AgentPool, spec: Any) -> AgentSession[Any]:
     opts = pool.session_options(spec)
     if pool.prewarm_models:
         models = shared_models()
@@ -67,7 +67,7 @@ async def run_call(pool: AgentPool, ctx: JobContext) -> None:
         pool.session_started(info, session)
         if pool.observers:
             await notify(pool.observers, "on_session_start", info, session)
-        agent = spec.agent_cls()
+        agent = spec.agent_cls()  # type: ignore[call-arg]
         if script is not None:
             await _simulated(pool, ctx, session, agent, spec, script, errors)
         else:
@@ -81,7 +81,7 @@ async def run_call(pool: AgentPool, ctx: JobContext) -> None:
 async def _simulated(
     pool: AgentPool,
     ctx: JobContext,
-    session: AgentSession,
+    session: AgentSession[Any],
     agent: Any,
     spec: Any,
     script: Any,
@@ -108,7 +108,7 @@ async def _simulated(
 async def _over_room(
     pool: AgentPool,
     ctx: JobContext,
-    session: AgentSession,
+    session: AgentSession[Any],
     agent: Any,
     spec: Any,
     errors: list[str],

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, Literal
 
 from livekit.agents import JobContext, JobProcess, utils
@@ -24,7 +24,7 @@ from ..sessions import Outcome
 
 logger = logging.getLogger("openrtc.jobs")
 
-Entrypoint = Callable[[JobContext], Awaitable[None]]
+Entrypoint = Callable[[JobContext], Coroutine[Any, Any, None]]
 PoolEvent = Literal[
     "process_created", "process_started", "process_ready", "process_closed", "process_job_launched"
 ]

@@ -23,9 +23,11 @@ import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..lifecycle import WorkerState
+from ..ops.http import OpsServer, load_admin_token
+from ..ops.loop_lag import LoopLagMonitor
 from .models import shared_models
 
 if TYPE_CHECKING:
@@ -72,12 +74,29 @@ def capture_signals(
 class Lifespan:
     """Runs one PoolServer from start to exit and returns the process exit code."""
 
-    def __init__(self, pool: AgentPool, server: PoolServer, *, devmode: bool = False) -> None:
+    def __init__(
+        self,
+        pool: AgentPool,
+        server: PoolServer,
+        *,
+        devmode: bool = False,
+        http_host: str | None = None,
+        http_port: int | None = None,
+    ) -> None:
         self.pool = pool
+        http_host = http_host or pool.http_host
+        http_port = http_port if http_port is not None else pool.http_port
         self.server = server
         self.devmode = devmode
         self._force = asyncio.Event()
         self.cut_jobs: list[str] = []
+        self.lag = LoopLagMonitor()
+        self.watcher: Any = None
+        self.ops: OpsServer | None = None
+        if http_port is not None:
+            self.ops = OpsServer(
+                pool, self.lag, host=http_host, port=http_port, admin_token=load_admin_token()
+            )
 
     def on_signal(self, sig: signal.Signals, count: int) -> None:
         if count == 1:
@@ -95,6 +114,14 @@ class Lifespan:
     async def run(self, *, ready: Callable[[], Awaitable[None]] | None = None) -> int:
         loop = asyncio.get_running_loop()
         self.pool.attach_loop(loop)
+        self.lag.start()
+        if self.ops is not None:
+            await self.ops.start()
+        from ..pool import membership_watcher
+
+        self.watcher = membership_watcher(self.pool)
+        if self.watcher is not None:
+            await self.watcher.start()
         if self.pool.prewarm_models:
             await asyncio.to_thread(shared_models)
         run_task = asyncio.create_task(self.server.run(devmode=self.devmode), name="agent_server")
@@ -175,10 +202,22 @@ class Lifespan:
         await self.server.flush_outbox()
         with contextlib.suppress(Exception):
             await self.server.aclose()
+        if self.ops is not None:
+            await self.ops.aclose()
+        if self.watcher is not None:
+            await self.watcher.aclose()
+        await self.lag.aclose()
 
 
-async def serve(pool: AgentPool, server: PoolServer, *, devmode: bool = False) -> int:
+async def serve(
+    pool: AgentPool,
+    server: PoolServer,
+    *,
+    devmode: bool = False,
+    http_host: str | None = None,
+    http_port: int | None = None,
+) -> int:
     """Run a worker in this process, with SIGTERM/SIGINT handled; returns the exit code."""
-    lifespan = Lifespan(pool, server, devmode=devmode)
+    lifespan = Lifespan(pool, server, devmode=devmode, http_host=http_host, http_port=http_port)
     with capture_signals(asyncio.get_running_loop(), lifespan.on_signal):
         return await lifespan.run()

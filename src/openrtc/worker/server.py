@@ -112,7 +112,9 @@ class PoolServer(_lk.ServerInternals):
         async def on_accept(args: Any) -> None:
             answer["accepted"] = True
             await req.accept(
-                name=args.name, identity=args.identity, metadata=args.metadata,
+                name=args.name,
+                identity=args.identity,
+                metadata=args.metadata,
                 attributes=args.attributes,
             )
 

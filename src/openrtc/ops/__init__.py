@@ -1,0 +1,1 @@
+"""What operators see and steer: HTTP endpoints, metrics, loop lag."""

@@ -1,0 +1,133 @@
+"""The per-worker HTTP endpoint: health, readiness, metrics, snapshot, drain.
+
+Bound to 127.0.0.1 unless configured otherwise. POST /drain needs the admin token
+(OPENRTC_ADMIN_TOKEN or OPENRTC_ADMIN_TOKEN_FILE); without one configured it is refused.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from ..lifecycle import WorkerState
+from .metrics import CONTENT_TYPE, PoolMetrics
+
+if TYPE_CHECKING:
+    from ..pool import AgentPool
+    from .loop_lag import LoopLagMonitor
+
+logger = logging.getLogger("openrtc.http")
+
+HEALTH_STALL_LIMIT = 5.0
+"""/healthz fails when the loop's recent lag exceeds this many seconds."""
+
+
+def load_admin_token() -> str | None:
+    token = os.environ.get("OPENRTC_ADMIN_TOKEN")
+    path = os.environ.get("OPENRTC_ADMIN_TOKEN_FILE")
+    if path:
+        token = Path(path).read_text().strip()
+    return token or None
+
+
+class OpsServer:
+    def __init__(
+        self,
+        pool: AgentPool,
+        lag: LoopLagMonitor,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        admin_token: str | None = None,
+    ) -> None:
+        self.pool = pool
+        self.lag = lag
+        self.host = host
+        self.port = port
+        self.admin_token = admin_token
+        self.metrics = PoolMetrics(pool, lag)
+        self._runner: web.AppRunner | None = None
+        app = web.Application()
+        app.add_routes(
+            [
+                web.get("/healthz", self.healthz),
+                web.get("/readyz", self.readyz),
+                web.get("/metrics", self.metrics_handler),
+                web.get("/snapshot", self.snapshot),
+                web.post("/drain", self.drain),
+            ]
+        )
+        self.app = app
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(self.app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        if self.port == 0:
+            self.port = int(self._runner.addresses[0][1])
+        logger.info("operations endpoint on %s (/healthz /readyz /metrics /snapshot)", self.url)
+
+    async def aclose(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        lag = self.lag.percentile(0.99)
+        if lag > HEALTH_STALL_LIMIT:
+            return web.json_response(
+                {"ok": False, "reason": f"event loop lag {lag:.1f}s"}, status=503
+            )
+        return web.json_response({"ok": True, "state": self.pool.state.value})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        state = self.pool.state
+        if state is WorkerState.ACCEPTING:
+            return web.json_response({"ready": True, "state": state.value})
+        reason = {
+            WorkerState.STARTING: "not registered with the server yet",
+            WorkerState.NOT_MEMBER: "this version is not in the active manifest",
+            WorkerState.DRAINING: "draining",
+            WorkerState.DRAINED: "drained",
+            WorkerState.STOPPED: "stopped",
+        }.get(state, state.value)
+        return web.json_response(
+            {"ready": False, "state": state.value, "reason": reason}, status=503
+        )
+
+    async def metrics_handler(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
+    async def snapshot(self, request: web.Request) -> web.Response:
+        body = self.pool.runtime_snapshot().to_dict()
+        body["event_loop_lag_ms"] = {
+            "p50": round(self.lag.percentile(0.5) * 1000, 2),
+            "p99": round(self.lag.percentile(0.99) * 1000, 2),
+        }
+        body["ops_url"] = self.url
+        return web.Response(text=json.dumps(body), content_type="application/json")
+
+    async def drain(self, request: web.Request) -> web.Response:
+        if self.admin_token is None:
+            return web.json_response(
+                {"error": "drain over HTTP is off: set OPENRTC_ADMIN_TOKEN to enable it"},
+                status=403,
+            )
+        given = request.headers.get("Authorization", "")
+        expected = f"Bearer {self.admin_token}"
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            return web.json_response({"error": "a valid admin token is required"}, status=401)
+        actor = request.headers.get("X-OpenRTC-Actor", "http")[:64]
+        self.pool.begin_drain(reason="POST /drain", actor=actor)
+        return web.json_response({"draining": True, "state": self.pool.state.value}, status=202)

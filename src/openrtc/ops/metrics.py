@@ -1,0 +1,136 @@
+"""Prometheus metrics for one worker, read from the pool at scrape time.
+
+Each pool gets its own CollectorRegistry, so several pools in one process (tests,
+benchmarks) never collide. Gauges and totals come from the pool's own counters, so the
+numbers on /metrics, /snapshot and `openrtc top` always agree.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from ..lifecycle import WorkerState
+
+if TYPE_CHECKING:
+    from ..pool import AgentPool
+    from .loop_lag import LoopLagMonitor
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600)
+
+
+class PoolCollector(Collector):
+    def __init__(self, pool: AgentPool, lag: LoopLagMonitor | None) -> None:
+        self.pool = pool
+        self.lag = lag
+
+    def collect(self) -> Iterator[Metric]:
+        pool = self.pool
+        snap = pool.runtime_snapshot()
+        version = snap.deployment_version
+
+        active = GaugeMetricFamily(
+            "openrtc_active_sessions",
+            "Live calls on this worker.",
+            labels=["agent", "tenant", "version"],
+        )
+        counts = Counter((s["agent"], s["tenant"]) for s in snap.sessions)
+        for agent in snap.agents:
+            if not any(a == agent for a, _ in counts):
+                counts[(agent, "default")] += 0
+        for (agent, tenant), n in sorted(counts.items()):
+            active.add_metric([agent, tenant, version], n)
+        yield active
+
+        accepted = CounterMetricFamily(
+            "openrtc_sessions_accepted", "Calls this worker took.", labels=["version"]
+        )
+        accepted.add_metric([version], snap.accepted_total)
+        yield accepted
+
+        rejected = CounterMetricFamily(
+            "openrtc_sessions_rejected",
+            "Offers this worker refused, by reason.",
+            labels=["reason", "version"],
+        )
+        for reason, n in sorted(snap.rejected_total.items()):
+            rejected.add_metric([reason, version], n)
+        yield rejected
+
+        outcomes = CounterMetricFamily(
+            "openrtc_sessions_ended",
+            "Calls that ended, by outcome (success, failed, cancelled).",
+            labels=["outcome", "version"],
+        )
+        for outcome, n in sorted(snap.outcomes_total.items()):
+            outcomes.add_metric([outcome, version], n)
+        yield outcomes
+
+        draining = GaugeMetricFamily(
+            "openrtc_draining", "1 while the worker drains.", labels=["version"]
+        )
+        draining.add_metric([version], 1.0 if snap.draining else 0.0)
+        yield draining
+
+        state = GaugeMetricFamily(
+            "openrtc_worker_state",
+            "1 for the worker's current lifecycle state.",
+            labels=["state", "version"],
+        )
+        for s in WorkerState:
+            state.add_metric([s.value, version], 1.0 if s.value == snap.state else 0.0)
+        yield state
+
+        member = GaugeMetricFamily(
+            "openrtc_membership",
+            "1 when the active manifest names this version, 0 when not.",
+            labels=["version"],
+        )
+        if snap.member is not None:
+            member.add_metric([version], 1.0 if snap.member else 0.0)
+        yield member
+
+        if self.lag is not None:
+            lag = GaugeMetricFamily(
+                "openrtc_event_loop_lag_seconds",
+                "How late the event loop ran a timer, by quantile over the recent window.",
+                labels=["quantile"],
+            )
+            for q in (0.5, 0.99, 1.0):
+                lag.add_metric([str(q)], self.lag.percentile(q))
+            yield lag
+
+        failures = CounterMetricFamily(
+            "openrtc_audit_sink_failures", "Audit events a sink failed to record."
+        )
+        failures.add_metric([], pool.audit_log.sink_failures)
+        yield failures
+
+
+class PoolMetrics:
+    """The registry behind /metrics for one pool."""
+
+    def __init__(self, pool: AgentPool, lag: LoopLagMonitor | None = None) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(PoolCollector(pool, lag))
+        self.duration = Histogram(
+            "openrtc_session_duration_seconds",
+            "Length of ended calls.",
+            ["agent", "version", "outcome"],
+            buckets=DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        self._version = pool.deployment_version
+        pool.add_end_listener(self._on_end)
+
+    def _on_end(self, agent: str, outcome: str, duration_s: float) -> None:
+        self.duration.labels(agent, self._version, outcome).observe(duration_s)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
