@@ -162,6 +162,10 @@ class CoroutineJob:
         if task.cancelled():
             return
         exc = task.exception()
+        if exc is not None and self._shutdown is not None and self._shutdown.done():
+            # the call was already ending (hang-up or cut); its code unwinding is not a crash
+            logger.debug("entrypoint ended with %r after shutdown", exc, extra=self.logging_extra())
+            return
         if exc is not None:
             self.error = f"{type(exc).__name__}: {exc}"
             if self.outcome is None:
@@ -172,6 +176,14 @@ class CoroutineJob:
     async def _shutdown_sequence(
         self, ctx: JobContext, room: Any, entry: asyncio.Task[None]
     ) -> None:
+        # Close the session first: the entrypoint usually awaits it, and returns once the
+        # session is closed, so a hang-up or a cut never waits out the close timeout.
+        session = _lk.primary_session(ctx)
+        if session is not None:
+            try:
+                await asyncio.wait_for(session.aclose(), self._close_timeout)
+            except Exception:
+                logger.exception("closing the session failed", extra=self.logging_extra())
         if not entry.done():
             try:
                 await asyncio.wait_for(asyncio.shield(entry), self._close_timeout)
@@ -184,12 +196,6 @@ class CoroutineJob:
                 await utils.aio.cancel_and_wait(entry)
             except BaseException:
                 pass
-        session = _lk.primary_session(ctx)
-        if session is not None:
-            try:
-                await asyncio.wait_for(session.aclose(), self._close_timeout)
-            except Exception:
-                logger.exception("closing the session failed", extra=self.logging_extra())
         with contextlib.suppress(Exception):
             await room.disconnect()
         callbacks = _lk.shutdown_callbacks(ctx)

@@ -8,6 +8,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from livekit.agents import inference
+from livekit.local_inference import init_eot
+from livekit.plugins import silero  # plugins must be imported on the main thread
+
 logger = logging.getLogger("openrtc.models")
 
 
@@ -33,10 +37,6 @@ def shared_models() -> SharedModels:
         if _loaded is not None:
             return _loaded
         t0 = time.perf_counter()
-        from livekit.agents import inference
-        from livekit.local_inference import init_eot
-        from livekit.plugins import silero
-
         vad = silero.VAD.load()
         init_eot()
         turn_detector = inference.TurnDetector(version="v1-mini")

@@ -1,0 +1,181 @@
+"""`openrtc dev` and `openrtc devserver`: everything on one laptop, no LiveKit server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ..errors import OpenRTCError
+from . import pool_options as po
+from .logs import setup_logging
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+async def _place_demo_calls(devserver: Any, pool: Any, turns: list[str]) -> bool:
+    """One simulated call to each agent; prints each reply. True when all succeeded."""
+    ok = True
+    for name in pool.list_agents():
+        job = await devserver.dispatch(
+            metadata={"agent": name},
+            simulated_call={"turns": turns, "mode": "text", "pause_s": 0.1},
+        )
+        done = await devserver.wait_job(
+            job.id, {"success", "failed", "cancelled", "unserved", "dropped"}, timeout=60
+        )
+        _say(f"call {job.id} to {name}: {done.state.value}")
+        transcript = pool.transcripts.get(job.id)
+        if transcript is not None:
+            for said, reply in zip(transcript.turns, transcript.replies, strict=False):
+                _say(f"  caller: {said}")
+                _say(f"  {name}: {reply}")
+        ok = ok and done.state.value == "success"
+    return ok
+
+
+async def _run_dev(
+    flags: po.PoolFlags,
+    agents_dir: Path,
+    *,
+    url: str | None,
+    api_key: str | None,
+    api_secret: str | None,
+    demo: bool,
+    exit_after_demo: bool,
+    http_port: int | None,
+) -> int:
+    from ..devserver import DispatchServer
+    from ..worker.lifespan import Lifespan, capture_signals
+
+    async with contextlib.AsyncExitStack() as stack:
+        devserver = None
+        if not url:
+            devserver = await stack.enter_async_context(DispatchServer())
+            url, api_key, api_secret = devserver.ws_url, devserver.api_key, devserver.api_secret
+            _say(f"embedded dispatch server on {url} (LIVEKIT_URL unset)")
+            _say(f"control API: {devserver.http_url}/openrtc/  (API key {api_key})")
+        try:
+            pool = flags.build(agents_dir)
+            server = pool.build_server(ws_url=url, api_key=api_key, api_secret=api_secret)
+        except OpenRTCError as e:
+            typer.secho(f"error: {e}", err=True, fg="red")
+            return 2
+        lifespan = Lifespan(pool, server, devmode=True, http_port=http_port)
+        with capture_signals(asyncio.get_running_loop(), lifespan.on_signal):
+            task = asyncio.create_task(lifespan.run())
+            while not pool.worker_id and not task.done():
+                await asyncio.sleep(0.05)
+            if task.done():
+                return task.result()
+            _say(f"worker {pool.worker_id} serving: {', '.join(pool.list_agents())}")
+            if demo and devserver is not None:
+                ok = await _place_demo_calls(devserver, pool, ["hello", "what can you do?"])
+                if exit_after_demo:
+                    pool.begin_drain(reason="demo calls done", actor="dev")
+                    code = await task
+                    return code if ok else 1
+            elif demo:
+                _say("--demo needs the embedded dispatch server; unset LIVEKIT_URL")
+            _say("press Ctrl-C to drain and stop")
+            return await task
+    return 0
+
+
+def dev_command(
+    agents_dir: Annotated[Path, typer.Argument(help="Directory with one agent per *.py file.")],
+    url: Annotated[
+        str | None,
+        typer.Option("--url", envvar="LIVEKIT_URL", help="LiveKit server; unset: embedded one."),
+    ] = None,
+    api_key: Annotated[str | None, typer.Option("--api-key", envvar="LIVEKIT_API_KEY")] = None,
+    api_secret: Annotated[
+        str | None, typer.Option("--api-secret", envvar="LIVEKIT_API_SECRET", show_default=False)
+    ] = None,
+    demo: Annotated[
+        bool, typer.Option("--demo", help="Place one simulated call to each agent and print it.")
+    ] = False,
+    exit_after_demo: Annotated[
+        bool, typer.Option("--exit-after-demo", help="With --demo: drain and exit afterwards.")
+    ] = False,
+    http_port: Annotated[
+        int | None,
+        typer.Option("--http-port", envvar="OPENRTC_HTTP_PORT", help="Operations endpoint port."),
+    ] = None,
+    isolation: po.Isolation = "coroutine",
+    max_concurrent_sessions: po.MaxSessions = None,
+    deployment_version: po.Version = None,
+    log_level: Annotated[str, typer.Option("--log-level", envvar="OPENRTC_LOG_LEVEL")] = "INFO",
+) -> None:
+    """Run the agents locally: against LIVEKIT_URL, or an embedded dispatch server."""
+    setup_logging(log_level)
+    flags = po.PoolFlags(
+        isolation=isolation,
+        max_concurrent_sessions=max_concurrent_sessions,
+        deployment_version=deployment_version,
+        drain_timeout=30.0,
+    )
+    code = asyncio.run(
+        _run_dev(
+            flags,
+            agents_dir,
+            url=url,
+            api_key=api_key,
+            api_secret=api_secret,
+            demo=demo or exit_after_demo,
+            exit_after_demo=exit_after_demo,
+            http_port=http_port,
+        )
+    )
+    raise typer.Exit(code)
+
+
+def devserver_command(
+    port: Annotated[int, typer.Option("--port", envvar="OPENRTC_DEVSERVER_PORT")] = 7880,
+    host: Annotated[str, typer.Option("--host", help="Bind address (loopback by default).")] = (
+        "127.0.0.1"
+    ),
+    api_key: Annotated[str, typer.Option("--api-key", envvar="LIVEKIT_API_KEY")] = "devkey",
+    api_secret: Annotated[
+        str | None,
+        typer.Option(
+            "--api-secret",
+            envvar="LIVEKIT_API_SECRET",
+            help="Default: a fresh random secret, printed once for your shell.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Run the loopback dispatch server alone and print the variables workers need."""
+    setup_logging("INFO")
+
+    async def run() -> None:
+        from ..devserver import DispatchServer
+
+        async with DispatchServer(
+            host=host, port=port, api_key=api_key, api_secret=api_secret
+        ) as server:
+            _say(f"export LIVEKIT_URL={server.ws_url}")
+            _say(f"export LIVEKIT_API_KEY={server.api_key}")
+            if api_secret is None:
+                _say(f"export LIVEKIT_API_SECRET={server.api_secret}")
+            _say(f"# control API: {server.http_url}/openrtc/ (Ctrl-C to stop)")
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in ("SIGINT", "SIGTERM"):
+                import signal
+
+                loop.add_signal_handler(getattr(signal, sig), stop.set)
+            await stop.wait()
+
+    try:
+        asyncio.run(run())
+    except OSError as e:
+        typer.secho(f"error: cannot listen on {host}:{port}: {e.strerror}", err=True, fg="red")
+        raise typer.Exit(2) from None
+

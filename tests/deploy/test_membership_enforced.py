@@ -1,0 +1,108 @@
+"""A worker whose version leaves the signed manifest stops taking calls; a rollback restores it."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import aiohttp
+from livekit.agents import Agent, JobRequest
+from livekit.protocol import agent as lk_proto
+from livekit.protocol import models
+
+from openrtc import AgentPool
+from openrtc.devserver import DispatchServer
+from openrtc.manifest import sign_manifest
+from openrtc.pool import Refuse
+from openrtc.testing import FakeLLM, FakeSTT, FakeTTS
+
+from tests.harness import running, wait_until
+
+SECRET = "manifest-secret-for-tests"
+
+
+class Sales(Agent):
+    def __init__(self) -> None:
+        super().__init__(instructions="You are Sales.")
+
+
+def publish(path: Path, versions: list[str], secret: str = SECRET, issued_at: float | None = None) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(sign_manifest(versions, secret=secret, issued_at=issued_at))
+    tmp.replace(path)
+
+
+def refusal_reason(pool: AgentPool, job_id: str) -> str | None:
+    """What the worker answers an offer that still reaches it (the server saw it full)."""
+    request = JobRequest(
+        job=lk_proto.Job(id=job_id + "-late", room=models.Room(name="room-late")),
+        on_reject=_noop_reject,
+        on_accept=_noop_accept,
+    )
+    decision = pool.decide(request)
+    return decision.reason.value if isinstance(decision, Refuse) else None
+
+
+async def _noop_reject(terminate: bool) -> None:
+    return None
+
+
+async def _noop_accept(args: object) -> None:
+    return None
+
+
+async def readyz(url: str) -> tuple[int, dict[str, object]]:
+    async with aiohttp.ClientSession() as http, http.get(f"{url}/readyz") as resp:
+        return resp.status, json.loads(await resp.text())
+
+
+async def test_membership_follows_the_manifest(devserver: DispatchServer, tmp_path: Path) -> None:
+    manifest = tmp_path / "manifest.json"
+    publish(manifest, ["v1.0.0"])
+    events: list[dict[str, object]] = []
+    pool = AgentPool(
+        agents={"sales": Sales},
+        deployment_version="v1.0.0",
+        manifest=manifest,
+        membership_secrets=[SECRET],
+        manifest_poll_interval=0.1,
+        prewarm_models=False,
+        audit_sink=lambda e: events.append(e.to_dict()),
+        default_stt=FakeSTT(),
+        default_llm=FakeLLM(),
+        default_tts=FakeTTS(),
+    )
+    call = {"turns": ["hi"], "mode": "text", "pause_s": 0.0}
+    async with running(pool, devserver, http_port=0) as worker:
+        assert worker.lifespan.ops is not None
+        ops = worker.lifespan.ops.url
+        assert pool.runtime_snapshot().member is True
+        assert (await readyz(ops))[0] == 200
+
+        publish(manifest, ["v2.0.0"])
+        await wait_until(lambda: pool.state.value == "not_member", timeout=5)
+        status, body = await readyz(ops)
+        assert status == 503 and "manifest" in str(body["reason"])
+        job = await devserver.dispatch(simulated_call=call, deadline=1.0)
+        assert (await devserver.wait_job(job.id, {"unserved", "success"}, timeout=5)).state == (
+            "unserved"
+        )
+        assert devserver.worker(pool.worker_id).status == "WS_FULL"
+        assert refusal_reason(pool, job.id) == "not_member"
+
+        (tmp_path / "forged.json").write_text(sign_manifest(["v1.0.0"], secret="wrong"))
+        (tmp_path / "forged.json").replace(manifest)
+        await wait_until(
+            lambda: any(e["event"] == "membership.manifest_rejected" for e in events), timeout=5
+        )
+        assert pool.state.value == "not_member"  # the last valid manifest stays in force
+
+        publish(manifest, ["v1.0.0", "v2.0.0"], issued_at=time.time() + 1)
+        await wait_until(lambda: pool.state.value == "accepting", timeout=5)
+        job = await devserver.dispatch(simulated_call=call)
+        assert (await devserver.wait_job(job.id, {"success", "unserved"}, timeout=10)).state == (
+            "success"
+        )
+    changes = [e for e in events if e["event"] == "membership.changed"]
+    assert [c["member"] for c in changes] == [True, False, True]
