@@ -96,6 +96,11 @@ def start(
     agent_name: po.AgentName = "",
     accept_only_registered_rooms: po.OnlyRegistered = False,
     audit_path: po.AuditPath = None,
+    http_host: po.HttpHost = "127.0.0.1",
+    http_port: po.HttpPort = 8081,
+    manifest: po.Manifest = None,
+    manifest_poll_interval: po.ManifestInterval = 5.0,
+    drain_when_not_member: po.DrainWhenNotMember = False,
     log_level: LogLevel = "INFO",
     log_format: LogFormat = "text",
 ) -> None:
@@ -129,6 +134,11 @@ def start(
         agent_name=agent_name,
         accept_only_registered_rooms=accept_only_registered_rooms,
         audit_path=audit_path,
+        http_host=http_host,
+        http_port=http_port,
+        manifest=manifest,
+        manifest_poll_interval=manifest_poll_interval,
+        drain_when_not_member=drain_when_not_member,
     )
     code = _run_worker(flags, agents_dir, url=url, api_key=api_key, api_secret=secret)
     raise typer.Exit(code)

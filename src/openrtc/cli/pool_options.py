@@ -92,6 +92,49 @@ AuditPath = Annotated[
     ),
 ]
 
+HttpHost = Annotated[
+    str,
+    typer.Option(
+        "--http-host",
+        envvar="OPENRTC_HTTP_HOST",
+        help="Bind address of the operations endpoint (loopback unless you need more).",
+    ),
+]
+HttpPort = Annotated[
+    int | None,
+    typer.Option(
+        "--http-port",
+        envvar="OPENRTC_HTTP_PORT",
+        help="Port of /healthz, /readyz, /metrics, /snapshot and POST /drain (0: any free).",
+    ),
+]
+Manifest = Annotated[
+    str | None,
+    typer.Option(
+        "--manifest",
+        envvar="OPENRTC_MANIFEST",
+        help="Signed manifest of active versions (file path or http(s) URL), polled; the "
+        "secret comes from OPENRTC_MEMBERSHIP_SECRET(_FILE).",
+    ),
+]
+ManifestInterval = Annotated[
+    float,
+    typer.Option(
+        "--manifest-poll-interval",
+        envvar="OPENRTC_MANIFEST_POLL_INTERVAL",
+        min=0.05,
+        help="Seconds between manifest reads.",
+    ),
+]
+DrainWhenNotMember = Annotated[
+    bool,
+    typer.Option(
+        "--drain-when-not-member/--wait-when-not-member",
+        envvar="OPENRTC_DRAIN_WHEN_NOT_MEMBER",
+        help="When the manifest drops this version: drain and exit, or wait for a rollback.",
+    ),
+]
+
 
 @dataclass(frozen=True)
 class PoolFlags:
@@ -104,6 +147,11 @@ class PoolFlags:
     agent_name: str = ""
     accept_only_registered_rooms: bool = False
     audit_path: Path | None = None
+    http_host: str = "127.0.0.1"
+    http_port: int | None = None
+    manifest: str | None = None
+    manifest_poll_interval: float = 5.0
+    drain_when_not_member: bool = False
 
     def build(self, agents_dir: Path) -> AgentPool:
         pool = AgentPool(
@@ -116,6 +164,11 @@ class PoolFlags:
             agent_name=self.agent_name,
             accept_only_registered_rooms=self.accept_only_registered_rooms,
             audit_path=self.audit_path,
+            http_host=self.http_host,
+            http_port=self.http_port,
+            manifest=self.manifest,
+            manifest_poll_interval=self.manifest_poll_interval,
+            drain_when_not_member=self.drain_when_not_member,
         )
         pool.discover(agents_dir)
         return pool

@@ -66,7 +66,11 @@ def rehearse_command(
     def progress(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    report = asyncio.run(Rehearsal(config, on_event=progress).run())
+    try:
+        report = asyncio.run(Rehearsal(config, on_event=progress).run())
+    except (RuntimeError, TimeoutError, OSError) as e:
+        typer.secho(f"error: rehearsal stopped: {e}", err=True, fg="red")
+        raise typer.Exit(1) from None
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
     else:
