@@ -76,7 +76,8 @@ class RehearsalReport:
             tail = self.last_call_end_to_exit_ms.get(name)
             lines.append(
                 f"  {name}: SIGTERM->exit {_fmt(secs, 's')}, exit code {code}, "
-                f"SIGTERM->full {_fmt(full, 'ms')}, last call end->exit {_fmt(tail, 'ms')}"
+                f"SIGTERM->full {_fmt(full, 'ms') if full is not None else 'already full'}, "
+                f"last call end->exit {_fmt(tail, 'ms')}"
             )
         chain = "whole" if self.audit_chain_ok else "BROKEN"
         lines.append(f"  audit chain: {chain} ({self.audit_records} records)")
