@@ -10,7 +10,6 @@ from openrtc import AgentPool
 from openrtc.devserver import DispatchServer
 from openrtc.testing import FakeLLM, FakeSTT, FakeTTS
 from openrtc.worker.lifespan import EXIT_DRAIN_TIMEOUT, EXIT_OK
-
 from tests.harness import running, wait_until
 
 FAKES = {"default_stt": FakeSTT(), "default_llm": FakeLLM(), "default_tts": FakeTTS()}
@@ -58,9 +57,7 @@ async def test_drain_lets_live_calls_finish_and_sends_new_calls_to_the_new_versi
             old.begin_drain(reason="again", actor="test")  # idempotent
             snap = old.runtime_snapshot()
             assert (snap.state, snap.draining, snap.active_sessions) == ("draining", True, 3)
-            await wait_until(
-                lambda: devserver.worker(old.worker_id).status == "WS_FULL", timeout=2
-            )
+            await wait_until(lambda: devserver.worker(old.worker_id).status == "WS_FULL", timeout=2)
             fresh = [await devserver.dispatch(simulated_call=long_call(0.2)) for _ in range(4)]
             for job in fresh:
                 done = await devserver.wait_job(job.id, {"success", "failed"}, timeout=20)

@@ -16,7 +16,6 @@ from openrtc.devserver import DispatchServer
 from openrtc.manifest import sign_manifest
 from openrtc.pool import Refuse
 from openrtc.testing import FakeLLM, FakeSTT, FakeTTS
-
 from tests.harness import running, wait_until
 
 SECRET = "manifest-secret-for-tests"
@@ -27,7 +26,9 @@ class Sales(Agent):
         super().__init__(instructions="You are Sales.")
 
 
-def publish(path: Path, versions: list[str], secret: str = SECRET, issued_at: float | None = None) -> None:
+def publish(
+    path: Path, versions: list[str], secret: str = SECRET, issued_at: float | None = None
+) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(sign_manifest(versions, secret=secret, issued_at=issued_at))
     tmp.replace(path)

@@ -15,7 +15,6 @@ import pytest
 
 from openrtc.devserver import DispatchServer
 from openrtc.worker.lifespan import EXIT_DRAIN_TIMEOUT, EXIT_OK
-
 from tests.harness import wait_until
 
 BLOCKING_AGENT = textwrap.dedent(
@@ -55,9 +54,19 @@ async def start_worker(
     }
     log = (tmp_path / "worker.log").open("ab")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "openrtc.cli.main", "start", str(agents_dir),
-        "--deployment-version", "v1.0.0", "--audit-path", str(tmp_path / "audit.jsonl"),
-        *extra, env=env, stdout=log, stderr=log,
+        sys.executable,
+        "-m",
+        "openrtc.cli.main",
+        "start",
+        str(agents_dir),
+        "--deployment-version",
+        "v1.0.0",
+        "--audit-path",
+        str(tmp_path / "audit.jsonl"),
+        *extra,
+        env=env,
+        stdout=log,
+        stderr=log,
     )
     log.close()
     await wait_until(lambda: any(w.connected for w in devserver.workers()), timeout=60)

@@ -9,8 +9,8 @@ from openrtc import AgentPool
 from openrtc.devserver import DispatchServer
 from openrtc.testing import FakeLLM, FakeSTT, FakeTTS
 from openrtc.worker import models
-
 from tests.harness import running, wait_until
+
 from .agents import BillingAgent, BookingAgent, CrashingAgent, SalesAgent, SupportAgent
 
 FAKES = {"default_stt": FakeSTT(), "default_llm": FakeLLM(), "default_tts": FakeTTS()}
@@ -108,10 +108,7 @@ async def test_a_burst_of_twenty_offers_against_a_cap_of_five_admits_exactly_fiv
     )
     async with running(pool, devserver):
         jobs = await asyncio.gather(
-            *(
-                devserver.dispatch(simulated_call=call(hold_s=2.0), deadline=1.0)
-                for _ in range(20)
-            )
+            *(devserver.dispatch(simulated_call=call(hold_s=2.0), deadline=1.0) for _ in range(20))
         )
         done = await asyncio.gather(
             *(devserver.wait_job(j.id, {"success", "failed", "unserved"}, timeout=30) for j in jobs)
@@ -137,7 +134,9 @@ async def test_a_crashing_call_ends_failed_and_its_siblings_succeed(
         ]
         broken = await devserver.dispatch(metadata={"agent": "broken"}, simulated_call=call())
         crashed = await devserver.wait_job(broken.id, {"success", "failed"}, timeout=20)
-        finished = [await devserver.wait_job(s.id, {"success", "failed"}, timeout=20) for s in siblings]
+        finished = [
+            await devserver.wait_job(s.id, {"success", "failed"}, timeout=20) for s in siblings
+        ]
     assert crashed.state.value == "failed"
     assert "agent bug" in (crashed.error or "")
     assert [f.state.value for f in finished] == ["success"] * 3

@@ -120,7 +120,9 @@ def manifest_verify(
 
 @audit_app.command("verify")
 def audit_verify(
-    path: Annotated[Path, typer.Argument(help="A JSON Lines audit file written with --audit-path.")],
+    path: Annotated[
+        Path, typer.Argument(help="A JSON Lines audit file written with --audit-path.")
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Check an audit file's hash chain: exit 0 when whole, else name the first bad seq."""

@@ -178,4 +178,3 @@ def devserver_command(
     except OSError as e:
         typer.secho(f"error: cannot listen on {host}:{port}: {e.strerror}", err=True, fg="red")
         raise typer.Exit(2) from None
-

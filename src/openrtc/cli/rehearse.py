@@ -18,9 +18,13 @@ def rehearse_command(
         Path | None,
         typer.Argument(help="Agents to deploy (default: ./examples/agents).", show_default=False),
     ] = None,
-    workers: Annotated[int, typer.Option("--workers", min=1, max=8, help="Workers per version.")] = 2,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, max=8, help="Workers per version.")
+    ] = 2,
     calls: Annotated[int, typer.Option("--calls", min=1, help="Simulated calls to place.")] = 40,
-    from_version: Annotated[str, typer.Option("--from", help="The version running now.")] = "v1.0.0",
+    from_version: Annotated[
+        str, typer.Option("--from", help="The version running now.")
+    ] = "v1.0.0",
     to_version: Annotated[str, typer.Option("--to", help="The version being deployed.")] = "v2.0.0",
     rollback: Annotated[
         bool, typer.Option("--rollback", help="Rehearse the reverse: drain --to, back to --from.")

@@ -119,8 +119,12 @@ class Rehearsal:
             }
             self.note(f"dispatch server up at {server.ws_url}")
             old = await self._start_workers(self.old_version, env, workdir)
-            coordinator.emit("deployment.started", version=self.new_version,
-                             from_version=self.old_version, rollback=cfg.rollback)
+            coordinator.emit(
+                "deployment.started",
+                version=self.new_version,
+                from_version=self.old_version,
+                rollback=cfg.rollback,
+            )
 
             traffic = asyncio.create_task(self._traffic(server))
             await self._until_placed(max(1, cfg.calls // 4), traffic)
@@ -258,11 +262,7 @@ class Rehearsal:
             version = version_of.get(j.worker_id or "")
             if version is not None and j.assigned_at is not None:
                 by_version[version] = by_version.get(version, 0) + 1
-                if (
-                    version == self.old_version
-                    and cutover is not None
-                    and j.assigned_at > cutover
-                ):
+                if version == self.old_version and cutover is not None and j.assigned_at > cutover:
                     r.post_cutover_calls_on_old += 1
         r.calls_by_version = by_version
         events = server.events()
@@ -301,7 +301,7 @@ def _sigterm_to_full(events: list[Any], w: WorkerProcess) -> float | None:
         elif e.fields.get("status") == "WS_FULL":
             if last_before == "WS_FULL":
                 return None
-            return round((e.ts - w.sigterm_at) * 1000, 1)
+            return round(float(e.ts - w.sigterm_at) * 1000, 1)
     return None
 
 

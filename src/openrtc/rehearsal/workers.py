@@ -111,7 +111,9 @@ class WorkerProcess:
                 self.worker_id = str(snap["worker_id"])
                 return
             await asyncio.sleep(0.1)
-        raise TimeoutError(f"worker {self.name} did not register in {timeout:.0f}s; see {self.log_path}")
+        raise TimeoutError(
+            f"worker {self.name} did not register in {timeout:.0f}s; see {self.log_path}"
+        )
 
     def terminate(self) -> None:
         if self.proc is not None and self.proc.returncode is None:
