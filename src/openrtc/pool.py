@@ -59,8 +59,16 @@ class Admit:
 
 @dataclass(frozen=True)
 class Refuse:
-    reason: admission.RejectReason
+    reason: admission.RejectReason | str
     detail: str
+
+    @property
+    def reason_name(self) -> str:
+        return str(getattr(self.reason, "value", self.reason))
+
+
+AdmissionCheck = Callable[[JobRequest, str, str], Refuse | None]
+SessionOptionHook = Callable[[AgentSpec, SessionInfo, dict[str, Any]], None]
 
 
 class AgentPool:
@@ -96,6 +104,19 @@ class AgentPool:
         drain_when_not_member: bool = False,
         http_host: str | None = None,
         http_port: int | None = None,
+        tenant_secret: str | bytes | None = None,
+        tenant_config: Mapping[str, Mapping[str, Any]] | Callable[[str], Any] | None = None,
+        unknown_tenant: Literal["refuse", "defaults"] = "refuse",
+        enable_tenant_circuit_breaker: bool = False,
+        tenant_breaker_failures: int = 5,
+        tenant_breaker_window_s: float = 60.0,
+        tenant_breaker_cooldown_s: float = 30.0,
+        memory_warn_mb: float | None = None,
+        memory_limit_mb: float | None = None,
+        consecutive_failure_limit: int | None = None,
+        slow_call_threshold_ms: float | None = None,
+        enable_hot_reload: bool = False,
+        watch_paths: Iterable[str | os.PathLike[str]] = (),
     ) -> None:
         if isolation not in ISOLATIONS:
             raise ConfigError(
@@ -145,6 +166,20 @@ class AgentPool:
         port = http_port if http_port is not None else _env_float("OPENRTC_HTTP_PORT")
         self.http_port = None if port is None else int(port)
 
+        self.tenant_secret = tenant_secret
+        self.tenant_config = tenant_config
+        self.unknown_tenant = unknown_tenant
+        self.enable_tenant_circuit_breaker = enable_tenant_circuit_breaker
+        self.tenant_breaker_failures = tenant_breaker_failures
+        self.tenant_breaker_window_s = tenant_breaker_window_s
+        self.tenant_breaker_cooldown_s = tenant_breaker_cooldown_s
+        self.memory_warn_mb = memory_warn_mb
+        self.memory_limit_mb = memory_limit_mb
+        self.consecutive_failure_limit = consecutive_failure_limit
+        self.slow_call_threshold_ms = slow_call_threshold_ms
+        self.enable_hot_reload = enable_hot_reload
+        self.watch_paths = [Path(p) for p in watch_paths]
+
         self.lifecycle = Lifecycle()
         self.lifecycle.subscribe(self._on_transition)
         self.audit_log = AuditLog(version=self.deployment_version, sink=audit_sink, path=audit_path)
@@ -164,7 +199,9 @@ class AgentPool:
         self._server: PoolServer | None = None
         self._drain_requested: asyncio.Event | None = None
         self._drain_listeners: list[Callable[[], None]] = []
-        self._end_listeners: list[Callable[[str, str, float], None]] = []
+        self._end_listeners: list[Callable[[SessionInfo, SessionOutcome], None]] = []
+        self._admission_checks: list[AdmissionCheck] = []
+        self._session_option_hooks: list[SessionOptionHook] = []
         self._bg: set[asyncio.Task[Any]] = set()
         self.transcripts: dict[str, Any] = {}
 
@@ -216,15 +253,23 @@ class AgentPool:
     def remove(self, name: str) -> AgentSpec:
         return self.registry.remove(name)
 
-    def add_end_listener(self, listener: Callable[[str, str, float], None]) -> None:
-        """listener(agent, outcome, duration_s) on every ended call (metrics use it)."""
+    def add_end_listener(self, listener: Callable[[SessionInfo, SessionOutcome], None]) -> None:
+        """listener(info, outcome) on the worker's loop for every ended call."""
         self._end_listeners.append(listener)
+
+    def add_admission_check(self, check: AdmissionCheck) -> None:
+        """check(request, agent, tenant) -> Refuse or None, run at offer time before caps."""
+        self._admission_checks.append(check)
+
+    def add_session_option_hook(self, hook: SessionOptionHook) -> None:
+        """hook(spec, info, options) may edit the AgentSession options of one call."""
+        self._session_option_hooks.append(hook)
 
     def add_observer(self, observer: SessionObserver) -> None:
         self.observers.append(observer)
 
     # --- providers for a session ----------------------------------------------------
-    def session_options(self, spec: AgentSpec) -> dict[str, Any]:
+    def session_options(self, spec: AgentSpec, info: SessionInfo | None = None) -> dict[str, Any]:
         opts: dict[str, Any] = {}
         for slot, default in (
             ("stt", self.default_stt),
@@ -235,6 +280,9 @@ class AgentPool:
             if value is not None:
                 opts[slot] = value
         opts.update(spec.session_kwargs)
+        if info is not None:
+            for hook in self._session_option_hooks:
+                hook(spec, info, opts)
         return opts
 
     def greeting_for(self, spec: AgentSpec) -> str | None:
@@ -263,6 +311,10 @@ class AgentPool:
                 admission.RejectReason.UNREGISTERED_ROOM,
                 "job does not name one of this pool's agents",
             )
+        for check in self._admission_checks:
+            refusal = check(request, route.agent, tenant)
+            if refusal is not None:
+                return refusal
         with self._lock:
             reason = admission.check(state, self._ledger, self.caps, route.agent, tenant)
             if reason is not None:
@@ -273,14 +325,14 @@ class AgentPool:
 
     def record_rejection(self, job_id: str, refusal: Refuse, room: str = "") -> None:
         with self._lock:
-            self._rejected[refusal.reason.value] += 1
-        logger.info("refused job %s: %s (%s)", job_id, refusal.reason.value, refusal.detail)
+            self._rejected[refusal.reason_name] += 1
+        logger.info("refused job %s: %s (%s)", job_id, refusal.reason_name, refusal.detail)
         self.audit_log.emit(
             "worker.rejected",
             target=job_id,
             result="refused",
             job_id=job_id,
-            reason=refusal.reason.value,
+            reason=refusal.reason_name,
             detail=refusal.detail,
             room=room,
         )
@@ -341,7 +393,7 @@ class AgentPool:
         )
         for listener in list(self._end_listeners):
             try:
-                listener(live.info.agent, status.value, outcome.duration_s)
+                listener(live.info, outcome)
             except Exception:
                 logger.exception("session end listener failed")
         if self.observers:

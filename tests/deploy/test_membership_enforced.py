@@ -42,7 +42,7 @@ def refusal_reason(pool: AgentPool, job_id: str) -> str | None:
         on_accept=_noop_accept,
     )
     decision = pool.decide(request)
-    return decision.reason.value if isinstance(decision, Refuse) else None
+    return decision.reason_name if isinstance(decision, Refuse) else None
 
 
 async def _noop_reject(terminate: bool) -> None:

@@ -16,6 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from ..lifecycle import WorkerState
+from ..sessions import SessionInfo, SessionOutcome
 
 if TYPE_CHECKING:
     from ..pool import AgentPool
@@ -129,8 +130,10 @@ class PoolMetrics:
         self._version = pool.deployment_version
         pool.add_end_listener(self._on_end)
 
-    def _on_end(self, agent: str, outcome: str, duration_s: float) -> None:
-        self.duration.labels(agent, self._version, outcome).observe(duration_s)
+    def _on_end(self, info: SessionInfo, outcome: SessionOutcome) -> None:
+        self.duration.labels(info.agent, self._version, outcome.status.value).observe(
+            outcome.duration_s
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -31,8 +31,8 @@ class CallFailed(RuntimeError):
     """The call's agent or session failed; the job is reported JS_FAILED."""
 
 
-def _build_session(pool: AgentPool, spec: Any) -> AgentSession[Any]:
-    opts = pool.session_options(spec)
+def _build_session(pool: AgentPool, spec: Any, info: SessionInfo) -> AgentSession[Any]:
+    opts = pool.session_options(spec, info)
     if pool.prewarm_models:
         models = shared_models()
         opts.setdefault("vad", models.vad)
@@ -61,7 +61,7 @@ async def run_call(pool: AgentPool, ctx: JobContext) -> None:
     )
     ctx.log_context_fields = {"agent": spec.name, "deployment_version": pool.deployment_version}
     try:
-        session = _build_session(pool, spec)
+        session = _build_session(pool, spec, info)
         errors: list[str] = []
         session.on("error", lambda ev: errors.append(_describe_error(ev)))
         pool.session_started(info, session)

@@ -1,0 +1,79 @@
+"""One worker's websocket: serialised sends, and the offers waiting for its answer.
+
+Many dispatch tasks talk to the same worker at once, so sends go through one lock
+and each outstanding offer is a future keyed by job id that the read loop resolves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from aiohttp import WSCloseCode, web
+from livekit.protocol import agent
+
+
+class WorkerGone(Exception):
+    """The worker's socket closed before the message went out or the answer came back."""
+
+
+class WorkerConnection:
+    """The server side of one worker websocket."""
+
+    def __init__(self, ws: web.WebSocketResponse, transport: asyncio.Transport | None) -> None:
+        self._ws = ws
+        self._transport = transport
+        self._send_lock = asyncio.Lock()
+        self._answers: dict[str, asyncio.Future[agent.AvailabilityResponse]] = {}
+        self.finished = asyncio.Event()
+        """Set once the read loop has ended and the worker is recorded as disconnected."""
+
+    async def send(self, msg: agent.ServerMessage) -> None:
+        """Send one protobuf frame; raise WorkerGone if the socket is closed or breaks."""
+        if self._ws.closed:
+            raise WorkerGone
+        data = msg.SerializeToString()
+        async with self._send_lock:
+            try:
+                await self._ws.send_bytes(data)
+            except (ConnectionError, RuntimeError):
+                raise WorkerGone from None
+
+    def expect_answer(self, job_id: str) -> asyncio.Future[agent.AvailabilityResponse]:
+        future: asyncio.Future[agent.AvailabilityResponse] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._answers[job_id] = future
+        return future
+
+    def forget_answer(self, job_id: str) -> None:
+        self._answers.pop(job_id, None)
+
+    def resolve_answer(self, answer: agent.AvailabilityResponse) -> bool:
+        """Hand an availability answer to the offer waiting for it; False if none waits."""
+        future = self._answers.pop(answer.job_id, None)
+        if future is None or future.done():
+            return False
+        future.set_result(answer)
+        return True
+
+    def fail_pending(self) -> None:
+        """Wake every offer still waiting on this worker: it will not answer now."""
+        answers, self._answers = self._answers, {}
+        for future in answers.values():
+            if not future.done():
+                future.set_exception(WorkerGone())
+
+    def abort(self) -> None:
+        """Cut the TCP connection without a close handshake, as a network failure would."""
+        if self._transport is not None:
+            self._transport.abort()
+
+    async def close(self, timeout: float = 2.0) -> None:
+        """Close with a normal close code; abort if the worker does not answer the close."""
+        try:
+            await asyncio.wait_for(self._ws.close(code=WSCloseCode.OK), timeout)
+        except (TimeoutError, ConnectionError, RuntimeError):
+            self.abort()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.finished.wait(), timeout)

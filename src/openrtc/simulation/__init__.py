@@ -1,0 +1,32 @@
+"""Simulated calls: a scripted caller driving a real `AgentSession` with no room."""
+
+from .caller import DEFAULT_TURN_TIMEOUT, CallAborted, CallTranscript, run_simulated_call
+from .media import (
+    CLIP_SAMPLE_RATE,
+    InputClosed,
+    SimulatedAudioInput,
+    SimulatedAudioOutput,
+    SpeechClip,
+    speech_clips,
+)
+from .script import MODES, CallMode, CallScript
+
+SIMULATED_CALL_KEY = "simulated_call"
+"""The job metadata key under which a dispatch carries `CallScript.to_dict()`."""
+
+__all__ = [
+    "CLIP_SAMPLE_RATE",
+    "DEFAULT_TURN_TIMEOUT",
+    "MODES",
+    "SIMULATED_CALL_KEY",
+    "CallAborted",
+    "CallMode",
+    "CallScript",
+    "CallTranscript",
+    "InputClosed",
+    "SimulatedAudioInput",
+    "SimulatedAudioOutput",
+    "SpeechClip",
+    "run_simulated_call",
+    "speech_clips",
+]

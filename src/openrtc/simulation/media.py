@@ -1,0 +1,299 @@
+"""Simulated media for an `AgentSession` with no room: a caller's microphone and earpiece.
+
+`SimulatedAudioInput` streams 20 ms PCM frames at real-time pace, silence between turns
+and a recorded speech clip for each turn, so the real VAD and end-of-turn model hear a
+caller as they would over a room. `SimulatedAudioOutput` plays the agent's TTS audio at
+real-time pace and reports each segment's playback as finished or interrupted, which is
+what the session's turn-taking waits on.
+
+The speech clips in `assets/` were spoken by espeak-ng (voice en-us, 160 wpm) and
+converted with sox to 16 kHz mono 16-bit WAV, leading and trailing silence trimmed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import time
+import wave
+from collections import deque
+from dataclasses import dataclass
+from importlib import resources
+
+import numpy as np
+from livekit import rtc
+from livekit.agents.voice import io
+
+CLIP_SAMPLE_RATE = 16000
+"""Sample rate of the bundled clips and of the simulated microphone (what Silero uses)."""
+
+
+@dataclass(frozen=True)
+class SpeechClip:
+    """A short recorded utterance, as 16-bit mono samples."""
+
+    name: str
+    samples: np.ndarray
+    sample_rate: int
+
+    @property
+    def duration(self) -> float:
+        return len(self.samples) / self.sample_rate
+
+
+def _read_wav(name: str, data: bytes) -> SpeechClip:
+    import io as _bytes_io
+
+    with wave.open(_bytes_io.BytesIO(data)) as w:
+        if w.getnchannels() != 1 or w.getsampwidth() != 2:
+            raise ValueError(f"speech clip {name} must be mono 16-bit PCM WAV.")
+        rate = w.getframerate()
+        samples = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16).copy()
+    return SpeechClip(name=name, samples=samples, sample_rate=rate)
+
+
+@functools.cache
+def speech_clips() -> tuple[SpeechClip, ...]:
+    """The bundled speech clips, in a stable order; audio turns cycle through them."""
+    folder = resources.files("openrtc.simulation") / "assets"
+    clips = [
+        _read_wav(entry.name, entry.read_bytes())
+        for entry in sorted(folder.iterdir(), key=lambda e: e.name)
+        if entry.name.endswith(".wav")
+    ]
+    if not clips:
+        raise RuntimeError(
+            "openrtc.simulation has no speech clips in its assets folder; reinstall openrtc."
+        )
+    return tuple(clips)
+
+
+class InputClosed(RuntimeError):
+    """The simulated microphone was closed before an utterance finished playing."""
+
+
+@dataclass
+class _Utterance:
+    samples: np.ndarray
+    done: asyncio.Future[None]
+    cursor: int = 0
+
+
+class SimulatedAudioInput(io.AudioInput):
+    """A caller's microphone: 20 ms frames at real-time pace, silence unless speaking.
+
+    Pacing follows a monotonic schedule, so sleep overshoot does not accumulate; after a
+    loop stall longer than `max_lag` the schedule restarts instead of bursting to catch up.
+    """
+
+    def __init__(
+        self,
+        *,
+        sample_rate: int = CLIP_SAMPLE_RATE,
+        frame_ms: int = 20,
+        max_lag: float = 0.5,
+        label: str = "openrtc.SimulatedAudioInput",
+    ) -> None:
+        super().__init__(label=label)
+        self.sample_rate = sample_rate
+        self.frame_samples = sample_rate * frame_ms // 1000
+        self._frame_s = self.frame_samples / sample_rate
+        self._max_lag = max_lag
+        self._silence = bytes(self.frame_samples * 2)
+        self._queue: deque[_Utterance] = deque()
+        self._next_at: float | None = None
+        self._closed = False
+        self.frames_sent = 0
+        self.speech_frames_sent = 0
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def speak(self, samples: np.ndarray) -> None:
+        """Play `samples` (16-bit, at this input's rate) and return once all were sent."""
+        if self._closed:
+            raise InputClosed("the simulated microphone is closed; the caller has hung up.")
+        utterance = _Utterance(
+            samples=np.asarray(samples, dtype=np.int16),
+            done=asyncio.get_running_loop().create_future(),
+        )
+        self._queue.append(utterance)
+        await asyncio.shield(utterance.done)
+
+    def close(self) -> None:
+        """Hang up the microphone: the session's audio stream ends after this."""
+        self._closed = True
+        while self._queue:
+            done = self._queue.popleft().done
+            if not done.done():
+                done.set_exception(InputClosed("the simulated microphone closed mid-utterance."))
+                done.exception()  # retrieved here so an unawaited one is not reported
+
+    async def __anext__(self) -> rtc.AudioFrame:
+        if self._closed:
+            raise StopAsyncIteration
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if self._next_at is None or now - self._next_at > self._max_lag:
+            self._next_at = now
+        elif self._next_at > now:
+            await asyncio.sleep(self._next_at - now)
+            if self._closed:
+                raise StopAsyncIteration
+        self._next_at += self._frame_s
+        self.frames_sent += 1
+        return rtc.AudioFrame(
+            data=self._next_chunk(),
+            sample_rate=self.sample_rate,
+            num_channels=1,
+            samples_per_channel=self.frame_samples,
+        )
+
+    def _next_chunk(self) -> bytes:
+        if not self._queue:
+            return self._silence
+        utterance = self._queue[0]
+        end = utterance.cursor + self.frame_samples
+        chunk = utterance.samples[utterance.cursor : end]
+        utterance.cursor = end
+        if end >= len(utterance.samples):
+            self._queue.popleft()
+            if not utterance.done.done():
+                utterance.done.set_result(None)
+        self.speech_frames_sent += 1
+        data = chunk.tobytes()
+        return data + self._silence[len(data) :]
+
+
+@dataclass(frozen=True)
+class _SegmentEnd:
+    interrupted: bool
+
+
+class SimulatedAudioOutput(io.AudioOutput):
+    """A caller's earpiece: plays the agent's audio at real-time pace, then reports it.
+
+    Each flushed segment ends with exactly one `on_playback_finished`: not interrupted
+    with its full duration once played, or interrupted at the position reached when
+    `clear_buffer()` cut it. `pause()`/`resume()` stop and restart the playback clock.
+    """
+
+    def __init__(self, *, label: str = "openrtc.SimulatedAudioOutput") -> None:
+        super().__init__(
+            label=label,
+            capabilities=io.AudioOutputCapabilities(pause=True),
+            next_in_chain=None,
+            sample_rate=None,
+        )
+        self._items: deque[rtc.AudioFrame | _SegmentEnd] = deque()
+        self._has_items = asyncio.Event()
+        self._control = asyncio.Event()
+        self._resumed = asyncio.Event()
+        self._resumed.set()
+        self._capturing = False
+        self._drop_until_flush = False
+        self._cut = False
+        self._position = 0.0
+        self._segment_started = False
+        self._task: asyncio.Task[None] | None = None
+        self.played_seconds = 0.0
+        self.segments_played = 0
+        self.segments_interrupted = 0
+
+    async def capture_frame(self, frame: rtc.AudioFrame) -> None:
+        await super().capture_frame(frame)
+        self._capturing = True
+        if self._drop_until_flush:
+            return
+        self._items.append(frame)
+        self._has_items.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._play(), name="openrtc.simulated_playback")
+
+    def flush(self) -> None:
+        super().flush()
+        if not self._capturing:
+            return
+        self._capturing = False
+        self._items.append(_SegmentEnd(interrupted=self._drop_until_flush))
+        self._drop_until_flush = False
+        self._has_items.set()
+
+    def clear_buffer(self) -> None:
+        if self._pending_playback_count <= 0:
+            return
+        self._items = deque(
+            _SegmentEnd(interrupted=True) for item in self._items if isinstance(item, _SegmentEnd)
+        )
+        self._drop_until_flush = self._capturing
+        self._cut = True
+        self._control.set()
+
+    def pause(self) -> None:
+        super().pause()
+        self._resumed.clear()
+        self._control.set()
+
+    def resume(self) -> None:
+        super().resume()
+        self._resumed.set()
+        self._control.set()
+
+    def on_detached(self) -> None:
+        super().on_detached()
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        self._items.clear()
+        self._capturing = False
+        self._drop_until_flush = False
+        for _ in range(self._pending_playback_count):
+            self._finish_segment(interrupted=True)
+
+    async def aclose(self) -> None:
+        """Stop the playback clock; used when the sink is discarded without detaching."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def _finish_segment(self, *, interrupted: bool) -> None:
+        position = self._position
+        self._position = 0.0
+        self._segment_started = False
+        self._cut = False
+        if interrupted:
+            self.segments_interrupted += 1
+        else:
+            self.segments_played += 1
+        self.on_playback_finished(playback_position=position, interrupted=interrupted)
+
+    async def _play(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            while not self._items:
+                self._has_items.clear()
+                await self._has_items.wait()
+            item = self._items.popleft()
+            if isinstance(item, _SegmentEnd):
+                self._finish_segment(interrupted=item.interrupted)
+                continue
+            if not self._segment_started:
+                self._segment_started = True
+                self.on_playback_started(created_at=time.time())
+            remaining = item.duration
+            while remaining > 0 and not self._cut:
+                self._control.clear()
+                if not self._resumed.is_set():
+                    await self._control.wait()
+                    continue
+                started = loop.time()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._control.wait(), remaining)
+                elapsed = min(loop.time() - started, remaining)
+                remaining -= elapsed
+                self._position += elapsed
+                self.played_seconds += elapsed

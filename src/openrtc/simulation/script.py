@@ -1,0 +1,96 @@
+"""The script a simulated caller follows, as carried in a dispatch's job metadata.
+
+A dispatch that carries `{"simulated_call": CallScript(...).to_dict()}` in its metadata
+runs the routed agent's real session against a synthetic caller instead of a room.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, cast
+
+CallMode = Literal["text", "audio"]
+MODES: tuple[CallMode, ...] = ("text", "audio")
+_FIELDS = ("turns", "mode", "pause_s", "hold_s", "max_duration_s", "expect_greeting")
+
+
+def _seconds(name: str, value: object, *, allow_none: bool = False, positive: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a number of seconds, got {value!r}.")
+    if positive and value <= 0:
+        raise ValueError(f"{name} must be greater than 0 seconds, got {value!r}.")
+    if value < 0:
+        raise ValueError(f"{name} must be 0 seconds or more, got {value!r}.")
+
+
+@dataclass(frozen=True)
+class CallScript:
+    """What the caller says and how long it stays on the line.
+
+    turns: what the caller says, in order (at least one, none blank).
+    mode: "text" feeds turns as typed user input; "audio" speaks them as real-time PCM
+        through the session's VAD, turn detector and STT.
+    pause_s: the caller's think time after each reply before its next turn.
+    hold_s: how long the caller stays on the line after the last reply.
+    max_duration_s: hang up after this long whatever the script says (None: no limit).
+    expect_greeting: wait for the agent to speak first before the first turn.
+    """
+
+    turns: tuple[str, ...]
+    mode: CallMode = "text"
+    pause_s: float = 0.2
+    hold_s: float = 0.0
+    max_duration_s: float | None = None
+    expect_greeting: bool = False
+
+    def __post_init__(self) -> None:
+        turns = self.turns
+        if isinstance(turns, str) or not isinstance(turns, tuple | list):
+            raise ValueError(f"turns must be a list of strings, got {type(turns).__name__}.")
+        if not turns:
+            raise ValueError("turns must hold at least one thing for the caller to say.")
+        for i, turn in enumerate(turns):
+            if not isinstance(turn, str) or not turn.strip():
+                raise ValueError(f"turns[{i}] must be a non-blank string, got {turn!r}.")
+        object.__setattr__(self, "turns", tuple(turns))
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be 'text' or 'audio', got {self.mode!r}.")
+        _seconds("pause_s", self.pause_s)
+        _seconds("hold_s", self.hold_s)
+        _seconds("max_duration_s", self.max_duration_s, allow_none=True, positive=True)
+        if not isinstance(self.expect_greeting, bool):
+            raise ValueError(
+                f"expect_greeting must be true or false, got {self.expect_greeting!r}."
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-ready form carried under the job metadata key "simulated_call"."""
+        return {
+            "turns": list(self.turns),
+            "mode": self.mode,
+            "pause_s": self.pause_s,
+            "hold_s": self.hold_s,
+            "max_duration_s": self.max_duration_s,
+            "expect_greeting": self.expect_greeting,
+        }
+
+    @classmethod
+    def from_dict(cls, data: object) -> CallScript:
+        """Parse and validate `to_dict()` output; raises ValueError on anything malformed."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"a call script must be a JSON object, got {type(data).__name__}.")
+        unknown = sorted(str(k) for k in data if k not in _FIELDS)
+        if unknown:
+            raise ValueError(f"unknown call script field(s) {', '.join(unknown)}; use {_FIELDS}.")
+        if "turns" not in data:
+            raise ValueError("a call script needs 'turns': the list of things the caller says.")
+        turns = data["turns"]
+        if isinstance(turns, str) or not isinstance(turns, list | tuple):
+            raise ValueError(f"turns must be a list of strings, got {type(turns).__name__}.")
+        kwargs: dict[str, Any] = {k: data[k] for k in _FIELDS if k in data}
+        kwargs["turns"] = tuple(cast(list[Any], turns))
+        return cls(**kwargs)

@@ -1,0 +1,128 @@
+"""The operations endpoint of a running worker across accepting, not-a-member and draining."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from livekit.agents import Agent
+from prometheus_client.parser import text_string_to_metric_families
+
+from openrtc import AgentPool
+from openrtc.devserver import DispatchServer
+from openrtc.manifest import sign_manifest
+from openrtc.testing import FakeLLM, FakeSTT, FakeTTS
+from tests.harness import running, wait_until
+
+SECRET = "ops-test-secret"
+TOKEN = "admin-token-for-tests"
+
+
+class Sales(Agent):
+    def __init__(self) -> None:
+        super().__init__(instructions="You are Sales.")
+
+
+async def get(url: str) -> tuple[int, str]:
+    async with aiohttp.ClientSession() as http, http.get(url) as resp:
+        return resp.status, await resp.text()
+
+
+async def post(url: str, token: str | None) -> int:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with aiohttp.ClientSession() as http, http.post(url, headers=headers) as resp:
+        return resp.status
+
+
+def samples(text: str) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {}
+    for family in text_string_to_metric_families(text):
+        out.setdefault(family.name, []).extend(family.samples)
+    return out
+
+
+@pytest.fixture
+def manifest(tmp_path: Path) -> Path:
+    path = tmp_path / "manifest.json"
+    path.write_text(sign_manifest(["v1.0.0"], secret=SECRET, issued_at=1.0e9 + 1))
+    return path
+
+
+async def test_endpoints_across_the_lifecycle(
+    devserver: DispatchServer, manifest: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENRTC_ADMIN_TOKEN", TOKEN)
+    pool = AgentPool(
+        agents={"sales": Sales},
+        deployment_version="v1.0.0",
+        manifest=manifest,
+        membership_secrets=[SECRET],
+        manifest_poll_interval=0.1,
+        prewarm_models=False,
+        default_stt=FakeSTT(),
+        default_llm=FakeLLM(),
+        default_tts=FakeTTS(),
+    )
+    async with running(pool, devserver, http_port=0) as worker:
+        assert worker.lifespan.ops is not None
+        base = worker.lifespan.ops.url
+        assert base.startswith("http://127.0.0.1:")
+        job = await devserver.dispatch(
+            metadata={"tenant": "acme"},
+            simulated_call={"turns": ["hi"], "mode": "text", "hold_s": 30},
+        )
+        await wait_until(lambda: pool.runtime_snapshot().active_sessions == 1)
+
+        # accepting
+        assert (await get(f"{base}/healthz"))[0] == 200
+        assert (await get(f"{base}/readyz"))[0] == 200
+        status, body = await get(f"{base}/snapshot")
+        snap = json.loads(body)
+        assert (status, snap["state"], snap["member"]) == (200, "accepting", True)
+        assert snap["sessions_by_tenant"] == {"acme": 1}
+        assert snap["sessions"][0]["job_id"] == job.id
+        _, text = await get(f"{base}/metrics")
+        m = samples(text)
+        active = [s for s in m["openrtc_active_sessions"] if s.labels["tenant"] == "acme"]
+        assert active[0].value == 1 and active[0].labels["version"] == "v1.0.0"
+        assert [s.value for s in m["openrtc_draining"]] == [0.0]
+
+        # not a member
+        manifest.write_text(sign_manifest(["v2.0.0"], secret=SECRET, issued_at=1.0e9 + 2))
+        await wait_until(lambda: pool.state.value == "not_member", timeout=5)
+        status, body = await get(f"{base}/readyz")
+        assert status == 503 and "manifest" in json.loads(body)["reason"]
+        assert (await get(f"{base}/healthz"))[0] == 200
+        _, text = await get(f"{base}/metrics")
+        assert [s.value for s in samples(text)["openrtc_membership"]] == [0.0]
+
+        # draining, through POST /drain
+        assert await post(f"{base}/drain", None) == 401
+        assert await post(f"{base}/drain", "wrong-token") == 401
+        assert await post(f"{base}/drain", TOKEN) == 202
+        await wait_until(lambda: pool.state.value == "draining", timeout=5)
+        status, body = await get(f"{base}/readyz")
+        assert (status, json.loads(body)["reason"]) == (503, "draining")
+        _, text = await get(f"{base}/metrics")
+        m = samples(text)
+        assert [s.value for s in m["openrtc_draining"]] == [1.0]
+        state = {s.labels["state"]: s.value for s in m["openrtc_worker_state"]}
+        assert state["draining"] == 1.0 and state["accepting"] == 0.0
+        assert (await get(f"{base}/healthz"))[0] == 200
+        await devserver.end_call(job.id)
+        assert await worker.exit_code() == 0
+
+
+async def test_drain_over_http_is_off_without_a_token(
+    devserver: DispatchServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OPENRTC_ADMIN_TOKEN", raising=False)
+    monkeypatch.delenv("OPENRTC_ADMIN_TOKEN_FILE", raising=False)
+    pool = AgentPool(agents={"sales": Sales}, prewarm_models=False, default_llm=FakeLLM())
+    async with running(pool, devserver, http_port=0) as worker:
+        assert worker.lifespan.ops is not None
+        assert await post(f"{worker.lifespan.ops.url}/drain", "anything") == 403
+        assert pool.state.value == "accepting"
