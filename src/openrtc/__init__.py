@@ -26,6 +26,7 @@ _LAZY = {
     "Manifest": "openrtc.manifest",
     "ManifestError": "openrtc.manifest",
     "current_tenant_id": "openrtc.tenancy",
+    "pin_reload": "openrtc.reload",
 }
 
 

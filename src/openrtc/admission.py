@@ -23,6 +23,11 @@ class RejectReason(StrEnum):
     UNKNOWN_AGENT = "unknown_agent"
     UNREGISTERED_ROOM = "unregistered_room"
     REQUEST_FNC = "request_fnc"
+    TENANT_UNSIGNED = "tenant_unsigned"
+    TENANT_FORGED = "tenant_forged"
+    TENANT_UNKNOWN = "tenant_unknown"
+    TENANT_CONFIG_ERROR = "tenant_config_error"
+    TENANT_CIRCUIT_OPEN = "tenant_circuit_open"
 
 
 @dataclass(frozen=True)

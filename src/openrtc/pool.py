@@ -20,6 +20,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
 from livekit.agents import Agent, JobRequest
+from livekit.protocol import agent as lk_proto
 
 from . import admission, routing
 from .audit import AuditEvent, AuditLog
@@ -38,6 +39,8 @@ Isolation = Literal["coroutine", "thread", "process"]
 ISOLATIONS: tuple[Isolation, ...] = ("coroutine", "thread", "process")
 DEFAULT_DRAIN_TIMEOUT = 1800.0
 DEFAULT_VERSION = "unversioned"
+SIMULATED_CALL_KEY = "simulated_call"
+"""Job metadata key of a simulated caller's script (see openrtc.simulation)."""
 
 
 def _env_float(name: str) -> float | None:
@@ -209,6 +212,9 @@ class AgentPool:
             self.add(getattr(agent, "__name__", "agent").lower(), agent)
         for name, cls in (agents or {}).items():
             self.add(name, cls)
+        from . import tenancy
+
+        self.tenant_breaker = tenancy.install(self)
 
     # --- registration ---------------------------------------------------------------
     def add(
@@ -363,19 +369,45 @@ class AgentPool:
         return min(1.0, self._ledger.total / cap)
 
     # --- calls ------------------------------------------------------------------------
-    def session_started(self, info: SessionInfo, session: Any) -> None:
+    def session_info(self, job: lk_proto.Job) -> SessionInfo | None:
+        """What the pool knows of a job's call: its routed agent, tenant and metadata."""
+        route = self.route_of(job.id) or routing.resolve(job, self.registry.names())
+        if route.agent is None or route.agent not in self.registry:
+            return None
+        metadata = routing.parse_metadata(job.metadata)
+        return SessionInfo(
+            job_id=job.id,
+            agent=route.agent,
+            room=job.room.name,
+            tenant=routing.tenant_of(job),
+            deployment_version=self.deployment_version,
+            worker_id=self._worker_id,
+            metadata=MappingProxyType(
+                {k: v for k, v in metadata.items() if k != SIMULATED_CALL_KEY}
+            ),
+            started_at=time.time(),
+            simulated=SIMULATED_CALL_KEY in metadata,
+        )
+
+    def session_started(self, info: SessionInfo, session: Any = None) -> None:
+        """Record a call as live (once), or attach its AgentSession when it exists."""
         with self._lock:
-            self._accepted_total += 1
-            self._live[info.job_id] = LiveSession(info=info, session=session, status="live")
+            live = self._live.get(info.job_id)
+            if live is None:
+                self._accepted_total += 1
+                self._live[info.job_id] = LiveSession(info=info, session=session, status="live")
+            elif session is not None:
+                live.session = session
 
     def record_crash(self, job_id: str, error: str) -> None:
-        self._crashes[job_id] = error
+        with self._lock:
+            if job_id in self._ledger.by_job or job_id in self._live:
+                self._crashes[job_id] = error
 
     def session_ended(self, job_id: str, status: Outcome, error: str | None, reason: str) -> None:
         """Called on the worker's loop when a call's job has fully closed."""
         with self._lock:
             live = self._live.pop(job_id, None)
-            self._crashes.pop(job_id, None)
             if live is not None:
                 self._outcomes[status.value] += 1
         self.release(job_id)
@@ -401,6 +433,11 @@ class AgentPool:
 
     def crash_of(self, job_id: str) -> str | None:
         return self._crashes.get(job_id)
+
+    def forget_crash(self, job_id: str) -> None:
+        """Called once the job's final status went out: the record is no longer needed."""
+        with self._lock:
+            self._crashes.pop(job_id, None)
 
     def live_sessions(self) -> list[LiveSession]:
         with self._lock:

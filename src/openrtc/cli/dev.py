@@ -49,6 +49,8 @@ async def _run_dev(
     demo: bool,
     exit_after_demo: bool,
     http_port: int | None,
+    watch: bool = True,
+    watch_paths: list[Path] | None = None,
 ) -> int:
     from ..devserver import DispatchServer
     from ..worker.lifespan import Lifespan, capture_signals
@@ -62,6 +64,8 @@ async def _run_dev(
             _say(f"control API: {devserver.http_url}/openrtc/  (API key {api_key})")
         try:
             pool = flags.build(agents_dir)
+            pool.enable_hot_reload = watch
+            pool.watch_paths = [*pool.watch_paths, *(watch_paths or [])]
             server = pool.build_server(ws_url=url, api_key=api_key, api_secret=api_secret)
         except OpenRTCError as e:
             typer.secho(f"error: {e}", err=True, fg="red")
@@ -111,6 +115,20 @@ def dev_command(
     max_concurrent_sessions: po.MaxSessions = None,
     deployment_version: po.Version = None,
     log_level: Annotated[str, typer.Option("--log-level", envvar="OPENRTC_LOG_LEVEL")] = "INFO",
+    watch: Annotated[
+        bool,
+        typer.Option(
+            "--watch/--no-watch",
+            help="Hot reload: a saved agent file takes over live calls on their next turn.",
+        ),
+    ] = True,
+    watch_path: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--watch-path",
+            help="Also watch this file or directory (repeatable); a change reloads every agent.",
+        ),
+    ] = None,
 ) -> None:
     """Run the agents locally: against LIVEKIT_URL, or an embedded dispatch server."""
     setup_logging(log_level)
@@ -130,6 +148,8 @@ def dev_command(
             demo=demo or exit_after_demo,
             exit_after_demo=exit_after_demo,
             http_port=http_port,
+            watch=watch,
+            watch_paths=list(watch_path or []),
         )
     )
     raise typer.Exit(code)

@@ -207,12 +207,16 @@ def list_agents(
 
 from .deploy_tools import audit_app, manifest_app  # noqa: E402
 from .dev import dev_command, devserver_command  # noqa: E402
+from .fleet import fleet_command  # noqa: E402
 from .rehearse import rehearse_command  # noqa: E402
+from .top import top_command  # noqa: E402
 
 app.add_typer(manifest_app, name="manifest")
 app.add_typer(audit_app, name="audit")
 app.command("rehearse")(rehearse_command)
 app.command("dev")(dev_command)
+app.command("top")(top_command)
+app.command("fleet")(fleet_command)
 app.command("devserver")(devserver_command)
 
 

@@ -68,6 +68,10 @@ class Dispatcher:
         self._workers_changed = Signal()
         self._closed = False
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     # -- workers ---------------------------------------------------------------------
 
     def connection(self, worker_id: str) -> WorkerConnection | None:
@@ -295,21 +299,26 @@ class Dispatcher:
             raise JobNotActiveError(f"job {job_id} already ended ({job.state.value}).")
         self._terminating.add(job_id)
         if job.state is JobState.PENDING:
-            task = self._serving.pop(job_id, None)
-            if task is not None:
-                task.cancel()
-                await asyncio.wait([task])
-            if job.state is JobState.PENDING:
-                self._finish(job, JobState.CANCELLED, "ended before any worker took it", "server")
-                self._events.append(
-                    "job_status", job_id=job.id, state=job.state.value, ended_by="server"
-                )
-            return job
+            await self._stop_offering(job)
+            if job.state.final:
+                return job
         if job.worker_id in self._conns:
             await self._send_termination(job)
         else:
             logger.info("job %s will be terminated once its worker reconnects", job_id)
         return job
+
+    async def _stop_offering(self, job: JobRecord) -> None:
+        """Cancel the offer task; the job is cancelled unless an assignment just went out."""
+        task = self._serving.pop(job.id, None)
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task])
+        if job.state is JobState.PENDING:
+            self._finish(job, JobState.CANCELLED, "ended before any worker took it", "server")
+            self._events.append(
+                "job_status", job_id=job.id, state=job.state.value, ended_by="server"
+            )
 
     async def _send_termination(self, job: JobRecord) -> None:
         conn = self._conns.get(job.worker_id or "")

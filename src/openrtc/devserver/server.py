@@ -36,6 +36,9 @@ logger = logging.getLogger("openrtc.devserver")
 REGISTER_TIMEOUT = 10.0
 """How long a fresh worker socket may take to send its `register` message."""
 
+HEARTBEAT = 15.0
+"""Seconds between websocket pings, so a worker host that vanishes is noticed."""
+
 SERVER_VERSION = "openrtc-devserver"
 
 
@@ -105,6 +108,8 @@ class DispatchServer:
         """Bind the socket (port 0 picks a free one) and start serving."""
         if self._runner is not None:
             raise RuntimeError("the dispatch server is already started")
+        if self._dispatcher.closed:
+            raise RuntimeError("a closed dispatch server cannot restart; create a new one")
         app = web.Application()
         app.router.add_get("/agent", self._agent_socket)
         app.router.add_routes(
@@ -159,7 +164,7 @@ class DispatchServer:
         except PermissionError as exc:
             logger.warning("refused a worker from %s: %s", request.remote, exc)
             return web.json_response({"error": f"{exc}."}, status=401)
-        ws = web.WebSocketResponse()
+        ws = web.WebSocketResponse(heartbeat=HEARTBEAT)
         if not ws.can_prepare(request).ok:
             return web.json_response({"error": "expected a websocket upgrade."}, status=400)
         transport = request.transport

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import psutil
 from aiohttp import web
 
 from ..lifecycle import WorkerState
@@ -26,6 +27,18 @@ logger = logging.getLogger("openrtc.http")
 
 HEALTH_STALL_LIMIT = 5.0
 """/healthz fails when the loop's recent lag exceeds this many seconds."""
+
+
+def process_memory() -> dict[str, float | None]:
+    """This worker's memory: USS is what the process alone holds, RSS counts shared pages."""
+    proc = psutil.Process()
+    try:
+        full = proc.memory_full_info()
+        uss: float | None = full.uss / 2**20
+        rss = full.rss / 2**20
+    except (psutil.AccessDenied, AttributeError):
+        uss, rss = None, proc.memory_info().rss / 2**20
+    return {"rss_mb": round(rss, 1), "uss_mb": None if uss is None else round(uss, 1)}
 
 
 def load_admin_token() -> str | None:
@@ -116,6 +129,7 @@ class OpsServer:
             "p99": round(self.lag.percentile(0.99) * 1000, 2),
         }
         body["ops_url"] = self.url
+        body["memory"] = process_memory()
         return web.Response(text=json.dumps(body), content_type="application/json")
 
     async def drain(self, request: web.Request) -> web.Response:

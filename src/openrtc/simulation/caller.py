@@ -175,10 +175,15 @@ class _Caller:
         if self.watch.closed.done():
             raise CallAborted(f"{self.watch.close_reason()} while waiting for {what}")
         limit = self.turn_timeout if timeout is None else timeout
-        raise CallAborted(f"no {what} within {limit:g} s")
+        raise CallAborted(f"timed out after {limit:g} s waiting for {what}")
 
     async def start(self, agent: Agent) -> None:
         if self.script.mode == "audio":
+            if self.session.stt is None:
+                raise CallAborted(
+                    "an audio-mode call needs a session with an STT; pass AgentSession(stt=...) "
+                    "or use mode 'text'"
+                )
             self.mic = SimulatedAudioInput()
             self.earpiece = SimulatedAudioOutput()
             self.session.input.audio = self.mic

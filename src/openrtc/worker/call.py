@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import TYPE_CHECKING, Any
 
 from livekit.agents import AgentSession, JobContext
 from livekit.agents.voice.events import CloseEvent, CloseReason
 
-from .. import routing
+from .. import routing, tenancy
+from ..pool import SIMULATED_CALL_KEY
 from ..sessions import SessionInfo, notify
 from .models import shared_models
 
@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("openrtc.call")
 
-SIMULATED_CALL_KEY = "simulated_call"
+FAILED_JOB_FIELD = "openrtc_failed_job"
+FAILED_ERROR_FIELD = "openrtc_failed_error"
 
 
 class CallFailed(RuntimeError):
@@ -42,23 +43,12 @@ def _build_session(pool: AgentPool, spec: Any, info: SessionInfo) -> AgentSessio
 
 async def run_call(pool: AgentPool, ctx: JobContext) -> None:
     job = ctx.job
-    route = pool.route_of(job.id) or routing.resolve(job, pool.registry.names())
-    if route.agent is None:
-        raise CallFailed(f"job {job.id} has no agent to run")
-    spec = pool.registry.get(route.agent)
-    metadata = routing.parse_metadata(job.metadata)
-    script = metadata.get(SIMULATED_CALL_KEY)
-    info = SessionInfo(
-        job_id=job.id,
-        agent=spec.name,
-        room=job.room.name,
-        tenant=routing.tenant_of(job),
-        deployment_version=pool.deployment_version,
-        worker_id=pool.worker_id,
-        metadata={k: v for k, v in metadata.items() if k != SIMULATED_CALL_KEY},
-        started_at=time.time(),
-        simulated=script is not None,
-    )
+    info = pool.session_info(job)
+    if info is None:
+        raise CallFailed(f"job {job.id} names no agent this worker runs")
+    spec = pool.registry.get(info.agent)
+    tenancy.enter_call(info)
+    script = routing.parse_metadata(job.metadata).get(SIMULATED_CALL_KEY)
     ctx.log_context_fields = {"agent": spec.name, "deployment_version": pool.deployment_version}
     try:
         session = _build_session(pool, spec, info)
@@ -74,7 +64,15 @@ async def run_call(pool: AgentPool, ctx: JobContext) -> None:
             await _over_room(pool, ctx, session, agent, spec, errors)
     except BaseException as e:
         if not isinstance(e, asyncio.CancelledError):
-            pool.record_crash(job.id, f"{type(e).__name__}: {e}")
+            error = f"{type(e).__name__}: {e}"
+            pool.record_crash(job.id, error)
+            # the record also carries the outcome to the parent under process isolation
+            logger.error(
+                "call %s failed: %s",
+                job.id,
+                error,
+                extra={FAILED_JOB_FIELD: job.id, FAILED_ERROR_FIELD: error},
+            )
         raise
 
 

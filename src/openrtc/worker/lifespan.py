@@ -92,6 +92,7 @@ class Lifespan:
         self.cut_jobs: list[str] = []
         self.lag = LoopLagMonitor()
         self.watcher: Any = None
+        self.reloader: Any = None
         self.ops: OpsServer | None = None
         if http_port is not None:
             self.ops = OpsServer(
@@ -122,11 +123,19 @@ class Lifespan:
         self.watcher = membership_watcher(self.pool)
         if self.watcher is not None:
             await self.watcher.start()
+            if self.watcher.current is None:
+                # fail closed: a worker that cannot verify a manifest takes no calls
+                self.pool.set_membership(False, reason="no valid manifest yet")
         if self.pool.prewarm_models:
             await asyncio.to_thread(shared_models)
         run_task = asyncio.create_task(self.server.run(devmode=self.devmode), name="agent_server")
         drain_task = asyncio.create_task(self.pool.wait_drain_requested())
         try:
+            if self.pool.enable_hot_reload:
+                from ..reload import HotReloader
+
+                self.reloader = HotReloader(self.pool)
+                await self.reloader.start()
             done, _ = await asyncio.wait(
                 {run_task, drain_task}, return_when=asyncio.FIRST_COMPLETED
             )
@@ -165,7 +174,8 @@ class Lifespan:
             )
         finally:
             force.cancel()
-        if idle in done:
+        nothing_live = self.pool.admitted == 0 and not self.server.job_executors()
+        if idle in done or nothing_live:
             self.pool.lifecycle.move(
                 WorkerState.DRAINED,
                 reason=f"last call ended after {time.monotonic() - started:.2f}s",
@@ -206,6 +216,8 @@ class Lifespan:
             await self.ops.aclose()
         if self.watcher is not None:
             await self.watcher.aclose()
+        if self.reloader is not None:
+            await self.reloader.aclose()
         await self.lag.aclose()
 
 

@@ -7,6 +7,7 @@ jobs run on the pool's chosen isolation; every call's end is reported honestly.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -14,9 +15,10 @@ from livekit.agents import JobExecutorType, JobProcess, JobRequest
 
 from .. import _lk
 from ..sessions import Outcome
-from .call import run_call
+from .call import FAILED_ERROR_FIELD, FAILED_JOB_FIELD, run_call
 from .coroutine_jobs import CoroutineJob, CoroutineJobPool
 from .models import shared_models
+from .process_entry import blueprint_of, process_entrypoint
 
 if TYPE_CHECKING:
     from ..pool import AgentPool
@@ -46,6 +48,9 @@ class PoolServer(_lk.ServerInternals):
         kwargs: dict[str, Any] = {}
         if pool.isolation == "coroutine":
             kwargs["num_idle_processes"] = 0
+        else:
+            # a job process imports livekit and loads the models: seconds on a busy box
+            kwargs["initialize_process_timeout"] = 60.0
         super().__init__(
             ws_url=ws_url,
             api_key=api_key,
@@ -60,8 +65,13 @@ class PoolServer(_lk.ServerInternals):
             shutdown_process_timeout=pool.session_close_timeout,
             **kwargs,
         )
-        self.rtc_session(self._entrypoint, agent_name=pool.agent_name, on_request=self._on_request)
+        entrypoint: Any = self._entrypoint
+        if pool.isolation == "process":
+            entrypoint = functools.partial(process_entrypoint, blueprint_of(pool))
+        self.rtc_session(entrypoint, agent_name=pool.agent_name, on_request=self._on_request)
         self.on("worker_registered", self._on_registered)
+        self._outcomes = _OutcomeRecorder(pool)
+        logging.getLogger("openrtc.call").addHandler(self._outcomes)
 
     async def _entrypoint(self, ctx: Any) -> None:
         await run_call(self.pool, ctx)
@@ -147,7 +157,12 @@ class PoolServer(_lk.ServerInternals):
         if info is not None and self.pool.crash_of(info.job.id) is not None:
             from livekit.protocol import agent as lk_proto
 
-            if executor.status != _lk.ExecutorStatus.RUNNING:
+            try:
+                running = executor.status == _lk.ExecutorStatus.RUNNING
+            except RuntimeError:
+                running = False
+            if not running:
+                self.pool.forget_crash(info.job.id)
                 return int(lk_proto.JobStatus.JS_FAILED)
         return None
 
@@ -157,8 +172,17 @@ class PoolServer(_lk.ServerInternals):
             pool = CoroutineJobPool(
                 entrypoint=self._entrypoint, close_timeout=self.pool.session_close_timeout
             )
+        pool.on("process_job_launched", self._on_job_launched)
         pool.on("process_closed", self._on_job_closed)
         return pool
+
+    def _on_job_launched(self, executor: Any) -> None:
+        info = executor.running_job
+        if info is None:
+            return
+        session_info = self.pool.session_info(info.job)
+        if session_info is not None:
+            self.pool.session_started(session_info)
 
     def _on_job_closed(self, executor: Any) -> None:
         info = executor.running_job
@@ -169,11 +193,16 @@ class PoolServer(_lk.ServerInternals):
             status = executor.outcome or Outcome.SUCCESS
             error = executor.error or None
             reason = executor.end_reason
+            self.pool.forget_crash(job_id)
         else:
             crash = self.pool.crash_of(job_id)
             status = Outcome.FAILED if crash else Outcome.SUCCESS
             error, reason = crash, "job closed"
         self.pool.session_ended(job_id, status, error, reason)
+
+    async def aclose(self) -> None:
+        logging.getLogger("openrtc.call").removeHandler(self._outcomes)
+        await super().aclose()
 
     async def cut_live_calls(self, reason: str) -> list[str]:
         """Close every live call now (drain timeout); returns the cut job ids."""
@@ -190,3 +219,16 @@ class PoolServer(_lk.ServerInternals):
                 tasks.append(executor.aclose())
         await asyncio.gather(*tasks, return_exceptions=True)
         return cut
+
+
+class _OutcomeRecorder(logging.Handler):
+    """Hears "call failed" records, which job processes send over livekit's log channel."""
+
+    def __init__(self, pool: AgentPool) -> None:
+        super().__init__(logging.ERROR)
+        self.pool = pool
+
+    def emit(self, record: logging.LogRecord) -> None:
+        job_id = getattr(record, FAILED_JOB_FIELD, None)
+        if isinstance(job_id, str):
+            self.pool.record_crash(job_id, str(getattr(record, FAILED_ERROR_FIELD, "")))

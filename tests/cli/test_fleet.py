@@ -1,0 +1,182 @@
+"""`openrtc fleet` over real operations endpoints of pools at different versions."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import socket
+import time
+from collections.abc import AsyncIterator
+
+import typer
+from livekit.agents import Agent
+from typer.testing import CliRunner, Result
+
+from openrtc.cli.fleet import fleet_command
+from openrtc.lifecycle import WorkerState
+from openrtc.ops.http import OpsServer
+from openrtc.ops.loop_lag import LoopLagMonitor
+from openrtc.pool import AgentPool
+from openrtc.sessions import Outcome, SessionInfo
+
+
+class Sales(Agent):
+    def __init__(self) -> None:
+        super().__init__(instructions="You are Sales.")
+
+
+def make_pool(version: str, calls: int, *, draining: bool = False) -> AgentPool:
+    pool = AgentPool(agents={"sales": Sales}, deployment_version=version)
+    pool.lifecycle.move(WorkerState.ACCEPTING, reason="test")
+    for n in range(calls):
+        info = SessionInfo(
+            f"{version}-{n}", "sales", f"room-{n}", "acme", version, "", {}, time.time()
+        )
+        pool.session_started(info, session=None)
+    if draining:
+        pool.begin_drain(reason="test")
+    return pool
+
+
+@contextlib.asynccontextmanager
+async def serving(*pools: AgentPool) -> AsyncIterator[list[OpsServer]]:
+    lag = LoopLagMonitor()
+    lag.start()
+    servers = [OpsServer(pool, lag) for pool in pools]
+    for server in servers:
+        await server.start()
+    try:
+        yield servers
+    finally:
+        for server in servers:
+            await server.aclose()
+        await lag.aclose()
+
+
+def free_port_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+async def invoke(*args: str) -> Result:
+    app = typer.Typer()
+    app.command("fleet")(fleet_command)
+    runner = CliRunner()
+    return await asyncio.to_thread(runner.invoke, app, list(args), env={"COLUMNS": "200"})
+
+
+def end_all(pool: AgentPool) -> None:
+    for live in pool.live_sessions():
+        pool.session_ended(live.info.job_id, Outcome.SUCCESS, None, "test")
+
+
+async def test_json_lists_every_worker_and_the_versions() -> None:
+    v1 = make_pool("v1.0.0", 1, draining=True)
+    v2 = make_pool("v2.0.0", 2)
+    async with serving(v1, v2) as (a, b):
+        result = await invoke(a.url, b.url, "--json")
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.stdout)
+    workers = [
+        (w["url"], w["deployment_version"], w["state"], w["active_sessions"], w["reachable"])
+        for w in body["workers"]
+    ]
+    assert workers == [
+        (a.url, "v1.0.0", "draining", 1, True),
+        (b.url, "v2.0.0", "accepting", 2, True),
+    ]
+    assert body["workers"][1]["snapshot"]["sessions_by_agent"] == {"sales": 2}
+    assert body["versions"] == {
+        "v1.0.0": {"workers": 1, "calls": 1, "states": {"draining": 1}},
+        "v2.0.0": {"workers": 1, "calls": 2, "states": {"accepting": 1}},
+    }
+
+
+async def test_table_has_a_distribution_line_and_a_row_for_an_unreachable_worker() -> None:
+    pools = [
+        make_pool("v1.0.0", 1, draining=True),
+        make_pool("v1.0.0", 2),
+        make_pool("v2.0.0", 5),
+        make_pool("v2.0.0", 0),
+    ]
+    down = free_port_url()
+    async with serving(*pools) as servers:
+        result = await invoke(*(s.url for s in servers), down)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[-1] == (
+        "v1.0.0: 2 workers (1 draining), 3 calls | v2.0.0: 2 workers, 5 calls | unreachable: 1"
+    )
+    down_row = next(line for line in lines if down in line)
+    assert "unreachable" in down_row and "connection refused" in down_row
+    assert sum("accepting" in line for line in lines) == 3
+
+
+async def test_all_unreachable_exits_nonzero() -> None:
+    result = await invoke(free_port_url(), free_port_url())
+    assert result.exit_code == 2
+    assert "none of the 2 workers answered" in result.stderr
+    waited = await invoke(free_port_url(), "--wait-drained", "v1.0.0", "--timeout", "1")
+    assert waited.exit_code == 2
+
+
+async def test_wait_drained_returns_once_the_last_call_ends() -> None:
+    v1 = make_pool("v1.0.0", 2, draining=True)
+    v2 = make_pool("v2.0.0", 3)
+    async with serving(v1, v2) as (a, b):
+
+        async def hang_up_later() -> None:
+            await asyncio.sleep(0.5)
+            end_all(v1)
+
+        ender = asyncio.create_task(hang_up_later())
+        result = await invoke(a.url, b.url, "--wait-drained", "v1.0.0", "--interval", "0.1")
+        await ender
+        assert v2.runtime_snapshot().active_sessions == 3
+    assert result.exit_code == 0, result.output
+    progress = result.stderr.splitlines()
+    assert f"v1.0.0: 2 calls live on 1 worker: {a.url} (2)" in progress[0]
+    assert progress[-1].endswith("v1.0.0: no live calls")
+    assert len(progress) == 2  # one line per poll that changed something
+    assert re.search(
+        r"^v1\.0\.0 drained after [\d.]+s: no live calls on 1 worker$", result.stdout, re.M
+    )
+
+
+async def test_wait_drained_times_out_while_a_call_is_live() -> None:
+    v1 = make_pool("v1.0.0", 1, draining=True)
+    async with serving(v1) as (a,):
+        args = ("--wait-drained", "v1.0.0", "--interval", "0.1", "--timeout", "0.5")
+        result = await invoke(a.url, *args)
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[-1] == (
+        f"error: timed out after 0.5s: v1.0.0 still has 1 call live on {a.url} (1)"
+    )
+
+
+async def test_a_worker_that_stops_answering_counts_as_drained() -> None:
+    v1 = make_pool("v1.0.0", 1, draining=True)
+    async with serving(v1) as (a,):
+
+        async def exit_later() -> None:
+            await asyncio.sleep(0.5)
+            await a.aclose()  # the drained process exits with its calls
+
+        exiting = asyncio.create_task(exit_later())
+        result = await invoke(a.url, "--wait-drained", "v1.0.0", "--interval", "0.1")
+        await exiting
+    assert result.exit_code == 0, result.output
+    assert f"{a.url} stopped answering (connection refused): counted as drained" in result.stderr
+    assert "no live calls on 1 worker (1 stopped answering)" in result.stdout
+
+
+async def test_wait_drained_notes_a_worker_still_accepting() -> None:
+    v1 = make_pool("v1.0.0", 0)
+    async with serving(v1) as (a,):
+        result = await invoke(a.url, "--wait-drained", "v1.0.0")
+    assert result.exit_code == 0, result.output
+    assert f"note: {a.url} runs v1.0.0 and still accepts new calls" in result.stdout

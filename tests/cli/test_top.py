@@ -1,0 +1,229 @@
+"""`openrtc top` against real operations endpoints of real (unconnected) pools."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import os
+import pty
+import socket
+import termios
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import pytest
+import typer
+from livekit.agents import Agent
+from rich.console import Console
+from typer.testing import CliRunner, Result
+
+from openrtc.admission import RejectReason
+from openrtc.cli.top import TopView, render_top, run_live, top_command
+from openrtc.lifecycle import WorkerState
+from openrtc.ops.http import OpsServer
+from openrtc.ops.loop_lag import LoopLagMonitor
+from openrtc.pool import AgentPool, Refuse
+from openrtc.sessions import Outcome, SessionInfo
+
+# (job id, agent, tenant, room, seconds since the call started)
+CALLS = (
+    ("j1", "support", "globex", "room-b", 30.0),
+    ("j2", "sales", "acme", "room-c", 200.0),
+    ("j3", "support", "acme", "room-a", 5.0),
+)
+
+
+class Sales(Agent):
+    def __init__(self) -> None:
+        super().__init__(instructions="You are Sales.")
+
+
+def make_pool(
+    version: str = "v1.0.0", calls: Sequence[tuple[str, str, str, str, float]] = CALLS
+) -> AgentPool:
+    pool = AgentPool(
+        agents={"sales": Sales, "support": Sales},
+        deployment_version=version,
+        max_concurrent_sessions=10,
+    )
+    pool.lifecycle.move(WorkerState.ACCEPTING, reason="test")
+    now = time.time()
+    for job_id, agent, tenant, room, age in calls:
+        info = SessionInfo(job_id, agent, room, tenant, version, "AW_test", {}, now - age)
+        pool.session_started(info, session=None)
+    return pool
+
+
+@contextlib.asynccontextmanager
+async def serving(pool: AgentPool) -> AsyncIterator[OpsServer]:
+    lag = LoopLagMonitor()
+    lag.start()
+    server = OpsServer(pool, lag)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.aclose()
+        await lag.aclose()
+
+
+def free_port_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+async def invoke(*args: str) -> Result:
+    app = typer.Typer()
+    app.command("top")(top_command)
+    runner = CliRunner()
+    return await asyncio.to_thread(runner.invoke, app, list(args), env={"COLUMNS": "160"})
+
+
+def as_text(renderable: Any) -> str:
+    console = Console(file=io.StringIO(), width=160, color_system=None)
+    console.print(renderable)
+    out = console.file
+    assert isinstance(out, io.StringIO)
+    return out.getvalue()
+
+
+def row_order(text: str, rooms: Sequence[str] = ("room-a", "room-b", "room-c")) -> list[str]:
+    present = [r for r in rooms if r in text]
+    return sorted(present, key=text.index)
+
+
+async def test_once_shows_version_state_capacity_and_one_row_per_call() -> None:
+    pool = make_pool()
+    pool.record_rejection("j9", Refuse(RejectReason.AT_CAPACITY, "full"))
+    async with serving(pool) as server:
+        result = await invoke(server.url, "--once")
+        assert result.exit_code == 0, result.output
+        out = result.stdout
+        for expected in ("v1.0.0", "accepting", "3/10", "at_capacity 1", "p99", "memory"):
+            assert expected in out
+        assert row_order(out) == ["room-c", "room-b", "room-a"]  # longest call first
+        assert "3:20" in out  # j2 has run 200 s
+
+        pool.begin_drain(reason="test")
+        pool.session_ended("j2", Outcome.SUCCESS, None, "test")
+        result = await invoke(server.url, "--once")
+        assert "draining" in result.stdout
+        assert "room-c" not in result.stdout
+        assert row_order(result.stdout) == ["room-b", "room-a"]
+
+
+async def test_json_prints_the_snapshot_itself() -> None:
+    pool = make_pool()
+    async with serving(pool) as server:
+        result = await invoke(server.url, "--json")
+        assert result.exit_code == 0, result.output
+        body = json.loads(result.stdout)
+        expected = pool.runtime_snapshot().to_dict()
+    assert body["ops_url"] == server.url
+    assert set(body["event_loop_lag_ms"]) == {"p50", "p99"}
+    for volatile in ("taken_at", "sessions"):
+        body.pop(volatile), expected.pop(volatile)
+    for key, value in expected.items():
+        assert body[key] == value, key
+
+
+def test_sort_and_filter_change_the_rows() -> None:
+    snapshot = make_pool().runtime_snapshot().to_dict()
+
+    def rows(sort: str, filter_text: str = "") -> list[str]:
+        return row_order(as_text(render_top(snapshot, sort=sort, filter_text=filter_text)))
+
+    assert rows("duration") == ["room-c", "room-b", "room-a"]
+    assert rows("agent") == ["room-c", "room-b", "room-a"]  # sales, then support by duration
+    assert rows("tenant") == ["room-c", "room-a", "room-b"]  # acme (longest first), globex
+    assert rows("duration", "acme") == ["room-c", "room-a"]
+    assert rows("duration", "SUPP") == ["room-b", "room-a"]  # agent, any case
+    assert rows("duration", "nobody") == []
+    assert "1 of 3 calls" in as_text(render_top(snapshot, sort="agent", filter_text="glob"))
+    with pytest.raises(ValueError, match="sort must be one of"):
+        render_top(snapshot, sort="room", filter_text="")
+
+
+def test_memory_shows_when_the_snapshot_has_it_and_na_otherwise() -> None:
+    snapshot = make_pool(calls=()).runtime_snapshot().to_dict()
+    snapshot.pop("memory", None)
+    assert "n/a" in as_text(render_top(snapshot, sort="duration", filter_text=""))
+    snapshot["memory"] = {"rss_mb": 431.6, "uss_mb": None}
+    text = as_text(render_top(snapshot, sort="duration", filter_text=""))
+    assert "rss 432 MB, uss n/a" in text
+
+
+def test_keys_cycle_sort_type_a_filter_and_quit() -> None:
+    view = TopView()
+    for key in "ss":
+        view.press(key)
+    assert view.sort == "tenant"
+    view.press("s")
+    assert view.sort == "duration"
+    for key in "fsalx\x7f\r":
+        view.press(key)
+    assert (view.filter_text, view.typing) == ("sal", None)
+    for key in "fq\x1b":  # q while typing is text; Esc cancels and keeps the old filter
+        view.press(key)
+    assert (view.filter_text, view.typing, view.quit) == ("sal", None, False)
+    view.press("q")
+    assert view.quit
+
+
+async def test_unreachable_url_is_one_line_and_exit_2() -> None:
+    url = free_port_url()
+    result = await invoke(url, "--once")
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr.strip().splitlines() == [
+        f"error: cannot reach {url}: connection refused; is the worker running with --http-port?"
+    ]
+    assert "Traceback" not in result.output
+
+
+async def test_live_view_reads_keys_from_a_tty_and_restores_it() -> None:
+    master, slave = pty.openpty()
+    keys_from = os.fdopen(slave, "r")
+    before = termios.tcgetattr(slave)
+    console = Console(file=io.StringIO(), width=160, color_system=None)
+    view = TopView()
+    pool = make_pool()
+    seen_cbreak: list[bool] = []
+    try:
+        async with serving(pool) as server:
+            first = pool.runtime_snapshot().to_dict()
+            live = asyncio.create_task(
+                run_live(
+                    server.url,
+                    interval=0.1,
+                    view=view,
+                    console=console,
+                    keys_from=keys_from,
+                    first=first,
+                )
+            )
+            await asyncio.sleep(0.3)
+            seen_cbreak.append(not termios.tcgetattr(slave)[3] & termios.ICANON)
+            os.write(master, b"sfglob\r")
+            await asyncio.sleep(0.3)
+        await asyncio.sleep(0.3)  # the worker is gone: the view says so and keeps going
+        assert not live.done()
+        os.write(master, b"q")
+        await asyncio.wait_for(live, 5)
+        after = termios.tcgetattr(slave)
+    finally:
+        keys_from.close()
+        os.close(master)
+    assert seen_cbreak == [True]
+    assert after == before
+    assert (view.sort, view.filter_text, view.quit) == ("agent", "glob", True)
+    out = console.file
+    assert isinstance(out, io.StringIO)
+    final = out.getvalue()
+    assert "1 of 3 calls, by agent, matching 'glob'" in final
+    assert "cannot reach" in final and "retrying" in final

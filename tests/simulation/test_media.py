@@ -1,0 +1,141 @@
+"""Simulated microphone and earpiece: real-time frames in, playback reports out."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+from livekit import rtc
+from livekit.agents.voice.io import PlaybackFinishedEvent
+
+from openrtc.simulation import InputClosed, SimulatedAudioInput, SimulatedAudioOutput
+
+
+async def test_input_sends_silence_then_the_utterance_then_silence() -> None:
+    mic = SimulatedAudioInput()
+    utterance = (np.arange(1, 1001) % 2000).astype(np.int16)  # 1000 samples: 3.1 frames
+    frames: list[rtc.AudioFrame] = []
+
+    async def listen() -> None:
+        async for frame in mic:
+            frames.append(frame)
+            if len(frames) == 12:
+                mic.close()
+
+    listener = asyncio.create_task(listen())
+    await asyncio.sleep(0.05)
+    await asyncio.wait_for(mic.speak(utterance), 5)
+    spoken_at = len(frames)
+    await asyncio.wait_for(listener, 5)
+
+    assert all(f.sample_rate == 16000 and f.samples_per_channel == 320 for f in frames)
+    audio = np.concatenate([np.frombuffer(f.data, dtype=np.int16) for f in frames])
+    start = int(np.flatnonzero(audio)[0])
+    assert start % 320 == 0 and start > 0, "silence first, speech on a frame boundary"
+    assert np.array_equal(audio[start : start + 1000], utterance)
+    assert not audio[start + 1000 :].any(), "silence after the utterance"
+    assert spoken_at * 320 >= start + 1000, "speak() returns once the last frame was sent"
+    assert mic.speech_frames_sent == 4
+
+
+async def test_closed_input_ends_the_stream_and_fails_pending_speech() -> None:
+    mic = SimulatedAudioInput()
+    pending = asyncio.create_task(mic.speak(np.ones(16000, np.int16)))
+    await asyncio.sleep(0)
+    mic.close()
+    with pytest.raises(InputClosed):
+        await pending
+    with pytest.raises(StopAsyncIteration):
+        await mic.__anext__()
+    with pytest.raises(InputClosed, match="hung up"):
+        await mic.speak(np.ones(10, np.int16))
+
+
+def _tone(seconds: float, rate: int = 24000) -> rtc.AudioFrame:
+    n = int(seconds * rate)
+    return rtc.AudioFrame(np.full(n, 100, np.int16).tobytes(), rate, 1, n)
+
+
+async def test_output_plays_a_segment_and_reports_its_full_length() -> None:
+    out = SimulatedAudioOutput()
+    started: list[float] = []
+    out.on("playback_started", lambda ev: started.append(ev.created_at))
+    for _ in range(3):
+        await out.capture_frame(_tone(0.05))
+    out.flush()
+    ev: PlaybackFinishedEvent = await asyncio.wait_for(out.wait_for_playout(), 5)
+    assert ev.interrupted is False
+    assert ev.playback_position == pytest.approx(0.15, abs=1e-6)
+    assert len(started) == 1 and out.segments_played == 1
+    await out.aclose()
+
+
+async def test_clear_buffer_interrupts_at_the_position_reached() -> None:
+    out = SimulatedAudioOutput()
+    playing = asyncio.Event()
+    out.on("playback_started", lambda _: playing.set())
+    for _ in range(50):
+        await out.capture_frame(_tone(0.2))  # 10 s
+    out.flush()
+    await asyncio.wait_for(playing.wait(), 5)
+    await asyncio.sleep(0.05)
+    out.clear_buffer()
+    ev: PlaybackFinishedEvent = await asyncio.wait_for(out.wait_for_playout(), 5)
+    assert ev.interrupted is True
+    assert 0 < ev.playback_position < 10
+    assert out.segments_interrupted == 1
+    # the next segment plays normally
+    await out.capture_frame(_tone(0.05))
+    out.flush()
+    ev = await asyncio.wait_for(out.wait_for_playout(), 5)
+    assert ev.interrupted is False and ev.playback_position == pytest.approx(0.05, abs=1e-6)
+    await out.aclose()
+
+
+async def test_clear_before_flush_drops_the_rest_of_the_segment() -> None:
+    out = SimulatedAudioOutput()
+    await out.capture_frame(_tone(5))
+    out.clear_buffer()
+    await out.capture_frame(_tone(5))
+    out.flush()
+    ev: PlaybackFinishedEvent = await asyncio.wait_for(out.wait_for_playout(), 5)
+    assert ev.interrupted is True and ev.playback_position < 5
+    await out.aclose()
+
+
+async def test_paused_output_holds_playback_until_resumed() -> None:
+    out = SimulatedAudioOutput()
+    out.pause()
+    await out.capture_frame(_tone(0.1))
+    out.flush()
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(out.wait_for_playout(), 0.5)
+    out.resume()
+    ev: PlaybackFinishedEvent = await asyncio.wait_for(out.wait_for_playout(), 5)
+    assert ev.interrupted is False and ev.playback_position == pytest.approx(0.1, abs=1e-6)
+    await out.aclose()
+
+
+async def test_flush_without_audio_and_idle_clear_report_nothing() -> None:
+    out = SimulatedAudioOutput()
+    finished: list[PlaybackFinishedEvent] = []
+    out.on("playback_finished", finished.append)
+    out.flush()
+    out.clear_buffer()
+    await asyncio.sleep(0.05)
+    assert finished == []
+    await out.capture_frame(_tone(0.02))
+    out.flush()
+    ev: PlaybackFinishedEvent = await asyncio.wait_for(out.wait_for_playout(), 5)
+    assert ev.interrupted is False and len(finished) == 1
+    await out.aclose()
+
+
+async def test_detaching_finishes_pending_segments_as_interrupted() -> None:
+    out = SimulatedAudioOutput()
+    await out.capture_frame(_tone(5))
+    out.flush()
+    out.on_detached()
+    ev: PlaybackFinishedEvent = await asyncio.wait_for(out.wait_for_playout(), 1)
+    assert ev.interrupted is True
