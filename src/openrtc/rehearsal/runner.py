@@ -3,8 +3,9 @@
 1. Start the loopback dispatch server and sign a manifest naming the old version.
 2. Start K old workers (`openrtc start`, real subprocesses) and a steady stream of
    simulated calls of varied length.
-3. Start K new workers; once they take calls, publish a manifest naming only the new
-   version (unless told not to): old workers stop taking calls within one poll.
+3. Publish a manifest naming both versions and start K new workers; once they take
+   calls, publish one naming only the new version (unless told not to): old workers
+   stop taking calls within one poll.
 4. Send SIGTERM to every old worker, as a platform retiring pods does; each drains and
    exits when its last call ends.
 5. Let the stream finish, wait for every call to end, stop the new workers, and check:
@@ -112,11 +113,12 @@ class Rehearsal:
                 "LIVEKIT_URL": server.ws_url,
                 "LIVEKIT_API_KEY": server.api_key,
                 "LIVEKIT_API_SECRET": server.api_secret,
-                "OPENRTC_MANIFEST": str(manifest),
-                "OPENRTC_MEMBERSHIP_SECRET_FILE": str(secret_file),
-                "OPENRTC_MANIFEST_POLL_INTERVAL": str(cfg.manifest_poll_interval),
                 "OPENRTC_DRAIN_TIMEOUT": str(cfg.drain_timeout),
             }
+            if cfg.use_manifest:
+                env["OPENRTC_MANIFEST"] = str(manifest)
+                env["OPENRTC_MEMBERSHIP_SECRET_FILE"] = str(secret_file)
+                env["OPENRTC_MANIFEST_POLL_INTERVAL"] = str(cfg.manifest_poll_interval)
             self.note(f"dispatch server up at {server.ws_url}")
             old = await self._start_workers(self.old_version, env, workdir)
             coordinator.emit(
@@ -128,6 +130,11 @@ class Rehearsal:
 
             traffic = asyncio.create_task(self._traffic(server))
             await self._until_placed(max(1, cfg.calls // 4), traffic)
+            if cfg.use_manifest:
+                # both versions are members while the new one comes up: no moment without
+                # a worker that takes calls
+                self._publish(manifest, [self.old_version, self.new_version], secret)
+                self.note(f"published manifest: active {self.old_version}, {self.new_version}")
             new = await self._start_workers(self.new_version, env, workdir)
 
             if cfg.use_manifest:
