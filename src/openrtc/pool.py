@@ -118,6 +118,8 @@ class AgentPool:
         memory_limit_mb: float | None = None,
         consecutive_failure_limit: int | None = None,
         slow_call_threshold_ms: float | None = None,
+        metrics_jsonl: str | os.PathLike[str] | None = None,
+        metrics_jsonl_interval: float = 5.0,
         enable_hot_reload: bool = False,
         watch_paths: Iterable[str | os.PathLike[str]] = (),
     ) -> None:
@@ -180,6 +182,9 @@ class AgentPool:
         self.memory_limit_mb = memory_limit_mb
         self.consecutive_failure_limit = consecutive_failure_limit
         self.slow_call_threshold_ms = slow_call_threshold_ms
+        jsonl = metrics_jsonl or os.environ.get("OPENRTC_METRICS_JSONL") or None
+        self.metrics_jsonl = None if jsonl is None else Path(jsonl)
+        self.metrics_jsonl_interval = metrics_jsonl_interval
         self.enable_hot_reload = enable_hot_reload
         self.watch_paths = [Path(p) for p in watch_paths]
 
@@ -203,6 +208,7 @@ class AgentPool:
         self._drain_requested: asyncio.Event | None = None
         self._drain_listeners: list[Callable[[], None]] = []
         self._end_listeners: list[Callable[[SessionInfo, SessionOutcome], None]] = []
+        self._start_listeners: list[Callable[[SessionInfo], None]] = []
         self._admission_checks: list[AdmissionCheck] = []
         self._session_option_hooks: list[SessionOptionHook] = []
         self._bg: set[asyncio.Task[Any]] = set()
@@ -262,6 +268,10 @@ class AgentPool:
     def add_end_listener(self, listener: Callable[[SessionInfo, SessionOutcome], None]) -> None:
         """listener(info, outcome) on the worker's loop for every ended call."""
         self._end_listeners.append(listener)
+
+    def add_start_listener(self, listener: Callable[[SessionInfo], None]) -> None:
+        """listener(info) once per call, when it is first recorded live."""
+        self._start_listeners.append(listener)
 
     def add_admission_check(self, check: AdmissionCheck) -> None:
         """check(request, agent, tenant) -> Refuse or None, run at offer time before caps."""
@@ -393,11 +403,18 @@ class AgentPool:
         """Record a call as live (once), or attach its AgentSession when it exists."""
         with self._lock:
             live = self._live.get(info.job_id)
+            first = live is None
             if live is None:
                 self._accepted_total += 1
                 self._live[info.job_id] = LiveSession(info=info, session=session, status="live")
             elif session is not None:
                 live.session = session
+        if first:
+            for listener in list(self._start_listeners):
+                try:
+                    listener(info)
+                except Exception:
+                    logger.exception("session start listener failed")
 
     def record_crash(self, job_id: str, error: str) -> None:
         with self._lock:

@@ -101,6 +101,7 @@ def start(
     manifest: po.Manifest = None,
     manifest_poll_interval: po.ManifestInterval = 5.0,
     drain_when_not_member: po.DrainWhenNotMember = False,
+    metrics_jsonl: po.MetricsJsonlPath = None,
     log_level: LogLevel = "INFO",
     log_format: LogFormat = "text",
 ) -> None:
@@ -139,6 +140,7 @@ def start(
         manifest=manifest,
         manifest_poll_interval=manifest_poll_interval,
         drain_when_not_member=drain_when_not_member,
+        metrics_jsonl=metrics_jsonl,
     )
     code = _run_worker(flags, agents_dir, url=url, api_key=api_key, api_secret=secret)
     raise typer.Exit(code)

@@ -135,6 +135,15 @@ DrainWhenNotMember = Annotated[
     ),
 ]
 
+MetricsJsonlPath = Annotated[
+    Path | None,
+    typer.Option(
+        "--metrics-jsonl",
+        envvar="OPENRTC_METRICS_JSONL",
+        help="Append snapshots (every 5 s) and call start/end events here, one JSON a line.",
+    ),
+]
+
 
 @dataclass(frozen=True)
 class PoolFlags:
@@ -152,6 +161,7 @@ class PoolFlags:
     manifest: str | None = None
     manifest_poll_interval: float = 5.0
     drain_when_not_member: bool = False
+    metrics_jsonl: Path | None = None
 
     def build(self, agents_dir: Path) -> AgentPool:
         pool = AgentPool(
@@ -169,6 +179,7 @@ class PoolFlags:
             manifest=self.manifest,
             manifest_poll_interval=self.manifest_poll_interval,
             drain_when_not_member=self.drain_when_not_member,
+            metrics_jsonl=self.metrics_jsonl,
         )
         pool.discover(agents_dir)
         return pool

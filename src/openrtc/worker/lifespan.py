@@ -26,7 +26,9 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..lifecycle import WorkerState
+from ..ops import self_protection
 from ..ops.http import OpsServer, load_admin_token
+from ..ops.jsonl import MetricsJsonl
 from ..ops.loop_lag import LoopLagMonitor
 from .models import shared_models
 
@@ -92,6 +94,7 @@ class Lifespan:
         self.cut_jobs: list[str] = []
         self.lag = LoopLagMonitor()
         self.watcher: Any = None
+        self.jsonl: MetricsJsonl | None = None
         self.reloader: Any = None
         self.ops: OpsServer | None = None
         if http_port is not None:
@@ -116,6 +119,15 @@ class Lifespan:
         loop = asyncio.get_running_loop()
         self.pool.attach_loop(loop)
         self.lag.start()
+        if self.pool.metrics_jsonl is not None:
+            self.jsonl = MetricsJsonl(
+                self.pool,
+                self.pool.metrics_jsonl,
+                self.lag,
+                interval=self.pool.metrics_jsonl_interval,
+            )
+            self.jsonl.start()
+        self.protection = self_protection.start(self.pool)
         if self.ops is not None:
             await self.ops.start()
         from ..pool import membership_watcher
@@ -218,7 +230,11 @@ class Lifespan:
             await self.watcher.aclose()
         if self.reloader is not None:
             await self.reloader.aclose()
+        if self.jsonl is not None:
+            await self.jsonl.aclose()
         await self.lag.aclose()
+        if self.protection is not None:
+            await self.protection.aclose()
 
 
 async def serve(
