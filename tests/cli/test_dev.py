@@ -21,8 +21,11 @@ def test_dev_demo_calls_every_example_agent_and_exits_clean() -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = proc.stdout
     assert "embedded dispatch server on ws://127.0.0.1:" in out
-    for agent, line in (("booking", "You are Booking"), ("sales", "You are Sales"),
-                        ("support", "You are Support")):
+    for agent, line in (
+        ("booking", "You are Booking"),
+        ("sales", "You are Sales"),
+        ("support", "You are Support"),
+    ):
         assert f"to {agent}: success" in out
         assert f"  {agent}: {line}" in out
     assert "Support here, what went wrong?" in out or "support" in out

@@ -56,7 +56,9 @@ async def test_observers_see_every_call_and_a_broken_one_is_skipped(
         **FAKES,
     )
     async with running(pool, devserver):
-        ok = await devserver.dispatch(metadata={"agent": "sales", "tenant": "acme"}, simulated_call=CALL)
+        ok = await devserver.dispatch(
+            metadata={"agent": "sales", "tenant": "acme"}, simulated_call=CALL
+        )
         bad = await devserver.dispatch(metadata={"agent": "broken"}, simulated_call=CALL)
         for job in (ok, bad):
             await devserver.wait_job(job.id, {"success", "failed"}, timeout=20)
@@ -84,7 +86,9 @@ async def test_request_fnc_decides_and_its_rejections_are_counted(
     async with running(pool, devserver):
         vip = await devserver.dispatch(room="vip-1", simulated_call=CALL)
         other = await devserver.dispatch(room="lobby-1", simulated_call=CALL, deadline=1.0)
-        assert (await devserver.wait_job(vip.id, {"success", "failed"}, timeout=20)).state == "success"
+        assert (
+            await devserver.wait_job(vip.id, {"success", "failed"}, timeout=20)
+        ).state == "success"
         assert (await devserver.wait_job(other.id, {"unserved", "success"}, timeout=10)).state == (
             "unserved"
         )
@@ -104,7 +108,9 @@ async def test_accept_only_registered_rooms_drops_the_fallback(devserver: Dispat
         anonymous = await devserver.dispatch(room="lobby", simulated_call=CALL, deadline=1.0)
         done = await devserver.wait_job(named.id, {"success", "failed"}, timeout=20)
         assert done.state == "success"
-        assert (await devserver.wait_job(anonymous.id, {"unserved"}, timeout=10)).state == "unserved"
+        assert (
+            await devserver.wait_job(anonymous.id, {"unserved"}, timeout=10)
+        ).state == "unserved"
     assert "You are Support" in pool.transcripts[named.id].replies[0]
     assert pool.runtime_snapshot().rejected_total["unregistered_room"] >= 1
 
