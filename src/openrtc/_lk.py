@@ -264,3 +264,46 @@ class ServerInternals(AgentServer):
                 break
             await asyncio.sleep(0.005)
         await asyncio.sleep(0.01)
+
+
+async def launch_into_room(
+    server: ServerInternals,
+    *,
+    room: str,
+    metadata: dict[str, Any],
+    api_key: str,
+    api_secret: str,
+) -> str:
+    """Start a job in a named room directly, as livekit's own `connect` command does."""
+    import json
+
+    from livekit import api
+    from livekit.agents import utils as lk_utils
+    from livekit.agents.job import JobAcceptArguments
+    from livekit.protocol import models
+
+    job_id = lk_utils.shortuuid("AJ_")
+    identity = f"agent-{job_id}"
+    token = (
+        api.AccessToken(api_key, api_secret)
+        .with_identity(identity)
+        .with_kind("agent")
+        .with_grants(api.VideoGrants(room_join=True, room=room, agent=True))
+        .to_jwt()
+    )
+    job = lk_proto.Job(
+        id=job_id,
+        type=lk_proto.JobType.JT_ROOM,
+        room=models.Room(name=room, sid=lk_utils.shortuuid("RM_")),
+        metadata=json.dumps(metadata),
+    )
+    info = RunningJobInfo(
+        accept_arguments=JobAcceptArguments(name="", identity=identity, metadata=""),
+        job=job,
+        url=str(getattr(server, "_ws_url", "")),
+        token=token,
+        worker_id=server.id,
+        fake_job=False,
+    )
+    await server._proc_pool.launch_job(info)
+    return job_id

@@ -211,6 +211,7 @@ from .deploy_tools import audit_app, manifest_app  # noqa: E402
 from .dev import dev_command, devserver_command  # noqa: E402
 from .fleet import fleet_command  # noqa: E402
 from .rehearse import rehearse_command  # noqa: E402
+from .tools import connect_command, console_command, download_files_command  # noqa: E402
 from .top import top_command  # noqa: E402
 
 app.add_typer(manifest_app, name="manifest")
@@ -219,6 +220,9 @@ app.command("rehearse")(rehearse_command)
 app.command("dev")(dev_command)
 app.command("top")(top_command)
 app.command("fleet")(fleet_command)
+app.command("console")(console_command)
+app.command("connect")(connect_command)
+app.command("download-files")(download_files_command)
 app.command("devserver")(devserver_command)
 
 
