@@ -10,6 +10,7 @@ with the name that moved when upstream changes shape.
 from __future__ import annotations
 
 import asyncio
+import copy
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -86,6 +87,10 @@ def check_internals() -> None:
             problems.append(f"JobContext.{attr} is gone")
     if not hasattr(lk_job, "_JobContextVar"):
         problems.append("livekit.agents.job._JobContextVar is gone")
+    from livekit.rtc.event_emitter import EventEmitter
+
+    if "self._events" not in inspect.getsource(EventEmitter.__init__):
+        problems.append("EventEmitter._events is gone")
     if "self._info" not in inspect.getsource(rtc.Room.__init__):
         problems.append("rtc.Room._info is gone")
     if not hasattr(lk_proto.JobStatus, "JS_CANCELLED"):
@@ -307,3 +312,21 @@ async def launch_into_room(
     )
     await server._proc_pool.launch_job(info)
     return job_id
+
+
+def per_call_provider(provider: Any) -> Any:
+    """A copy of a shared STT/LLM/TTS object with its own event listeners.
+
+    Sessions subscribe to their providers' "error" and "metrics_collected" events; one
+    object shared by every call in the process would tell every session about every
+    call's errors (four failed replies in one call would close the others) and mix
+    their usage. A shallow copy keeps the shared clients and options and gets a fresh
+    emitter, and the streams it creates report to it alone.
+    """
+    from livekit.agents import llm, stt, tts
+
+    if not isinstance(provider, (llm.LLM, stt.STT, tts.TTS)):
+        return provider
+    clone = copy.copy(provider)
+    clone._events = {}
+    return clone

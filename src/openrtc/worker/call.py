@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from livekit.agents import AgentSession, JobContext
 from livekit.agents.voice.events import CloseEvent, CloseReason
 
-from .. import routing, tenancy
+from .. import _lk, routing, tenancy
 from ..pool import SIMULATED_CALL_KEY
 from ..sessions import SessionInfo, notify
 from .models import shared_models
@@ -34,6 +34,9 @@ class CallFailed(RuntimeError):
 
 def _build_session(pool: AgentPool, spec: Any, info: SessionInfo) -> AgentSession[Any]:
     opts = pool.session_options(spec, info)
+    for slot in ("stt", "llm", "tts"):
+        if slot in opts:
+            opts[slot] = _lk.per_call_provider(opts[slot])
     if pool.prewarm_models:
         models = shared_models()
         opts.setdefault("vad", models.vad)
