@@ -1,9 +1,9 @@
 """Hot reload: a saved agent file takes over its live calls on their next turn.
 
-In coroutine isolation every call's agent class lives in this process, so a saved file
-can be imported afresh, checked, and swapped in without dropping a call. New calls start
-on the new class at once; each live call of that agent moves to it once its turn in
-progress is over (the reply in flight finishes on the old code), keeping its history.
+In coroutine (or thread) isolation every call's agent lives in this process, so a saved
+file can be imported afresh, checked and swapped in without dropping a call. New calls
+start on the new class at once; each live call of that agent moves to it once its turn
+in progress is over (the reply in flight finishes on the old code), keeping its history.
 A save that does not compile, import or still define the agent changes nothing and is
 reported with its file and line.
 
@@ -260,7 +260,7 @@ class _CallMove:
         self.poke()
 
     async def run(self) -> str:
-        """Returns "moved", "current" (already on the class), "other" or "ended"."""
+        """Returns "moved", "current" (already on it), "other", "ended" or "failed"."""
         session = self.session
         wake = self._wake = asyncio.Event()
 
@@ -287,7 +287,16 @@ class _CallMove:
                     if type(agent) not in self.lineage:
                         return "other"
                     if _between_turns(session):
-                        await self._swap(agent, self.target)
+                        try:
+                            await self._swap(agent, self.target)
+                        except Exception as e:
+                            logger.warning(
+                                "hot reload could not move call %s, it stays on its agent: %s: %s",
+                                self.job_id,
+                                type(e).__name__,
+                                e,
+                            )
+                            return "failed"
                         continue
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), 0.25)
@@ -319,6 +328,7 @@ class _CallMove:
         try:
             session.update_agent(new)
             self.moves += 1
+            logger.debug("call %s moves to the reloaded %s", self.job_id, cls.__name__)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(handed.wait(), HANDOFF_TIMEOUT)
         finally:
@@ -328,7 +338,11 @@ class _CallMove:
 # --- the reloader -------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ReloadEvent:
-    """One save of one file: what was swapped and how many live calls moved."""
+    """One save of one file: what was swapped and how many live calls moved.
+
+    swap_ms is the import, check and swap; duration_ms runs until every live call moved,
+    ended or was found pinned (pinned calls move later, when unpinned).
+    """
 
     path: str
     ok: bool
@@ -337,6 +351,7 @@ class ReloadEvent:
     pinned: int = 0
     waiting: int = 0
     error: str | None = None
+    swap_ms: float = 0.0
     duration_ms: float = 0.0
     at: float = field(default_factory=time.time)
 
@@ -349,9 +364,18 @@ class ReloadEvent:
             "pinned": self.pinned,
             "waiting": self.waiting,
             "error": self.error,
+            "swap_ms": round(self.swap_ms, 1),
             "duration_ms": round(self.duration_ms, 1),
             "at": self.at,
         }
+
+
+@dataclass
+class _Swapped:
+    path: Path
+    names: list[str]
+    moves: list[_CallMove]
+    swap_ms: float
 
 
 class _Observer:
@@ -423,6 +447,8 @@ class HotReloader:
     # --- running ------------------------------------------------------------------------
     async def start(self) -> None:
         """Begin watching; with process isolation, warn and do nothing."""
+        if self._watch_task is not None:
+            return
         if self.pool.isolation == "process":
             logger.warning(
                 "hot reload is off: with isolation 'process' each call runs in its own "
@@ -445,6 +471,7 @@ class HotReloader:
             )
             return
         self._watch_task = asyncio.create_task(self._watch(roots), name="openrtc_hot_reload")
+        await asyncio.sleep(0)  # awatch sets its watches up before its first await
         self.watching = True
         logger.info(
             "hot reload watching %d agent file(s)%s",
@@ -551,16 +578,17 @@ class HotReloader:
         Unchanged files are skipped unless `force`; one event and log line per file.
         """
         started = time.monotonic()
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
         swapped = self._swap_files(paths, force)
-        return [await self._settle(*item, started) for item in swapped]
+        return [await self._settle(item, started) for item in swapped]
 
-    def _swap_files(
-        self, paths: Iterable[Path], force: bool
-    ) -> list[tuple[Path, list[str], list[_CallMove]]]:
+    def _swap_files(self, paths: Iterable[Path], force: bool) -> list[_Swapped]:
         """Import, check and swap each file in one go, with no await in between."""
         files = self.agent_files()
-        swapped: list[tuple[Path, list[str], list[_CallMove]]] = []
+        swapped: list[_Swapped] = []
         for raw in paths:
+            began = time.monotonic()
             path = Path(raw).resolve()
             names = files.get(path)
             if not names:
@@ -581,11 +609,12 @@ class HotReloader:
             self._digests[path] = digest
             moves: list[_CallMove] = []
             for name, cls in classes.items():
+                lineage = self._lineage.setdefault(name, set())
+                lineage.update((self.pool.registry.get(name).agent_cls, cls))
                 self.pool.registry.replace_class(name, cls)
-                self._lineage.setdefault(name, set()).add(cls)
                 moves.extend(self._schedule_moves(name, cls))
             self.last_error = None
-            swapped.append((path, names, moves))
+            swapped.append(_Swapped(path, names, moves, (time.monotonic() - began) * 1000.0))
         return swapped
 
     def _reject(self, path: Path, error: str) -> None:
@@ -635,10 +664,9 @@ class HotReloader:
         move.done = asyncio.wrap_future(future)
         return True
 
-    async def _settle(
-        self, path: Path, names: list[str], moves: list[_CallMove], started: float
-    ) -> ReloadEvent:
+    async def _settle(self, swapped: _Swapped, started: float) -> ReloadEvent:
         """Wait until every call moved, ended or is pinned (at most move_timeout)."""
+        moves = swapped.moves
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.move_timeout
         while True:
@@ -652,19 +680,22 @@ class HotReloader:
         pinned = sum(1 for m in moves if m.done is not None and not m.done.done() and m.pinned)
         waiting = sum(1 for m in moves if m.done is not None and not m.done.done()) - pinned
         event = ReloadEvent(
-            path=str(path),
+            path=str(swapped.path),
             ok=True,
-            agents=tuple(names),
+            agents=tuple(swapped.names),
             moved=moved,
             pinned=pinned,
             waiting=waiting,
+            swap_ms=swapped.swap_ms,
             duration_ms=(time.monotonic() - started) * 1000.0,
         )
         self.events.append(event)
         logger.info(
-            "hot reload %s: agent(s) %s swapped, %d live call(s) moved%s%s, %.0f ms",
-            path,
-            ", ".join(names),
+            "hot reload %s: agent(s) %s swapped in %.0f ms; %d live call(s) moved at their "
+            "next turn%s%s, %.0f ms after the save",
+            swapped.path,
+            ", ".join(swapped.names),
+            event.swap_ms,
             moved,
             f", {pinned} pinned (they move when unpinned)" if pinned else "",
             f", {waiting} still mid-turn" if waiting else "",
