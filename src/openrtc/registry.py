@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import re
 import sys
@@ -142,26 +141,33 @@ class Registry:
 
 
 def import_agent_file(path: Path, *, module_name: str | None = None) -> ModuleType:
-    """Import one agent file into a fresh module object (not left in sys.modules)."""
+    """Import one agent file into a fresh module object (not left in sys.modules).
+
+    Compiled from the source every time, never from a cached .pyc: an edit saved within
+    the same second as the last import (hot reload) must not load the old bytecode.
+    """
     name = module_name or f"openrtc_agents.{path.stem}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise AgentLoadError(f"{path} is not an importable Python file")
-    module = importlib.util.module_from_spec(spec)
+    module = ModuleType(name)
+    module.__file__ = str(path)
     sys.modules[name] = module
     try:
-        spec.loader.exec_module(module)
+        try:
+            source = path.read_bytes()
+        except OSError as e:
+            raise AgentLoadError(f"{path} cannot be read: {e.strerror}") from None
+        exec(compile(source, str(path), "exec"), module.__dict__)
     except SyntaxError as e:
         raise AgentLoadError(f"{e.filename}:{e.lineno}: syntax error: {e.msg}") from e
     except Exception as e:
-        line = _failing_line(e, path)
+        line = failing_line(e, path)
         raise AgentLoadError(f"{path}{line}: importing failed: {type(e).__name__}: {e}") from e
     finally:
         sys.modules.pop(name, None)
     return module
 
 
-def _failing_line(exc: BaseException, path: Path) -> str:
+def failing_line(exc: BaseException, path: Path) -> str:
+    """":N" for the last line of `path` in exc's traceback, or "" when it is not there."""
     tb = exc.__traceback__
     line = ""
     while tb is not None:

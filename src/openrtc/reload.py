@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import importlib.util
 import logging
 import sys
 import threading
@@ -36,7 +35,7 @@ from livekit.agents.llm import AgentHandoff
 from watchfiles import Change, DefaultFilter, awatch
 
 from .errors import AgentLoadError
-from .registry import agent_class_in, config_of, import_agent_file
+from .registry import agent_class_in, config_of, failing_line, import_agent_file
 
 if TYPE_CHECKING:
     from .pool import AgentPool
@@ -149,21 +148,6 @@ def is_reload_pinned(session: Any) -> bool:
 
 
 # --- loading ------------------------------------------------------------------------------
-def _line_in(exc: BaseException, path: Path) -> str:
-    tb, line = exc.__traceback__, ""
-    while tb is not None:
-        if Path(tb.tb_frame.f_code.co_filename) == path:
-            line = f":{tb.tb_lineno}"
-        tb = tb.tb_next
-    return line
-
-
-def _forget_bytecode(path: Path) -> None:
-    # a same-size edit within the second of the last import would load the stale .pyc
-    with contextlib.suppress(OSError, ValueError, NotImplementedError):
-        Path(importlib.util.cache_from_source(str(path))).unlink(missing_ok=True)
-
-
 def _new_instance(cls: type[Agent]) -> Agent:
     return cast(Callable[[], Agent], cls)()
 
@@ -174,7 +158,6 @@ def load_replacement(path: Path, running: type[Agent]) -> type[Agent]:
     Raises AgentLoadError ("file:line: what") when the file does not compile or import,
     defines no agent (or a differently named one), or its class cannot be constructed.
     """
-    _forget_bytecode(path)
     cls = agent_class_in(import_agent_file(path), path)
     was = config_of(running).name or path.stem
     now = config_of(cls).name or path.stem
@@ -187,7 +170,7 @@ def load_replacement(path: Path, running: type[Agent]) -> type[Agent]:
         _new_instance(cls)
     except Exception as e:
         raise AgentLoadError(
-            f"{path}{_line_in(e, path)}: {cls.__name__}() raised {type(e).__name__}: {e}"
+            f"{path}{failing_line(e, path)}: {cls.__name__}() raised {type(e).__name__}: {e}"
         ) from None
     return cls
 
@@ -604,7 +587,7 @@ class HotReloader:
                 self._reject(path, str(e))
                 continue
             except Exception as e:
-                self._reject(path, f"{path}{_line_in(e, path)}: {type(e).__name__}: {e}")
+                self._reject(path, f"{path}{failing_line(e, path)}: {type(e).__name__}: {e}")
                 continue
             self._digests[path] = digest
             moves: list[_CallMove] = []
