@@ -53,6 +53,18 @@ def _env_float(name: str) -> float | None:
         raise ConfigError(f"{name}={raw!r} is not a number of seconds") from None
 
 
+def _env_bool(name: str) -> bool | None:
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return None
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={raw!r} is not a boolean; use 1/true/on or 0/false/off")
+
+
 @dataclass(frozen=True)
 class Admit:
     route: routing.Route
@@ -100,6 +112,7 @@ class AgentPool:
         audit_sink: Callable[[AuditEvent], None] | None = None,
         audit_path: str | os.PathLike[str] | None = None,
         prewarm_models: bool = True,
+        shared_vad: bool | None = None,
         session_close_timeout: float = 15.0,
         manifest: str | os.PathLike[str] | None = None,
         membership_secrets: Any = None,
@@ -158,6 +171,10 @@ class AgentPool:
         self.agent_name = agent_name
         self.observers: list[SessionObserver] = list(observers)
         self.prewarm_models = prewarm_models
+        if shared_vad is None:
+            shared_vad = _env_bool("OPENRTC_SHARED_VAD")
+        self.shared_vad: bool = isolation == "coroutine" if shared_vad is None else shared_vad
+        """One batched VAD serves every call (openrtc.vad.SharedVAD); default: coroutine."""
         self.session_close_timeout = session_close_timeout
 
         self.manifest = manifest or os.environ.get("OPENRTC_MANIFEST") or None

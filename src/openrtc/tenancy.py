@@ -3,10 +3,12 @@
 A call's tenant comes from its dispatch metadata (`"tenant"`, default `"default"`).
 With `tenant_secret`, the dispatcher must also sign that claim (`"tenant_sig"`, see
 `sign_tenant`), so whoever can create rooms cannot run calls on another client's keys.
-`tenant_config` gives each tenant its own providers and, optionally, its own cap; a
-tenant missing from it is refused (`unknown_tenant="refuse"`) or served with the pool
-defaults (`"defaults"`), and the choice is logged. The per-tenant circuit breaker
-refuses a tenant whose calls keep failing, for a cool-down, without touching the others.
+With a secret, every call must be signed, including those that name no tenant (they
+claim "default"). `tenant_config` gives each tenant its own providers and, optionally,
+its own cap; a tenant missing from it is refused (`unknown_tenant="refuse"`) or served
+with the pool defaults (`"defaults"`), and the choice is logged. The per-tenant circuit
+breaker refuses a tenant whose calls keep failing, for a cool-down, without touching
+the others.
 
 Every check here runs at offer time on the worker's loop, synchronously, so a refused
 call is never accepted and then dropped.
@@ -77,6 +79,11 @@ def current_call() -> CallTag | None:
     return _current_call.get()
 
 
+def call_in(context: contextvars.Context) -> CallTag | None:
+    """The call a context (a task's) belongs to, or None."""
+    return context.get(_current_call)
+
+
 def current_tenant_id() -> str:
     """The tenant of the call whose code is running ("default" outside a call)."""
     tag = _current_call.get()
@@ -89,7 +96,7 @@ def current_tenant_id() -> str:
 def _key(secret: str | bytes) -> bytes:
     key = secret.encode("utf-8") if isinstance(secret, str) else bytes(secret)
     if not key:
-        raise ConfigError("tenant_secret is empty; pass the shared secret the dispatcher signs with")
+        raise ConfigError("tenant_secret is empty; pass the secret the dispatcher signs with")
     return key
 
 
@@ -294,6 +301,9 @@ class TenantBreaker:
     circuit closes, if it fails the circuit opens again for another cool-down, and if it
     never starts or is cut another call becomes the trial. Calls admitted before the trip
     that end later do not count. Other tenants are never affected.
+
+    `is_admitted(job_id)` says whether the pool still holds a call (admitted or live): a
+    trial that a later cap refused, or whose assignment fell through, frees the trial.
     """
 
     def __init__(
@@ -302,8 +312,8 @@ class TenantBreaker:
         failures: int = 5,
         window_s: float = 60.0,
         cooldown_s: float = 30.0,
+        is_admitted: Callable[[str], bool],
         emit: Callable[..., Any] | None = None,
-        is_admitted: Callable[[str], bool] = lambda _job_id: True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if isinstance(failures, bool) or not isinstance(failures, int) or failures < 1:
@@ -330,7 +340,7 @@ class TenantBreaker:
         """Times each tenant's circuit closed after a successful trial call."""
 
     def state(self, tenant: str) -> str:
-        """"closed", "open" or "half_open"."""
+        """The tenant's circuit: "closed", "open" or "half_open"."""
         with self._lock:
             return self._state(self._circuits.get(tenant), self._clock())
 
@@ -363,7 +373,9 @@ class TenantBreaker:
                     f"retry in {left:.1f}s",
                 )
             trial = circuit.trial
-            if trial is not None and trial != job_id and self._is_admitted(trial):
+            if trial == job_id:
+                return None
+            if trial is not None and self._is_admitted(trial):
                 return (
                     RejectReason.TENANT_CIRCUIT_OPEN,
                     f"tenant {tenant!r} circuit is half-open; trial call {trial} is running",
@@ -438,14 +450,26 @@ class TenantBreaker:
             logger.info("tenant %r circuit closed: %s", tenant, fields["reason"])
         if self._emit is not None:
             try:
-                self._emit(
-                    event, actor="circuit_breaker", target=tenant, tenant=tenant, **fields
-                )
+                self._emit(event, actor="circuit_breaker", target=tenant, tenant=tenant, **fields)
             except Exception:
                 logger.exception("auditing %s for tenant %r failed", event, tenant)
 
 
 # --- wiring ---------------------------------------------------------------------------
+
+
+def _check_isolation(pool: AgentPool) -> None:
+    """Job processes rebuild the pool without tenant_config: providers would be dropped."""
+    config = pool.tenant_config
+    if pool.isolation != "process" or config is None:
+        return
+    if callable(config) or any(
+        s in raw for raw in config.values() if isinstance(raw, Mapping) for s in PROVIDER_SLOTS
+    ):
+        raise ConfigError(
+            "per-tenant providers in tenant_config need isolation='coroutine' or 'thread'; "
+            "with process isolation give tenant_config only max_sessions"
+        )
 
 
 def install(pool: AgentPool) -> TenantBreaker | None:
@@ -476,6 +500,7 @@ def install(pool: AgentPool) -> TenantBreaker | None:
         pool.add_admission_check(check_claim)
 
     if pool.tenant_config is not None:
+        _check_isolation(pool)
         directory = TenantDirectory(
             pool.tenant_config, refuse_unknown=pool.unknown_tenant == "refuse"
         )

@@ -15,9 +15,10 @@ from livekit.agents import AgentSession, JobContext
 from livekit.agents.voice.events import CloseEvent, CloseReason
 
 from .. import _lk, routing, tenancy
+from ..ops import call_stats
 from ..pool import SIMULATED_CALL_KEY
 from ..sessions import SessionInfo, notify
-from .models import shared_models
+from .models import shared_models, shared_vad
 
 if TYPE_CHECKING:
     from ..pool import AgentPool
@@ -39,8 +40,12 @@ def _build_session(pool: AgentPool, spec: Any, info: SessionInfo) -> AgentSessio
             opts[slot] = _lk.per_call_provider(opts[slot])
     if pool.prewarm_models:
         models = shared_models()
-        opts.setdefault("vad", models.vad)
+        if "vad" not in opts:
+            # one batched VAD for every call on this loop; a view each for its own metrics
+            opts["vad"] = shared_vad().for_session() if pool.shared_vad else models.vad
         opts.setdefault("turn_handling", {"turn_detection": models.turn_detector})
+    if "vad" in opts:
+        opts["vad"] = call_stats.watch_vad(opts["vad"])
     return AgentSession(**opts)
 
 
