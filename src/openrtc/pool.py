@@ -41,6 +41,8 @@ DEFAULT_DRAIN_TIMEOUT = 1800.0
 DEFAULT_VERSION = "unversioned"
 SIMULATED_CALL_KEY = "simulated_call"
 """Job metadata key of a simulated caller's script (see openrtc.simulation)."""
+_PRIVATE_METADATA = frozenset({SIMULATED_CALL_KEY, "tenant_sig"})
+"""Metadata the worker consumes and does not pass on to agents and observers."""
 
 
 def _env_float(name: str) -> float | None:
@@ -410,7 +412,7 @@ class AgentPool:
             deployment_version=self.deployment_version,
             worker_id=self._worker_id,
             metadata=MappingProxyType(
-                {k: v for k, v in metadata.items() if k != SIMULATED_CALL_KEY}
+                {k: v for k, v in metadata.items() if k not in _PRIVATE_METADATA}
             ),
             started_at=time.time(),
             simulated=SIMULATED_CALL_KEY in metadata,

@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 
 from ..lifecycle import WorkerState
 from ..sessions import SessionInfo, SessionOutcome
+from .memory import process_memory
 
 if TYPE_CHECKING:
     from ..pool import AgentPool
@@ -106,6 +107,37 @@ class PoolCollector(Collector):
             for q in (0.5, 0.99, 1.0):
                 lag.add_metric([str(q)], self.lag.percentile(q))
             yield lag
+
+        breaker = getattr(pool, "tenant_breaker", None)
+        if breaker is not None:
+            trips = CounterMetricFamily(
+                "openrtc_tenant_circuit_trips",
+                "Times a tenant's circuit breaker opened.",
+                labels=["tenant", "version"],
+            )
+            for tenant, n in sorted(breaker.breaker_trips.items()):
+                trips.add_metric([tenant, version], n)
+            yield trips
+            open_now = GaugeMetricFamily(
+                "openrtc_tenant_circuit_open",
+                "1 while a tenant's new calls are refused by its breaker.",
+                labels=["tenant", "version"],
+            )
+            for tenant, st in sorted(breaker.states().items()):
+                open_now.add_metric([tenant, version], 0.0 if st == "closed" else 1.0)
+            yield open_now
+
+        memory = GaugeMetricFamily(
+            "openrtc_process_memory_bytes",
+            "This worker process's memory: uss (its own pages) and rss (with shared ones).",
+            labels=["kind"],
+        )
+        mem = process_memory()
+        for kind in ("uss", "rss"):
+            mb = mem.get(f"{kind}_mb")
+            if mb is not None:
+                memory.add_metric([kind], mb * 2**20)
+        yield memory
 
         failures = CounterMetricFamily(
             "openrtc_audit_sink_failures", "Audit events a sink failed to record."
