@@ -48,6 +48,8 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 def _flags(**kw: Any) -> po.PoolFlags:
     if kw["isolation"] not in ("coroutine", "thread", "process"):
         raise fail(f"--isolation must be coroutine, thread or process, not {kw['isolation']!r}")
+    if kw.get("unknown_tenant", "refuse") not in ("refuse", "defaults"):
+        raise fail(f"--unknown-tenant must be refuse or defaults, not {kw['unknown_tenant']!r}")
     return po.PoolFlags(**kw)
 
 
@@ -102,6 +104,16 @@ def start(
     manifest_poll_interval: po.ManifestInterval = 5.0,
     drain_when_not_member: po.DrainWhenNotMember = False,
     metrics_jsonl: po.MetricsJsonlPath = None,
+    tenant_secret_file: po.TenantSecretFile = None,
+    unknown_tenant: po.UnknownTenant = "refuse",
+    tenant_circuit_breaker: po.TenantBreaker = False,
+    breaker_failures: po.BreakerFailures = 5,
+    breaker_window: po.BreakerWindow = 60.0,
+    breaker_cooldown: po.BreakerCooldown = 30.0,
+    memory_warn_mb: po.MemoryWarn = None,
+    memory_limit_mb: po.MemoryLimit = None,
+    consecutive_failure_limit: po.FailureLimit = None,
+    slow_call_threshold_ms: po.SlowCall = None,
     log_level: LogLevel = "INFO",
     log_format: LogFormat = "text",
 ) -> None:
@@ -141,6 +153,16 @@ def start(
         manifest_poll_interval=manifest_poll_interval,
         drain_when_not_member=drain_when_not_member,
         metrics_jsonl=metrics_jsonl,
+        tenant_secret_file=tenant_secret_file,
+        unknown_tenant=unknown_tenant,
+        tenant_circuit_breaker=tenant_circuit_breaker,
+        breaker_failures=breaker_failures,
+        breaker_window=breaker_window,
+        breaker_cooldown=breaker_cooldown,
+        memory_warn_mb=memory_warn_mb,
+        memory_limit_mb=memory_limit_mb,
+        consecutive_failure_limit=consecutive_failure_limit,
+        slow_call_threshold_ms=slow_call_threshold_ms,
     )
     code = _run_worker(flags, agents_dir, url=url, api_key=api_key, api_secret=secret)
     raise typer.Exit(code)

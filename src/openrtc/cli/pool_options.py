@@ -6,12 +6,14 @@ shown in `--help`.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from ..errors import ConfigError
 from ..pool import DEFAULT_DRAIN_TIMEOUT, AgentPool
 
 Isolation = Annotated[
@@ -144,6 +146,95 @@ MetricsJsonlPath = Annotated[
     ),
 ]
 
+TenantSecretFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--tenant-secret-file",
+        envvar="OPENRTC_TENANT_SECRET_FILE",
+        help="Accept only calls whose metadata carries a valid tenant_sig made with this "
+        "secret (also OPENRTC_TENANT_SECRET).",
+    ),
+]
+UnknownTenant = Annotated[
+    str,
+    typer.Option(
+        "--unknown-tenant",
+        envvar="OPENRTC_UNKNOWN_TENANT",
+        help="A tenant missing from tenant_config: refuse its calls, or use the defaults.",
+    ),
+]
+TenantBreaker = Annotated[
+    bool,
+    typer.Option(
+        "--tenant-circuit-breaker/--no-tenant-circuit-breaker",
+        envvar="OPENRTC_TENANT_CIRCUIT_BREAKER",
+        help="Refuse a tenant's new calls for a cooldown after repeated failed calls.",
+    ),
+]
+BreakerFailures = Annotated[
+    int,
+    typer.Option(
+        "--breaker-failures",
+        envvar="OPENRTC_BREAKER_FAILURES",
+        min=1,
+        help="Failed calls within the window that open a tenant's breaker.",
+    ),
+]
+BreakerWindow = Annotated[
+    float,
+    typer.Option(
+        "--breaker-window",
+        envvar="OPENRTC_BREAKER_WINDOW_S",
+        min=0.1,
+        help="Seconds over which failures are counted.",
+    ),
+]
+BreakerCooldown = Annotated[
+    float,
+    typer.Option(
+        "--breaker-cooldown",
+        envvar="OPENRTC_BREAKER_COOLDOWN_S",
+        min=0.1,
+        help="Seconds an open breaker refuses the tenant before one trial call.",
+    ),
+]
+MemoryWarn = Annotated[
+    float | None,
+    typer.Option(
+        "--memory-warn-mb",
+        envvar="OPENRTC_MEMORY_WARN_MB",
+        min=1,
+        help="Log a warning when the worker's USS crosses this many MiB.",
+    ),
+]
+MemoryLimit = Annotated[
+    float | None,
+    typer.Option(
+        "--memory-limit-mb",
+        envvar="OPENRTC_MEMORY_LIMIT_MB",
+        min=1,
+        help="Drain (never cut calls) when the worker's USS crosses this many MiB.",
+    ),
+]
+FailureLimit = Annotated[
+    int | None,
+    typer.Option(
+        "--consecutive-failure-limit",
+        envvar="OPENRTC_CONSECUTIVE_FAILURE_LIMIT",
+        min=1,
+        help="Drain after this many failed calls in a row.",
+    ),
+]
+SlowCall = Annotated[
+    float | None,
+    typer.Option(
+        "--slow-call-threshold-ms",
+        envvar="OPENRTC_SLOW_CALL_THRESHOLD_MS",
+        min=1,
+        help="Log the call whose code blocks the event loop longer than this.",
+    ),
+]
+
 
 @dataclass(frozen=True)
 class PoolFlags:
@@ -162,6 +253,26 @@ class PoolFlags:
     manifest_poll_interval: float = 5.0
     drain_when_not_member: bool = False
     metrics_jsonl: Path | None = None
+    tenant_secret_file: Path | None = None
+    unknown_tenant: str = "refuse"
+    tenant_circuit_breaker: bool = False
+    breaker_failures: int = 5
+    breaker_window: float = 60.0
+    breaker_cooldown: float = 30.0
+    memory_warn_mb: float | None = None
+    memory_limit_mb: float | None = None
+    consecutive_failure_limit: int | None = None
+    slow_call_threshold_ms: float | None = None
+
+    def tenant_secret(self) -> str | None:
+        if self.tenant_secret_file is not None:
+            try:
+                return self.tenant_secret_file.read_text().strip() or None
+            except OSError as e:
+                raise ConfigError(
+                    f"cannot read --tenant-secret-file {self.tenant_secret_file}: {e.strerror}"
+                ) from None
+        return os.environ.get("OPENRTC_TENANT_SECRET") or None
 
     def build(self, agents_dir: Path) -> AgentPool:
         pool = AgentPool(
@@ -180,6 +291,16 @@ class PoolFlags:
             manifest_poll_interval=self.manifest_poll_interval,
             drain_when_not_member=self.drain_when_not_member,
             metrics_jsonl=self.metrics_jsonl,
+            tenant_secret=self.tenant_secret(),
+            unknown_tenant=self.unknown_tenant,  # type: ignore[arg-type]
+            enable_tenant_circuit_breaker=self.tenant_circuit_breaker,
+            tenant_breaker_failures=self.breaker_failures,
+            tenant_breaker_window_s=self.breaker_window,
+            tenant_breaker_cooldown_s=self.breaker_cooldown,
+            memory_warn_mb=self.memory_warn_mb,
+            memory_limit_mb=self.memory_limit_mb,
+            consecutive_failure_limit=self.consecutive_failure_limit,
+            slow_call_threshold_ms=self.slow_call_threshold_ms,
         )
         pool.discover(agents_dir)
         return pool
