@@ -30,6 +30,7 @@ from ..ops import self_protection
 from ..ops.http import OpsServer, load_admin_token
 from ..ops.jsonl import MetricsJsonl
 from ..ops.loop_lag import LoopLagMonitor
+from .membership_sync import membership_watcher
 from .models import shared_models
 
 if TYPE_CHECKING:
@@ -130,8 +131,6 @@ class Lifespan:
         self.protection = self_protection.start(self.pool)
         if self.ops is not None:
             await self.ops.start()
-        from ..pool import membership_watcher
-
         self.watcher = membership_watcher(self.pool)
         if self.watcher is not None:
             await self.watcher.start()
