@@ -137,6 +137,16 @@ DrainWhenNotMember = Annotated[
     ),
 ]
 
+SharedVad = Annotated[
+    bool | None,
+    typer.Option(
+        "--shared-vad/--no-shared-vad",
+        envvar="OPENRTC_SHARED_VAD",
+        show_default=False,
+        help="One batched Silero VAD for every call in the process (much less CPU per "
+        "call). Default: on with --isolation coroutine, off otherwise.",
+    ),
+]
 MetricsJsonlPath = Annotated[
     Path | None,
     typer.Option(
@@ -263,6 +273,7 @@ class PoolFlags:
     memory_limit_mb: float | None = None
     consecutive_failure_limit: int | None = None
     slow_call_threshold_ms: float | None = None
+    shared_vad: bool | None = None
 
     def tenant_secret(self) -> str | None:
         if self.tenant_secret_file is not None:
@@ -301,6 +312,7 @@ class PoolFlags:
             memory_limit_mb=self.memory_limit_mb,
             consecutive_failure_limit=self.consecutive_failure_limit,
             slow_call_threshold_ms=self.slow_call_threshold_ms,
+            shared_vad=self.shared_vad,
         )
         pool.discover(agents_dir)
         return pool

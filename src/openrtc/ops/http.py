@@ -13,10 +13,11 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import psutil
 from aiohttp import web
 
 from ..lifecycle import WorkerState
+from . import call_stats
+from .memory import process_memory
 from .metrics import CONTENT_TYPE, PoolMetrics
 
 if TYPE_CHECKING:
@@ -27,18 +28,6 @@ logger = logging.getLogger("openrtc.http")
 
 HEALTH_STALL_LIMIT = 5.0
 """/healthz fails when the loop's recent lag exceeds this many seconds."""
-
-
-def process_memory() -> dict[str, float | None]:
-    """This worker's memory: USS is what the process alone holds, RSS counts shared pages."""
-    proc = psutil.Process()
-    try:
-        full = proc.memory_full_info()
-        uss: float | None = full.uss / 2**20
-        rss = full.rss / 2**20
-    except (psutil.AccessDenied, AttributeError):
-        uss, rss = None, proc.memory_info().rss / 2**20
-    return {"rss_mb": round(rss, 1), "uss_mb": None if uss is None else round(uss, 1)}
 
 
 def load_admin_token() -> str | None:
@@ -65,6 +54,8 @@ class OpsServer:
         self.port = port
         self.admin_token = admin_token
         self.metrics = PoolMetrics(pool, lag)
+        if call_stats.enabled():
+            call_stats.install_collector()
         self._runner: web.AppRunner | None = None
         app = web.Application()
         app.add_routes(
@@ -130,6 +121,8 @@ class OpsServer:
         }
         body["ops_url"] = self.url
         body["memory"] = process_memory()
+        if call_stats.enabled():
+            body["call_stats"] = call_stats.snapshot()
         return web.Response(text=json.dumps(body), content_type="application/json")
 
     async def drain(self, request: web.Request) -> web.Response:

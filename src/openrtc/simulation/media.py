@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import threading
 import time
 import wave
 from collections import deque
@@ -27,6 +28,33 @@ from livekit.agents.voice import io
 
 CLIP_SAMPLE_RATE = 16000
 """Sample rate of the bundled clips and of the simulated microphone (what Silero uses)."""
+
+LATE_FRAME_S = 0.2
+"""A frame sent later than this after its real-time slot counts as late."""
+
+
+class MicTotals:
+    """Every simulated microphone in this process: frames sent, sent late, never sent.
+
+    A loop too busy to pull audio in real time shows up here first (see ops.call_stats).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts = {"frames_sent": 0, "frames_late": 0, "frames_skipped": 0}
+
+    def add(self, *, sent: int = 0, late: int = 0, skipped: int = 0) -> None:
+        with self._lock:
+            self._counts["frames_sent"] += sent
+            self._counts["frames_late"] += late
+            self._counts["frames_skipped"] += skipped
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+
+MIC_TOTALS = MicTotals()
 
 
 @dataclass(frozen=True)
@@ -136,14 +164,19 @@ class SimulatedAudioInput(io.AudioInput):
             raise StopAsyncIteration
         loop = asyncio.get_running_loop()
         now = loop.time()
+        skipped = 0
         if self._next_at is None or now - self._next_at > self._max_lag:
+            if self._next_at is not None:
+                skipped = int((now - self._next_at) / self._frame_s)
             self._next_at = now
         elif self._next_at > now:
             await asyncio.sleep(self._next_at - now)
             if self._closed:
                 raise StopAsyncIteration
+        late = loop.time() - self._next_at > LATE_FRAME_S
         self._next_at += self._frame_s
         self.frames_sent += 1
+        MIC_TOTALS.add(sent=1, late=int(late), skipped=skipped)
         return rtc.AudioFrame(
             data=self._next_chunk(),
             sample_rate=self.sample_rate,

@@ -1,0 +1,355 @@
+"""What every benchmark shares: the machine record, percentiles, process-tree PSS and CPU,
+and the worker under test as a real `openrtc start` subprocess.
+
+The worker is measured from outside with psutil, so what is counted is what the operating
+system charges to the worker and every process it started (job processes, the forkserver).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Protocol
+
+import aiohttp
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+AGENTS = ROOT / "examples" / "agents"
+MB = 2**20
+_pinned: Path | None = None
+
+
+def pin_source() -> Path:
+    """Copy src/ once, so every worker of a run runs the same code whatever changes meanwhile.
+
+    Workers started after this (ours and the rehearsal's) import openrtc from the copy.
+    """
+    global _pinned
+    if _pinned is None:
+        import shutil
+        import tempfile
+
+        copy = Path(tempfile.mkdtemp(prefix="openrtc-bench-src-")) / "src"
+        shutil.copytree(ROOT / "src", copy, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        _pinned = copy
+        rest = os.environ.get("PYTHONPATH", "")
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(copy), rest) if p)
+    return _pinned
+
+
+def tree_state() -> dict[str, Any]:
+    """The commit and whether the working tree differs from it (what was measured)."""
+    try:
+        out = subprocess.run(
+            ["git", "status", "--porcelain", "--", "src"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+        changed = [line[3:] for line in out.stdout.splitlines() if line.strip()]
+    except (OSError, subprocess.SubprocessError):
+        changed = []
+    return {"commit": git_commit(), "src_files_changed_since_commit": changed}
+
+
+# --- the machine --------------------------------------------------------------------------
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def machine_info() -> dict[str, Any]:
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "livekit_agents": _version("livekit-agents"),
+        "openrtc": tree_state(),
+        "load_avg_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def now_iso() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
+def command_line() -> str:
+    script = Path(sys.argv[0])
+    with contextlib.suppress(ValueError):
+        script = script.resolve().relative_to(ROOT)
+    return " ".join(["PYTHONPATH=src", ".venv/bin/python", str(script), *sys.argv[1:]])
+
+
+def write_result(name: str, payload: dict[str, Any], results: Path = RESULTS) -> Path:
+    results.mkdir(parents=True, exist_ok=True)
+    path = results / f"{name}.json"
+    path.write_text(json.dumps(payload, indent=2, default=_json_default) + "\n")
+    return path
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+# --- statistics -----------------------------------------------------------------------------
+
+
+def percentile(values: Iterable[float], q: float) -> float | None:
+    """Nearest-rank percentile (q in 0..100) of values; None when there are none."""
+    ordered = sorted(values)
+    if not ordered:
+        return None
+    if not 0 <= q <= 100:
+        raise ValueError(f"percentile q must be between 0 and 100, got {q}")
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def hist_diff(after: Sequence[int], before: Sequence[int] | None) -> list[int]:
+    """Counts added between two readings of the same cumulative histogram."""
+    if before is None:
+        return list(after)
+    return [a - b for a, b in zip(after, before, strict=True)]
+
+
+def hist_percentile(edges: Sequence[float], counts: Sequence[int], q: float) -> float | None:
+    """Upper edge of the bucket holding the q-th percentile (q in 0..100); inf past the last."""
+    total = sum(counts)
+    if total <= 0:
+        return None
+    rank = max(1, math.ceil(q / 100 * total))
+    seen = 0
+    for i, n in enumerate(counts):
+        seen += n
+        if seen >= rank:
+            return float(edges[i]) if i < len(edges) else math.inf
+    return math.inf
+
+
+# --- a process tree, from outside -----------------------------------------------------------
+
+
+class _Proc(Protocol):
+    def memory_full_info(self) -> Any: ...
+
+    def cpu_times(self) -> Any: ...
+
+
+def tree(pid: int) -> list[psutil.Process]:
+    """The process and every descendant alive now."""
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def sum_pss(procs: Iterable[_Proc]) -> tuple[int, int]:
+    """(bytes of PSS summed, processes counted); processes that vanish meanwhile are skipped."""
+    total = counted = 0
+    for p in procs:
+        try:
+            total += int(p.memory_full_info().pss)
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+        counted += 1
+    return total, counted
+
+
+def sum_cpu_seconds(procs: Iterable[_Proc]) -> float:
+    """User+system CPU of each process, plus what its reaped children used."""
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+        total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
+# --- the worker under test ------------------------------------------------------------------
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Worker:
+    """`python -m openrtc.cli.main start AGENTS ...` against the in-process dispatch server."""
+
+    args: list[str]
+    env: dict[str, str]
+    log_path: Path
+    port: int = 0
+    proc: asyncio.subprocess.Process | None = None
+    worker_id: str = ""
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    async def start(self) -> None:
+        self.port = free_port()
+        argv = [
+            sys.executable,
+            "-m",
+            "openrtc.cli.main",
+            "start",
+            str(AGENTS),
+            "--http-port",
+            str(self.port),
+            *self.args,
+        ]
+        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
+        src = str(_pinned or ROOT / "src")
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH", "")) if p)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.proc = await asyncio.create_subprocess_exec(
+                *argv, env=env, stdout=log, stderr=log, stdin=asyncio.subprocess.DEVNULL
+            )
+
+    async def get(self, path: str, timeout: float = 5.0) -> tuple[int, dict[str, Any]] | None:
+        url = f"http://127.0.0.1:{self.port}{path}"
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as http,
+                http.get(url) as resp,
+            ):
+                return resp.status, dict(json.loads(await resp.text()))
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return None
+
+    async def snapshot(self, timeout: float = 5.0) -> dict[str, Any] | None:
+        got = await self.get("/snapshot", timeout)
+        return got[1] if got is not None and got[0] == 200 else None
+
+    async def healthy(self) -> bool:
+        got = await self.get("/healthz", 5.0)
+        return got is not None and got[0] == 200
+
+    async def wait_accepting(self, timeout: float = 90.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive:
+                raise RuntimeError(
+                    f"the worker exited with {self.proc and self.proc.returncode} while "
+                    f"starting; see {self.log_path}"
+                )
+            snap = await self.snapshot(2.0)
+            if snap and snap.get("worker_id") and snap.get("state") == "accepting":
+                self.worker_id = str(snap["worker_id"])
+                return snap
+            await asyncio.sleep(0.2)
+        raise TimeoutError(
+            f"the worker did not accept calls in {timeout:.0f}s; see {self.log_path}"
+        )
+
+    def pss_mb(self) -> tuple[float, int]:
+        total, n = sum_pss(tree(self.pid))
+        return total / MB, n
+
+    def cpu_seconds(self) -> float:
+        return sum_cpu_seconds(tree(self.pid))
+
+    async def kill(self) -> None:
+        """Kill the worker and every process it started (the measurement is over)."""
+        if self.proc is None:
+            return
+        for p in reversed(tree(self.pid) if self.alive else []):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.kill()
+        if self.alive:
+            self.proc.kill()
+        await self.proc.wait()
+
+
+def system_busy_seconds() -> float:
+    """CPU seconds every core spent on anything but idling, since boot."""
+    t = psutil.cpu_times()
+    return float(sum(t)) - t.idle - getattr(t, "iowait", 0.0)
+
+
+def own_cpu_seconds() -> float:
+    t = psutil.Process().cpu_times()
+    return float(t.user + t.system)
+
+
+def family_cpu_seconds() -> float:
+    """CPU of this process plus every child it has reaped (and what those reaped)."""
+    t = psutil.Process().cpu_times()
+    return float(t.user + t.system + t.children_user + t.children_system)
+
+
+class OtherLoad:
+    """CPU that neither this process nor its (reaped) children used, over a whole run.
+
+    Read it once every child has exited: a benchmark run on a busy machine says so.
+    """
+
+    def __init__(self) -> None:
+        self._busy = system_busy_seconds()
+        self._mine = family_cpu_seconds()
+        self._t = time.monotonic()
+
+    def pct_of_a_core(self) -> float:
+        other = (system_busy_seconds() - self._busy) - (family_cpu_seconds() - self._mine)
+        return round(max(0.0, 100 * other / max(1e-9, time.monotonic() - self._t)), 1)

@@ -1,0 +1,481 @@
+"""Write docs/benchmarks.md from bench/results/{density,admission,deploy}.json.
+
+The page is generated, never edited by hand: rerun a benchmark, then this script. Each
+section gives the machine, the date, the exact command, the table, and a verdict line per
+target that says plainly whether it was met and, when not, by how much and why.
+
+    PYTHONPATH=src .venv/bin/python bench/report.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+DOC = ROOT / "docs" / "benchmarks.md"
+
+PSS_RATIO_TARGET = 5.0
+LAG_P99_TARGET_MS = 50.0
+ANSWER_P99_TARGET_MS = 5.0
+FULL_P99_TARGET_MS = 100.0
+EXIT_P99_TARGET_MS = 500.0
+DEPLOYS_TARGET = 10
+
+
+@dataclass(frozen=True)
+class Verdict:
+    target: str
+    met: bool | None
+    """None: not measured."""
+    detail: str
+
+    def line(self) -> str:
+        mark = {True: "MET", False: "MISSED", None: "NOT MEASURED"}[self.met]
+        return f"- **{mark}**: {self.target}. {self.detail}"
+
+
+# --- rendering ------------------------------------------------------------------------------
+
+
+def cell(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if math.isinf(value):
+            return "> max"
+        return f"{value:.{digits}f}"
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A GitHub-flavoured Markdown table; every cell goes through `cell()`."""
+    for row in rows:
+        if len(row) != len(headers):
+            raise ValueError(f"a row has {len(row)} cells for {len(headers)} columns: {row!r}")
+    lines = [
+        "| " + " | ".join(cell(h) for h in headers) + " |",
+        "|" + "|".join(" --- " for _ in headers) + "|",
+    ]
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def header(result: dict[str, Any]) -> str:
+    m = result.get("machine", {})
+    load = m.get("load_avg_at_start")
+    machine = (
+        f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores, {m.get('ram_gb', '?')} GB RAM; "
+        f"Python {m.get('python', '?')}, livekit-agents {m.get('livekit_agents', '?')}, "
+        f"openrtc {_tree(m.get('openrtc'))}"
+        + (f"; load average at start {load[0]}" if load else "")
+    )
+    lines = [
+        f"- machine: {machine}",
+        f"- date: {result.get('date', '?')}; took {cell(result.get('duration_s'), 0)} s",
+        f"- command: `{result.get('command', '?')}`",
+    ]
+    other = result.get("other_cpu_pct")
+    if other is None:
+        per_run = [r.get("other_cpu_pct") for r in result.get("runs", [])]
+        other = max((v for v in per_run if v is not None), default=None)
+        scope = "the busiest steady window"
+    else:
+        scope = "the run"
+    if other is not None:
+        lines.append(
+            f"- CPU used by other processes on the machine during {scope}: "
+            f"{cell(float(other), 0)}% of a core"
+        )
+    return "\n".join(lines)
+
+
+def _tree(state: Any) -> str:
+    if not isinstance(state, dict):
+        return "?"
+    changed = state.get("src_files_changed_since_commit") or []
+    extra = f" plus uncommitted changes to {len(changed)} src files" if changed else ""
+    return f"{state.get('commit') or '?'}{extra}"
+
+
+# --- density --------------------------------------------------------------------------------
+
+
+def _run(result: dict[str, Any], mode: str, n: int) -> dict[str, Any] | None:
+    for r in result.get("runs", []):
+        if r.get("mode") == mode and r.get("n") == n:
+            return dict(r)
+    return None
+
+
+def _measured(r: dict[str, Any] | None) -> bool:
+    return r is not None and r.get("status") in ("held", "over") and r.get("pss_mb") is not None
+
+
+def density_verdicts(result: dict[str, Any]) -> list[Verdict]:
+    out = []
+    co, pr = _run(result, "coroutine", 25), _run(result, "process", 25)
+    target = f"coroutine at N=25 uses at least {PSS_RATIO_TARGET:g}x less PSS than process"
+    if _measured(co) and _measured(pr):
+        assert co is not None and pr is not None
+        ratio = pr["pss_mb"] / co["pss_mb"]
+        per = None
+        if co.get("pss_per_call_mb") and pr.get("pss_per_call_mb"):
+            per = pr["pss_per_call_mb"] / co["pss_per_call_mb"]
+        per_text = f"; per added call {per:.1f}x" if per is not None else ""
+        detail = (
+            f"Worker tree PSS {co['pss_mb']:.0f} MB (coroutine) vs {pr['pss_mb']:.0f} MB "
+            f"(process): {ratio:.1f}x{per_text}."
+        )
+        if ratio < PSS_RATIO_TARGET:
+            detail += (
+                " Both include the idle worker with its models "
+                f"({co.get('idle_pss_mb')} vs {pr.get('idle_pss_mb')} MB), which dilutes "
+                "the ratio at this N."
+            )
+        out.append(Verdict(target, ratio >= PSS_RATIO_TARGET, detail))
+    else:
+        why = [f"{m}: {r['status']} ({r.get('reason')})" for m, r in (("coroutine", co),
+               ("process", pr)) if r is not None and not _measured(r)]  # fmt: skip
+        out.append(Verdict(target, None if not why else False, "; ".join(why) or "not run."))
+
+    r50 = _run(result, "coroutine", 50)
+    target = f"coroutine at N=50: loop lag p99 < {LAG_P99_TARGET_MS:g} ms and no VAD frame missed"
+    if _measured(r50):
+        assert r50 is not None
+        lag, vad, mic = (
+            r50.get("loop_lag_p99_ms"),
+            r50.get("vad_missed_pct"),
+            r50.get("mic_missed_pct"),
+        )
+        ok_lag = lag is not None and lag < LAG_P99_TARGET_MS
+        ok_vad = vad == 0 and mic == 0
+        detail = (
+            f"Loop lag p99 {_bound(lag)} ms; VAD frames late {cell(vad, 2)}% of "
+            f"{r50.get('vad_frames_pushed')}; caller audio late or lost {cell(mic, 2)}%; "
+            f"CPU {cell(r50.get('cpu_pct'), 0)}% of one core "
+            f"({cell(r50.get('cpu_per_call_pct'), 1)}% per call) on "
+            f"{result.get('machine', {}).get('cores', '?')} cores."
+        )
+        if not (ok_lag and ok_vad):
+            detail += (
+                " The calls need more CPU than one event loop on this machine has: the loop "
+                "falls behind, and audio waits for it."
+            )
+        out.append(Verdict(target, ok_lag and ok_vad, detail))
+    else:
+        detail = "not run." if r50 is None else f"{r50['status']}: {r50.get('reason')}"
+        out.append(Verdict(target, None if r50 is None else False, detail))
+    return out
+
+
+def _bound(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float) and math.isinf(value):
+        return "> 5000"
+    return f"<= {value:g}"
+
+
+def vad_impl(kinds: Any) -> str:
+    """A short name for the VAD implementation(s) a run's calls used."""
+    names = []
+    for path in sorted(kinds or {}):
+        module, _, cls = str(path).rpartition(".")
+        if module.startswith("openrtc.vad"):
+            names.append(f"openrtc batched ({cls})")
+        elif "silero" in module:
+            names.append("stock Silero")
+        else:
+            names.append(cls or str(path))
+    return ", ".join(names) or "n/a"
+
+
+def density_section(result: dict[str, Any]) -> str:
+    headers = ["mode", "N", "status", "PSS MB", "PSS/call MB", "CPU % of a core",
+               "CPU/call %", "other load % of a core", "loop lag p50 ms", "loop lag p99 ms",
+               "VAD late %", "caller audio late %", "VAD", "note"]  # fmt: skip
+    rows = []
+    for r in result.get("runs", []):
+        rows.append(
+            [
+                r.get("mode"),
+                r.get("n"),
+                r.get("status"),
+                _num(r.get("pss_mb"), 0),
+                _num(r.get("pss_per_call_mb"), 1),
+                _num(r.get("cpu_pct"), 0),
+                _num(r.get("cpu_per_call_pct"), 1),
+                _num(r.get("other_cpu_pct"), 0),
+                _bound(r.get("loop_lag_p50_ms")),
+                _bound(r.get("loop_lag_p99_ms")),
+                _num(r.get("vad_missed_pct"), 2),
+                _num(r.get("mic_missed_pct"), 2),
+                vad_impl(r.get("vad_kinds")),
+                r.get("reason") or "",
+            ]
+        )
+    cfg = result.get("config", {})
+    defs = result.get("definitions", {})
+    parts = [
+        "## Density: live calls per worker",
+        "",
+        header(result),
+        "",
+        f"N audio-mode simulated calls per worker (real Silero VAD on real-time 16 kHz speech, "
+        f"real end-of-turn model, fake STT/LLM/TTS), all live at once; a "
+        f"{cell(cfg.get('window_s'), 0)} s steady window after all N run. Isolation modes "
+        f"{', '.join(cfg.get('modes', []))}; worker flags {cfg.get('worker_args') or 'none'}.",
+        "",
+        markdown_table(headers, rows),
+        "",
+        *[f"- `{k}`: {v}" for k, v in defs.items()],
+        "- status `held`: all N calls were live through the window and no stop limit was "
+        "passed (the other columns say how well they were served); `over`: all N calls "
+        "were held but a limit was passed (see note); "
+        "`failed`: the worker could not hold N calls; `skipped`: not run, see note.",
+        "- loop lag values are upper bounds of histogram buckets.",
+        "",
+        "### Verdicts",
+        "",
+        *[v.line() for v in density_verdicts(result)],
+    ]
+    return "\n".join(parts)
+
+
+def _num(value: Any, digits: int) -> Any:
+    if isinstance(value, float) and math.isfinite(value):
+        return round(value) if digits == 0 else round(value, digits)
+    return value
+
+
+# --- admission ------------------------------------------------------------------------------
+
+
+def admission_verdicts(result: dict[str, Any]) -> list[Verdict]:
+    rows = result.get("rows", [])
+    s = result.get("summary", {})
+    if not rows:
+        return [Verdict("admission exact in every burst", None, "not run.")]
+    bad = [r for r in rows if not r.get("exact_every_time")]
+    exact = Verdict(
+        "admission exact in every burst",
+        not bad,
+        f"{s.get('bursts_exact')} of {s.get('bursts_run')} bursts admitted exactly "
+        "min(burst, cap)"
+        + (
+            "; not exact: "
+            + "; ".join(f"cap {r['cap']} burst {r['burst']}: {r['admitted']}" for r in bad)
+            if bad
+            else ""
+        )
+        + ".",
+    )
+    p99 = s.get("answer_p99_ms")
+    worst = max(rows, key=lambda r: r.get("answer_p99_ms") or 0)
+    detail = (
+        f"p99 over all {sum(r['offers'] for r in rows)} offers {cell(p99, 2)} ms "
+        f"(p50 {cell(s.get('answer_p50_ms'), 2)} ms); worst group cap {worst['cap']} "
+        f"burst {worst['burst']}: p99 {cell(worst.get('answer_p99_ms'), 2)} ms."
+    )
+    lone = result.get("lone_offers") or {}
+    if lone.get("count"):
+        detail += (
+            f" A lone offer to an idle worker: p50 {cell(lone.get('answer_p50_ms'), 2)} ms, "
+            f"p99 {cell(lone.get('answer_p99_ms'), 2)} ms."
+        )
+    if p99 is not None and p99 >= ANSWER_P99_TARGET_MS:
+        detail += (
+            " A burst's offers reach one worker loop together and are answered one after "
+            "another, so the last of a large burst waits for all before it."
+        )
+    latency = Verdict(
+        f"p99 availability answer < {ANSWER_P99_TARGET_MS:g} ms",
+        None if p99 is None else p99 < ANSWER_P99_TARGET_MS,
+        detail,
+    )
+    return [exact, latency]
+
+
+def admission_section(result: dict[str, Any]) -> str:
+    headers = ["cap", "burst", "repetitions", "admitted each time", "exact", "offers",
+               "answer p50 ms", "answer p99 ms", "answer max ms"]  # fmt: skip
+    rows = [
+        [
+            r["cap"],
+            r["burst"],
+            r["repetitions"],
+            ", ".join(str(a) for a in r["admitted"]) + f" (want {r['expected']})",
+            r["exact_every_time"],
+            r["offers"],
+            r.get("answer_p50_ms"),
+            r.get("answer_p99_ms"),
+            r.get("answer_max_ms"),
+        ]
+        for r in result.get("rows", [])
+    ]
+    return "\n".join(
+        [
+            "## Admission: exact caps under bursts of offers",
+            "",
+            header(result),
+            "",
+            "Each burst dispatches all its jobs at once to one worker with "
+            "`--max-concurrent-sessions CAP`; admitted calls hold the line through the burst. "
+            "Answer latency: server sends the AvailabilityRequest -> receives the answer.",
+            "",
+            markdown_table(headers, rows),
+            "",
+            "### Verdicts",
+            "",
+            *[v.line() for v in admission_verdicts(result)],
+        ]
+    )
+
+
+# --- deploy ---------------------------------------------------------------------------------
+
+
+def deploy_verdicts(result: dict[str, Any]) -> list[Verdict]:
+    s = result.get("summary", {})
+    if not s:
+        return [Verdict("0 dropped in 10 rolling deploys", None, "not run.")]
+    full = s.get("sigterm_to_full_p99_ms")
+    tail = s.get("last_call_end_to_exit_p99_ms")
+    deploys = s.get("deploys", 0)
+    dropped = s.get("calls_dropped")
+    missing = s.get("sigterm_to_full_not_measured", 0)
+    return [
+        Verdict(
+            f"SIGTERM -> full < {FULL_P99_TARGET_MS:g} ms p99",
+            None if full is None else full < FULL_P99_TARGET_MS,
+            f"p99 {cell(full)} ms, p50 {cell(s.get('sigterm_to_full_p50_ms'))} ms, max "
+            f"{cell(s.get('sigterm_to_full_max_ms'))} ms over {s.get('old_workers')} old workers"
+            + (f" ({missing} not measured)" if missing else "")
+            + ".",
+        ),
+        Verdict(
+            f"last call end -> exit < {EXIT_P99_TARGET_MS:g} ms",
+            None if tail is None else tail < EXIT_P99_TARGET_MS,
+            f"p99 {cell(tail)} ms, p50 {cell(s.get('last_call_end_to_exit_p50_ms'))} ms, max "
+            f"{cell(s.get('last_call_end_to_exit_max_ms'))} ms.",
+        ),
+        Verdict(
+            f"0 dropped in {DEPLOYS_TARGET} rolling deploys",
+            deploys >= DEPLOYS_TARGET and dropped == 0,
+            f"{deploys} deploys, {s.get('calls_placed')} calls: dropped {dropped}, unserved "
+            f"{s.get('calls_unserved')}, failed {s.get('calls_failed')}, completed "
+            f"{s.get('calls_completed')}; {s.get('nonzero_exits')} old workers exited non-zero"
+            + (f" (only {deploys} of {DEPLOYS_TARGET} deploys run)" if deploys < 10 else "")
+            + ".",
+        ),
+    ]
+
+
+def deploy_section(result: dict[str, Any]) -> str:
+    headers = ["deploy", "ok", "placed", "completed", "failed", "dropped", "unserved",
+               "SIGTERM -> full ms", "last call end -> exit ms", "exit codes"]  # fmt: skip
+
+    def join(values: dict[str, Any]) -> str:
+        return ", ".join("n/a" if v is None else f"{v:.0f}" for v in values.values())
+
+    rows = [
+        [
+            r["deploy"],
+            r["ok"],
+            r["calls_placed"],
+            r["calls_completed"],
+            r["calls_failed"],
+            r["calls_dropped"],
+            r["calls_unserved"],
+            join(r["sigterm_to_full_ms"]),
+            join(r["last_call_end_to_exit_ms"]),
+            ", ".join(str(c) for c in r["exit_codes"].values()),
+        ]
+        for r in result.get("deploys", [])
+    ]
+    cfg = result.get("config", {})
+    return "\n".join(
+        [
+            "## Deploy: rolling deploys under steady traffic",
+            "",
+            header(result),
+            "",
+            f"Each deploy is one rehearsal: {cfg.get('workers_per_version')} old and "
+            f"{cfg.get('workers_per_version')} new workers as real processes, "
+            f"{cfg.get('calls_per_deploy')} calls at {cfg.get('call_rate_per_s')}/s, SIGTERM "
+            "to every old worker with no manifest (SIGTERM alone does the cutover).",
+            "",
+            markdown_table(headers, rows),
+            "",
+            "### Verdicts",
+            "",
+            *[v.line() for v in deploy_verdicts(result)],
+        ]
+    )
+
+
+# --- the page -------------------------------------------------------------------------------
+
+SECTIONS = (
+    ("density", density_section, "bench/density.py"),
+    ("admission", admission_section, "bench/admission.py"),
+    ("deploy", deploy_section, "bench/deploy.py"),
+)
+
+
+def render(results: dict[str, dict[str, Any]]) -> str:
+    parts = [
+        "# Benchmarks",
+        "",
+        "Generated by `bench/report.py` from `bench/results/*.json`; do not edit by hand. "
+        "How to rerun: `bench/README.md`.",
+        "",
+        "## Verdicts at a glance",
+        "",
+    ]
+    verdicts: list[Verdict] = []
+    for name, fn in (("density", density_verdicts), ("admission", admission_verdicts),
+                     ("deploy", deploy_verdicts)):  # fmt: skip
+        if name in results:
+            verdicts += fn(results[name])
+    parts += [v.line() for v in verdicts] or ["- no results yet"]
+    for name, section, script in SECTIONS:
+        parts.append("")
+        if name in results:
+            parts.append(section(results[name]))
+        else:
+            parts.append(f"## {name}\n\nNo results: run `{script}`.")
+    return "\n".join(parts) + "\n"
+
+
+def load(results_dir: Path) -> dict[str, dict[str, Any]]:
+    out = {}
+    for name, _, _ in SECTIONS:
+        path = results_dir / f"{name}.json"
+        if path.exists():
+            out[name] = json.loads(path.read_text())
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--results", type=Path, default=RESULTS)
+    ap.add_argument("--out", type=Path, default=DOC)
+    a = ap.parse_args(argv)
+    text = render(load(a.results))
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(text)
+    print(f"wrote {a.out}")
+
+
+if __name__ == "__main__":
+    main()

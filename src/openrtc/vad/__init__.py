@@ -1,0 +1,14 @@
+"""A shared, batched Silero VAD for many calls in one process.
+
+`SharedVAD` is a drop-in `livekit.agents.vad.VAD` (pass it as `AgentSession(vad=...)`):
+the same events, fields and decisions as `livekit.plugins.silero.VAD`, but every stream on
+an event loop goes through one Silero call per tick instead of one call, one thread hop
+and a few task wake-ups per stream per 32 ms window.
+"""
+
+from .batcher import VADBatcher
+from .options import VADOptions
+from .stream import BatchedVADStream
+from .vad import DEFAULT_BATCH_INTERVAL, SharedVAD
+
+__all__ = ["DEFAULT_BATCH_INTERVAL", "BatchedVADStream", "SharedVAD", "VADBatcher", "VADOptions"]

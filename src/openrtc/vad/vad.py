@@ -1,0 +1,179 @@
+"""`SharedVAD`: a drop-in `livekit.agents.vad.VAD` whose streams share one batched model.
+
+Pass it where a Silero VAD goes (`AgentSession(vad=...)`). Every stream it opens on an
+event loop is served by that loop's one `VADBatcher`, which runs all due windows through a
+single Silero ONNX call per tick. `for_session()` gives each call its own view of the same
+engine, so a session hears only its own streams' VAD metrics (sessions subscribe to their
+VAD's "metrics_collected"; with one VAD object for all, every session would get every
+stream's metrics).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import threading
+import weakref
+from pathlib import Path
+from typing import Any
+
+from livekit.agents.types import NOT_GIVEN, NotGivenOr
+from livekit.agents.utils import is_given
+from livekit.agents.vad import VAD, VADCapabilities
+
+from .batcher import VADBatcher
+from .model import BatchModel, check_batching
+from .options import VADOptions
+from .stream import BatchedVADStream
+
+DEFAULT_BATCH_INTERVAL = 0.032
+"""Seconds between batches while windows are due: the most a window waits for its batch."""
+UPDATE_INTERVAL = 0.032
+
+
+class _Engine:
+    """The ONNX session and one batcher per event loop that uses it."""
+
+    def __init__(self, session: Any, sample_rate: int, interval: float) -> None:
+        if not interval > 0:
+            raise ValueError(
+                f"batch_interval must be a positive number of seconds, got {interval}."
+            )
+        self.session = session
+        self.sample_rate = sample_rate
+        self.interval = interval
+        check_batching(BatchModel(session, sample_rate, capacity=8))
+        self._lock = threading.Lock()
+        self._batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, VADBatcher] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def batcher(self, loop: asyncio.AbstractEventLoop) -> VADBatcher:
+        with self._lock:
+            batcher = self._batchers.get(loop)
+            if batcher is None:
+                model = BatchModel(self.session, self.sample_rate)
+                batcher = self._batchers[loop] = VADBatcher(model, interval=self.interval)
+            return batcher
+
+
+class SharedVAD(VAD):
+    """Silero VAD for many concurrent calls: same events as `silero.VAD`, batched model."""
+
+    def __init__(
+        self,
+        session: Any,
+        *,
+        options: VADOptions | None = None,
+        batch_interval: float = DEFAULT_BATCH_INTERVAL,
+        _engine: _Engine | None = None,
+    ) -> None:
+        super().__init__(capabilities=VADCapabilities(update_interval=UPDATE_INTERVAL))
+        self.options = options if options is not None else VADOptions()
+        self._engine = _engine or _Engine(session, self.options.sample_rate, batch_interval)
+        self._streams: weakref.WeakSet[BatchedVADStream] = weakref.WeakSet()
+
+    @classmethod
+    def load(
+        cls,
+        *,
+        min_speech_duration: float = 0.05,
+        min_silence_duration: float = 0.55,
+        prefix_padding_duration: float = 0.5,
+        max_buffered_speech: float = 60.0,
+        activation_threshold: float = 0.5,
+        deactivation_threshold: float | None = None,
+        sample_rate: int = 16000,
+        force_cpu: bool = True,
+        onnx_file_path: Path | str | None = None,
+        batch_interval: float = DEFAULT_BATCH_INTERVAL,
+    ) -> SharedVAD:
+        """Load the Silero model bundled with livekit-plugins-silero (options as stock)."""
+        from livekit.plugins.silero import onnx_model
+
+        options = VADOptions(
+            min_speech_duration=min_speech_duration,
+            min_silence_duration=min_silence_duration,
+            prefix_padding_duration=prefix_padding_duration,
+            max_buffered_speech=max_buffered_speech,
+            activation_threshold=activation_threshold,
+            deactivation_threshold=deactivation_threshold,
+            sample_rate=sample_rate,
+        )
+        session = onnx_model.new_inference_session(force_cpu, onnx_file_path=onnx_file_path)
+        return cls(session, options=options, batch_interval=batch_interval)
+
+    @classmethod
+    def from_silero(cls, vad: Any, *, batch_interval: float = DEFAULT_BATCH_INTERVAL) -> SharedVAD:
+        """Batch over an already loaded `silero.VAD`: its ONNX session and options, no reload."""
+        session = getattr(vad, "_onnx_session", None)
+        opts = getattr(vad, "_opts", None)
+        if session is None or opts is None:
+            raise TypeError(
+                f"cannot reuse {type(vad).__name__}'s model: expected a livekit-plugins-silero "
+                "VAD; load one with SharedVAD.load() instead."
+            )
+        options = VADOptions(
+            min_speech_duration=opts.min_speech_duration,
+            min_silence_duration=opts.min_silence_duration,
+            prefix_padding_duration=opts.prefix_padding_duration,
+            max_buffered_speech=opts.max_buffered_speech,
+            activation_threshold=opts.activation_threshold,
+            deactivation_threshold=opts.deactivation_threshold,
+            sample_rate=opts.sample_rate,
+        )
+        return cls(session, options=options, batch_interval=batch_interval)
+
+    def for_session(self) -> SharedVAD:
+        """A view for one call: the same batched model, its own options and listeners."""
+        return SharedVAD(None, options=dataclasses.replace(self.options), _engine=self._engine)
+
+    @property
+    def model(self) -> str:
+        return "silero"
+
+    @property
+    def provider(self) -> str:
+        return "ONNX"
+
+    @property
+    def min_silence_duration(self) -> float:
+        return self.options.min_silence_duration
+
+    @property
+    def batch_interval(self) -> float:
+        return self._engine.interval
+
+    def batcher(self, loop: asyncio.AbstractEventLoop | None = None) -> VADBatcher:
+        """The batcher serving `loop` (default: the running one); its `stats()` show load."""
+        return self._engine.batcher(loop or asyncio.get_running_loop())
+
+    def stream(self) -> BatchedVADStream:
+        stream = BatchedVADStream(self, self.batcher())
+        self._streams.add(stream)
+        return stream
+
+    def update_options(
+        self,
+        *,
+        min_speech_duration: NotGivenOr[float] = NOT_GIVEN,
+        min_silence_duration: NotGivenOr[float] = NOT_GIVEN,
+        prefix_padding_duration: NotGivenOr[float] = NOT_GIVEN,
+        max_buffered_speech: NotGivenOr[float] = NOT_GIVEN,
+        activation_threshold: NotGivenOr[float] = NOT_GIVEN,
+        deactivation_threshold: NotGivenOr[float] = NOT_GIVEN,
+    ) -> None:
+        """Change options for this VAD and its open streams, as `silero.VAD` does."""
+        before = self.options.max_buffered_speech
+        for name, value in (
+            ("min_speech_duration", min_speech_duration),
+            ("min_silence_duration", min_silence_duration),
+            ("prefix_padding_duration", prefix_padding_duration),
+            ("max_buffered_speech", max_buffered_speech),
+            ("activation_threshold", activation_threshold),
+            ("deactivation_threshold", deactivation_threshold),
+        ):
+            if is_given(value):
+                setattr(self.options, name, value)
+        for stream in list(self._streams):
+            stream.options_changed(before)

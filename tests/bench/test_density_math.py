@@ -1,0 +1,137 @@
+"""The density benchmark's window arithmetic and its rules for when a mode stops."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import density
+
+EDGES = [1.0, 5.0, 50.0, 1000.0]
+
+
+def _stats(**kw: object) -> dict[str, object]:
+    base: dict[str, object] = {
+        "loop_lag_edges_ms": EDGES,
+        "vad_latency_edges_ms": EDGES,
+        "loop_lag_hist": [0, 0, 0, 0, 0],
+        "vad_latency_hist": [0, 0, 0, 0, 0],
+        "vad_frames_pushed": 0,
+        "vad_frames_done": 0,
+        "vad_frames_late": 0,
+        "vad_frames_pending": 0,
+        "vad_frames_pending_late": 0,
+        "mic_frames_sent": 0,
+        "mic_frames_late": 0,
+        "mic_frames_skipped": 0,
+        "vad_streams_open": 0,
+    }
+    base.update(kw)
+    return base
+
+
+def test_window_numbers_use_only_what_happened_in_the_window() -> None:
+    before = _stats(
+        loop_lag_hist=[500, 0, 0, 0, 0],
+        vad_frames_pushed=1000,
+        vad_frames_done=990,
+        vad_frames_pending=10,
+        vad_latency_hist=[0, 990, 0, 0, 0],
+        mic_frames_sent=500,
+    )
+    after = _stats(
+        loop_lag_hist=[500, 90, 9, 1, 0],
+        vad_frames_pushed=3000,
+        vad_frames_done=2980,
+        vad_frames_pending=20,
+        vad_frames_late=30,
+        vad_frames_pending_late=5,
+        vad_latency_hist=[0, 2950, 30, 0, 0],
+        mic_frames_sent=1490,
+        mic_frames_late=5,
+        mic_frames_skipped=10,
+        vad_streams_open=40,
+    )
+    run = density.Run(mode="coroutine", n=20)
+    density.window_numbers(run, before, after, 20, 20.0)
+    assert run.loop_lag_p50_ms == 5.0  # the 500 samples before the window do not count
+    assert run.loop_lag_p99_ms == 50.0
+    assert run.vad_frames_pushed == 2000
+    assert run.vad_frames_late == 35
+    assert run.vad_missed_pct == 1.75
+    assert run.vad_latency_p99_ms == 50.0
+    assert run.mic_frames_due == 1000
+    assert run.mic_frames_late == 15
+    assert run.mic_missed_pct == 1.5
+    assert run.vad_streams_open == 40
+
+
+def test_missed_share_never_exceeds_everything() -> None:
+    before = _stats(vad_frames_pushed=100, vad_frames_pending=50, vad_frames_pending_late=0)
+    after = _stats(
+        vad_frames_pushed=200,
+        vad_frames_done=60,
+        vad_frames_late=60,
+        vad_frames_pending=90,
+        vad_frames_pending_late=90,
+    )
+    run = density.Run(mode="thread", n=5)
+    density.window_numbers(run, before, after, 5, 10.0)
+    assert run.vad_missed_pct == 100.0
+
+
+def test_nothing_measured_is_none_not_zero() -> None:
+    run = density.Run(mode="process", n=5)
+    density.window_numbers(run, {}, {}, 5, 10.0)
+    assert run.loop_lag_p99_ms is None
+    assert run.vad_missed_pct is None and run.mic_missed_pct is None
+
+
+def _cfg(**kw: object) -> density.Config:
+    base = dict(
+        ns=[10, 25],
+        modes=["coroutine"],
+        window_s=15.0,
+        settle_s=4.0,
+        pace_s=0.2,
+        ramp_timeout_s=120.0,
+        time_budget_s=600.0,
+        mem_budget_mb=4000.0,
+        worker_args=[],
+        workdir=Path("/tmp"),
+        out="x",
+    )
+    base.update(kw)
+    return density.Config(**base)  # type: ignore[arg-type]
+
+
+def test_a_mode_stops_after_it_failed_or_went_over() -> None:
+    runs = [density.Run(mode="thread", n=10, status="over", reason="loop lag p99 over 1000 ms")]
+    reason = density._skip_reason(_cfg(), runs, "thread", 25, time.monotonic())
+    assert reason == "thread stopped at N=10: loop lag p99 over 1000 ms"
+    assert density._skip_reason(_cfg(), runs, "coroutine", 25, time.monotonic()) is None
+
+
+def test_a_mode_stops_when_its_projected_memory_is_over_budget() -> None:
+    runs = [density.Run(mode="process", n=10, idle_pss_mb=800.0, pss_per_call_mb=70.0, seconds=30)]
+    assert density._skip_reason(_cfg(), runs, "process", 25, time.monotonic()) is None
+    reason = density._skip_reason(_cfg(), runs, "process", 50, time.monotonic())
+    assert reason is not None and "projected PSS 4300 MB" in reason
+
+
+def test_the_time_budget_skips_what_would_not_finish() -> None:
+    runs = [density.Run(mode="coroutine", n=10, seconds=100.0)]
+    started = time.monotonic() - 400
+    reason = density._skip_reason(_cfg(), runs, "coroutine", 25, started)
+    assert reason is not None and reason.startswith("time budget")
+
+
+def test_a_failed_call_is_explained_from_the_worker_log(tmp_path: Path) -> None:
+    log = tmp_path / "worker.log"
+    log.write_text(
+        "06:40:00 INFO    openrtc.call: call AJ_other uses simulated media\n"
+        "06:40:00 ERROR   openrtc.call: call AJ_abc failed: CallFailed: timed out after 30 s\n"
+    )
+    assert density._logged_failure(log, "AJ_abc") == "CallFailed: timed out after 30 s"
+    assert density._logged_failure(log, "AJ_none") == ""
+    assert density._logged_failure(tmp_path / "missing.log", "AJ_abc") == ""

@@ -1,0 +1,221 @@
+"""docs/benchmarks.md generation: tables, verdict lines, and the whole page from JSON."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import report
+
+MACHINE = {
+    "cpu": "Test CPU 3000",
+    "cores": 2,
+    "ram_gb": 24.0,
+    "python": "3.11.7",
+    "livekit_agents": "1.8.9",
+    "openrtc": {"commit": "abc1234", "src_files_changed_since_commit": ["src/x.py"]},
+    "load_avg_at_start": [0.5, 0.4, 0.3],
+}
+
+
+def _run(mode: str, n: int, **kw: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "mode": mode,
+        "n": n,
+        "status": "held",
+        "reason": "",
+        "idle_pss_mb": 350.0,
+        "pss_mb": 400.0,
+        "pss_per_call_mb": 2.0,
+        "cpu_pct": 50.0,
+        "cpu_per_call_pct": 2.0,
+        "loop_lag_p50_ms": 1.0,
+        "loop_lag_p99_ms": 10.0,
+        "vad_frames_pushed": 1000,
+        "vad_missed_pct": 0.0,
+        "mic_missed_pct": 0.0,
+    }
+    base.update(kw)
+    return base
+
+
+DENSITY = {
+    "benchmark": "density",
+    "date": "2026-11-27T06:00:00+00:00",
+    "machine": MACHINE,
+    "command": "PYTHONPATH=src .venv/bin/python bench/density.py",
+    "duration_s": 800.0,
+    "config": {"window_s": 15.0, "modes": ["coroutine", "process"], "worker_args": []},
+    "definitions": {"pss_mb": "PSS summed over the tree"},
+    "runs": [
+        _run("coroutine", 25, pss_mb=450.0, other_cpu_pct=12.0),
+        _run("process", 25, pss_mb=3000.0, pss_per_call_mb=60.0),
+        _run("coroutine", 50, loop_lag_p99_ms=150.0, vad_missed_pct=3.5, status="held"),
+        _run("process", 50, status="skipped", reason="process stopped at N=25: | pipes |"),
+    ],
+}
+
+ADMISSION = {
+    "benchmark": "admission",
+    "date": "2026-11-27T06:10:00+00:00",
+    "machine": MACHINE,
+    "command": "PYTHONPATH=src .venv/bin/python bench/admission.py",
+    "duration_s": 120.0,
+    "other_cpu_pct": 3.0,
+    "summary": {"bursts_run": 2, "bursts_exact": 2, "answer_p50_ms": 1.0, "answer_p99_ms": 3.0},
+    "rows": [
+        {
+            "cap": 5,
+            "burst": 20,
+            "repetitions": 2,
+            "expected": 5,
+            "admitted": [5, 5],
+            "exact_every_time": True,
+            "offers": 40,
+            "answer_p50_ms": 1.0,
+            "answer_p99_ms": 3.0,
+            "answer_max_ms": 4.0,
+        }
+    ],
+}
+
+DEPLOY = {
+    "benchmark": "deploy",
+    "date": "2026-11-27T06:20:00+00:00",
+    "machine": MACHINE,
+    "command": "PYTHONPATH=src .venv/bin/python bench/deploy.py",
+    "duration_s": 200.0,
+    "config": {"workers_per_version": 2, "calls_per_deploy": 40, "call_rate_per_s": 4.0},
+    "summary": {
+        "deploys": 10,
+        "old_workers": 20,
+        "sigterm_to_full_p50_ms": 20.0,
+        "sigterm_to_full_p99_ms": 60.0,
+        "sigterm_to_full_max_ms": 61.0,
+        "last_call_end_to_exit_p50_ms": 250.0,
+        "last_call_end_to_exit_p99_ms": 700.0,
+        "last_call_end_to_exit_max_ms": 710.0,
+        "calls_placed": 400,
+        "calls_completed": 400,
+        "calls_dropped": 0,
+        "calls_unserved": 0,
+        "calls_failed": 0,
+        "nonzero_exits": 0,
+    },
+    "deploys": [
+        {
+            "deploy": 1,
+            "ok": True,
+            "calls_placed": 40,
+            "calls_completed": 40,
+            "calls_failed": 0,
+            "calls_dropped": 0,
+            "calls_unserved": 0,
+            "sigterm_to_full_ms": {"v1-1": 20.0, "v1-2": None},
+            "last_call_end_to_exit_ms": {"v1-1": 250.0, "v1-2": 700.0},
+            "exit_codes": {"v1-1": 0, "v1-2": 0},
+        }
+    ],
+}
+
+
+def test_markdown_table_escapes_pipes_and_formats_cells() -> None:
+    text = report.markdown_table(["a", "b|c"], [[1.25, None], [True, "x|y"]])
+    lines = text.splitlines()
+    assert lines[0] == "| a | b\\|c |"
+    assert lines[1] == "| --- | --- |"
+    assert lines[2] == "| 1.2 | n/a |"
+    assert lines[3] == "| yes | x\\|y |"
+
+
+def test_markdown_table_refuses_a_ragged_row() -> None:
+    with pytest.raises(ValueError, match="2 columns"):
+        report.markdown_table(["a", "b"], [[1]])
+
+
+def test_pss_ratio_verdict_follows_the_numbers() -> None:
+    met = report.density_verdicts(DENSITY)[0]
+    assert met.met is True
+    assert "6.7x" in met.detail  # 3000 / 450
+    low = copy.deepcopy(DENSITY)
+    low["runs"][1]["pss_mb"] = 1800.0
+    missed = report.density_verdicts(low)[0]
+    assert missed.met is False
+    assert "4.0x" in missed.detail
+    assert "idle worker" in missed.detail
+
+
+def test_lag_and_vad_verdict_says_what_was_missed() -> None:
+    verdict = report.density_verdicts(DENSITY)[1]
+    assert verdict.met is False
+    assert "<= 150 ms" in verdict.detail
+    assert "3.50%" in verdict.detail
+    assert verdict.line().startswith("- **MISSED**")
+
+
+def test_a_target_that_was_not_run_is_not_called_met() -> None:
+    no_runs = dict(DENSITY, runs=[])
+    assert [v.met for v in report.density_verdicts(no_runs)] == [None, None]
+    assert report.density_verdicts(no_runs)[0].line().startswith("- **NOT MEASURED**")
+
+
+def test_admission_verdicts_name_an_inexact_burst() -> None:
+    assert [v.met for v in report.admission_verdicts(ADMISSION)] == [True, True]
+    bad = copy.deepcopy(ADMISSION)
+    bad["rows"][0]["exact_every_time"] = False
+    bad["rows"][0]["admitted"] = [5, 6]
+    bad["summary"]["answer_p99_ms"] = 12.0
+    exact, latency = report.admission_verdicts(bad)
+    assert exact.met is False and "cap 5 burst 20: [5, 6]" in exact.detail
+    assert latency.met is False and "12.00 ms" in latency.detail
+
+
+def test_deploy_verdicts_and_too_few_deploys() -> None:
+    full, tail, dropped = report.deploy_verdicts(DEPLOY)
+    assert full.met is True
+    assert tail.met is False and "700.0" in tail.detail
+    assert dropped.met is True
+    few = copy.deepcopy(DEPLOY)
+    few["summary"]["deploys"] = 3
+    assert report.deploy_verdicts(few)[2].met is False
+    assert "only 3 of 10" in report.deploy_verdicts(few)[2].detail
+
+
+def test_the_page_is_generated_from_the_json_files(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    results.mkdir()
+    for name, data in (("density", DENSITY), ("admission", ADMISSION), ("deploy", DEPLOY)):
+        (results / f"{name}.json").write_text(json.dumps(data))
+    (results / "density-quick.json").write_text("not json: never read")
+    out = tmp_path / "benchmarks.md"
+    report.main(["--results", str(results), "--out", str(out)])
+    page = out.read_text()
+    assert page.startswith("# Benchmarks")
+    for section in ("## Density", "## Admission", "## Deploy"):
+        assert section in page
+    assert "`PYTHONPATH=src .venv/bin/python bench/deploy.py`" in page
+    assert "Test CPU 3000, 2 cores" in page
+    assert "abc1234 plus uncommitted changes to 1 src files" in page
+    assert "2026-11-27T06:10:00+00:00" in page
+    assert "process stopped at N=25: \\| pipes \\|" in page
+    assert "other processes on the machine during the run: 3% of a core" in page
+    assert "during the busiest steady window: 12% of a core" in page
+    glance = page.split("## Density")[0]
+    assert glance.count("**MET**") == 5 and glance.count("**MISSED**") == 2
+
+
+def test_a_missing_result_says_how_to_produce_it(tmp_path: Path) -> None:
+    (tmp_path / "admission.json").write_text(json.dumps(ADMISSION))
+    page = report.render(report.load(tmp_path))
+    assert "No results: run `bench/density.py`" in page
+    assert "No results: run `bench/deploy.py`" in page
+    assert "## Admission" in page
+
+
+def test_vad_implementation_names() -> None:
+    assert report.vad_impl({"livekit.plugins.silero.vad.VAD": 4}) == "stock Silero"
+    assert report.vad_impl({"openrtc.vad.shared.SessionVAD": 4}) == "openrtc batched (SessionVAD)"
+    assert report.vad_impl({}) == "n/a"

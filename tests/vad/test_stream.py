@@ -1,0 +1,121 @@
+"""SharedVAD streams behave as livekit's VADStream contract says, with no task per stream."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import numpy as np
+import pytest
+from livekit.agents.metrics import VADMetrics
+from livekit.agents.vad import VAD, VADEventType, VADStream
+from livekit.plugins import silero
+from livekit.plugins.silero import onnx_model
+
+from openrtc.vad import SharedVAD
+
+from .signals import boundaries, clip, frames, run_stream, signals, silence
+
+
+@pytest.fixture(scope="module")
+def stock() -> Any:
+    return silero.VAD.load()
+
+
+@pytest.fixture
+def shared(stock: Any) -> SharedVAD:
+    return SharedVAD.from_silero(stock)
+
+
+def _batcher_tasks() -> list[asyncio.Task[Any]]:
+    return [t for t in asyncio.all_tasks() if t.get_name() == "openrtc.vad_batcher"]
+
+
+async def test_it_is_a_livekit_vad_with_silero_options(shared: SharedVAD, stock: Any) -> None:
+    assert isinstance(shared, VAD)
+    assert shared.capabilities.update_interval == stock.capabilities.update_interval
+    assert shared.min_silence_duration == stock.min_silence_duration == 0.55
+    stream = shared.stream()
+    assert isinstance(stream, VADStream)
+    await stream.aclose()
+
+
+async def test_end_input_ends_the_events_and_input_is_then_refused(shared: SharedVAD) -> None:
+    stream = shared.stream()
+    for frame in frames(np.concatenate([silence(0.2), clip(0), silence(0.8)])):
+        stream.push_frame(frame)
+    stream.end_input()
+    events = [ev async for ev in stream]
+    assert [t for t, _ in boundaries(events)] == ["start_of_speech", "end_of_speech"]
+    with pytest.raises(RuntimeError, match="input ended"):
+        stream.push_frame(next(frames(silence(0.02))))
+    await stream.aclose()
+
+
+async def test_aclose_stops_a_waiting_consumer_and_the_batcher_task(shared: SharedVAD) -> None:
+    stream = shared.stream()
+    consumer = asyncio.create_task(anext(stream, None))
+    stream.push_frame(next(frames(silence(0.02))))
+    await asyncio.sleep(0.05)
+    assert _batcher_tasks(), "a batcher runs while a stream is open"
+    await stream.aclose()
+    assert await asyncio.wait_for(consumer, 1) is None
+    with pytest.raises(RuntimeError, match="closed"):
+        stream.push_frame(next(frames(silence(0.02))))
+    await asyncio.sleep(0.05)
+    assert not _batcher_tasks(), "no stream left: the batcher task ended"
+
+
+async def test_each_session_view_hears_only_its_own_streams_metrics(shared: SharedVAD) -> None:
+    mine, theirs = shared.for_session(), shared.for_session()
+    heard: dict[str, list[VADMetrics]] = {"mine": [], "theirs": []}
+    mine.on("metrics_collected", heard["mine"].append)
+    theirs.on("metrics_collected", heard["theirs"].append)
+    events = await run_stream(mine, silence(32 * 2 * 0.032 + 0.01))
+    assert sum(ev.type is VADEventType.INFERENCE_DONE for ev in events) == 64
+    assert [m.inference_count for m in heard["mine"]] == [32, 32]
+    assert heard["theirs"] == []
+    assert all(m.label == mine._label and m.inference_duration_total >= 0 for m in heard["mine"])
+
+
+async def test_update_options_changes_decisions_as_on_stock(stock: Any) -> None:
+    samples = signals()["clips_with_gaps"]
+    plain = SharedVAD.from_silero(stock)
+    tuned = plain.for_session()
+    tuned.update_options(min_silence_duration=0.2)
+    assert plain.min_silence_duration == 0.55 and tuned.min_silence_duration == 0.2
+    reference = silero.VAD.load(min_silence_duration=0.2)
+    got = boundaries(await run_stream(tuned, samples))
+    assert got == boundaries(await run_stream(reference, samples))
+    assert len(got) > len(boundaries(await run_stream(plain, samples))), "gaps now end speech"
+
+
+async def test_a_model_failure_reaches_the_consumer() -> None:
+    real = onnx_model.new_inference_session(True)
+
+    class Failing:
+        calls = 0
+
+        def run(self, names: Any, feeds: dict[str, Any]) -> Any:
+            Failing.calls += 1
+            if Failing.calls > 20:  # after the load-time batching check
+                raise RuntimeError("onnx exploded")
+            return real.run(names, feeds)
+
+    vad = SharedVAD(Failing())
+    stream = vad.stream()
+    for frame in frames(silence(0.5)):
+        stream.push_frame(frame)
+    with pytest.raises(RuntimeError, match="onnx exploded"):
+        async for _ in stream:
+            pass
+    await stream.aclose()
+
+
+def test_bad_options_are_refused_with_a_hint() -> None:
+    with pytest.raises(ValueError, match="8000 or 16000"):
+        SharedVAD.load(sample_rate=44100)
+    with pytest.raises(ValueError, match="deactivation_threshold"):
+        SharedVAD.load(deactivation_threshold=0)
+    with pytest.raises(TypeError, match="SharedVAD.load"):
+        SharedVAD.from_silero(object())
