@@ -114,6 +114,7 @@ def start(
     memory_limit_mb: po.MemoryLimit = None,
     consecutive_failure_limit: po.FailureLimit = None,
     slow_call_threshold_ms: po.SlowCall = None,
+    shared_vad: po.SharedVad = None,
     log_level: LogLevel = "INFO",
     log_format: LogFormat = "text",
 ) -> None:
@@ -163,6 +164,7 @@ def start(
         memory_limit_mb=memory_limit_mb,
         consecutive_failure_limit=consecutive_failure_limit,
         slow_call_threshold_ms=slow_call_threshold_ms,
+        shared_vad=shared_vad,
     )
     code = _run_worker(flags, agents_dir, url=url, api_key=api_key, api_secret=secret)
     raise typer.Exit(code)
