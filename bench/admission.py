@@ -13,7 +13,7 @@ the worker refuses is not taken later. Per burst:
 
 Then the admitted calls are hung up and the worker is back to idle before the next burst.
 
-    PYTHONPATH=src .venv/bin/python bench/admission.py            # ~3 min
+    PYTHONPATH=src .venv/bin/python bench/admission.py            # ~3.5 min
     PYTHONPATH=src .venv/bin/python bench/admission.py --quick    # one cap, one burst
 """
 

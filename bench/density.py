@@ -22,7 +22,7 @@ A mode stops growing when it no longer fits: the worker dies or stops answering,
 fail or cannot all be held live, loop lag p99 exceeds 1 s, or the memory or time budget
 would be exceeded. The table says which, and why.
 
-    PYTHONPATH=src .venv/bin/python bench/density.py            # full run, ~15 min
+    PYTHONPATH=src .venv/bin/python bench/density.py            # full run, ~8 min
     PYTHONPATH=src .venv/bin/python bench/density.py --quick    # N=5, ~2 min
 """
 

@@ -10,7 +10,7 @@ Per old worker: SIGTERM -> the server records WS_FULL (ms), and the worker's las
 ending -> its process exiting (ms). Per deploy: calls placed, completed, failed, dropped
 (lost with a worker that vanished), unserved (no worker took them in time).
 
-    PYTHONPATH=src .venv/bin/python bench/deploy.py            # 10 deploys, ~4 min
+    PYTHONPATH=src .venv/bin/python bench/deploy.py            # 10 deploys, ~3 min
     PYTHONPATH=src .venv/bin/python bench/deploy.py --quick    # 1 deploy
 """
 

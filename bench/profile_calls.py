@@ -8,15 +8,19 @@ real AgentSessions with the Silero VAD and the end-of-turn model hearing real-ti
     # where the CPU goes (py-spy is not a project dependency; install it by hand first):
     .venv/bin/pip install py-spy
     PYTHONPATH=src .venv/bin/python bench/profile_calls.py --profile --calls 25 \
-        --shared-vad off --out bench/results/profile-off.txt
+        --shared-vad off
 
     # CPU per call and VAD keep-up for several N, shared VAD on and off:
     PYTHONPATH=src .venv/bin/python bench/profile_calls.py --measure \
-        --calls 25,50,75,100 --shared-vad on,off
+        --calls 25,50,75,90,100 --shared-vad on,off
 
-`--measure` prints a table and writes bench/results/cpu.json (machine and date included).
-The simulated caller's microphone runs inside the worker (it is part of every call); the
-profile reports its share separately so it can be told apart from the worker's own work.
+`--measure` prints a line per run and writes bench/results/cpu.json (machine, date and
+command included). `--profile` attaches py-spy to the worker for the window and splits
+the worker's CPU (per-thread OS accounting) into components by its samples, in cores,
+% of a core per call and microseconds per 10 ms of call audio. Every run first waits for
+the rest of the machine to go quiet and is retried when other processes took more than
+0.25 cores during its window. The simulated caller's microphone runs inside the worker
+(it is part of every call); its share is reported on its own line.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import platform
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -40,6 +45,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
+SCRATCH = Path(tempfile.gettempdir()) / "openrtc-profile-calls"
+"""Per-run worker stats and logs, and py-spy's raw stacks unless --out says otherwise."""
 STATS_INTERVAL = 1.0
 LAG_TICK = 0.02
 VAD_WINDOW_S = 512 / 16000
@@ -265,6 +272,8 @@ def _summarize(
     pauses = [p for line in inside[1:] for p in line.get("gc", [])]
     full = [d for g, d in pauses if g == 2]
     extra = {k: v for k, v in last.items() if k not in skip}
+    if "worst_delay_ms" in last:  # the batcher reports the worst since its last report
+        extra["worst_delay_ms"] = max(line["worst_delay_ms"] for line in inside[1:])
     extra["gc"] = {
         "collections": len(pauses),
         "gc_cores": round(sum(d for _, d in pauses) / span, 4),
@@ -299,6 +308,13 @@ def _machine_busy() -> float:
 
     t = psutil.cpu_times()
     return float(sum(t) - t.idle - getattr(t, "iowait", 0.0))
+
+
+def _steal() -> float:
+    """CPU seconds the hypervisor gave to other guests while this one wanted to run."""
+    import psutil
+
+    return float(getattr(psutil.cpu_times(), "steal", 0.0))
 
 
 def _script(seconds: float) -> dict[str, Any]:
@@ -341,8 +357,8 @@ async def _run(
     """One worker, `calls` live audio calls; stats over `window` s after `warmup` s."""
     from openrtc.devserver import DispatchServer
 
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stats = RESULTS / f"stats-{calls}-{'on' if shared else 'off'}.jsonl"
+    SCRATCH.mkdir(parents=True, exist_ok=True)
+    stats = SCRATCH / f"stats-{calls}-{'on' if shared else 'off'}.jsonl"
     stats.unlink(missing_ok=True)
     async with DispatchServer(dispatch_deadline=30.0, offer_timeout=5.0) as dev:
         env = dict(os.environ)
@@ -364,7 +380,7 @@ async def _run(
             for job in jobs:
                 await dev.wait_job(job.id, {"running", "success", "failed"}, timeout=60)
             await asyncio.sleep(warmup)
-            busy0 = _machine_busy()
+            busy0, steal0 = _machine_busy(), _steal()
             t0 = time.time()
             if during is not None:
                 await asyncio.to_thread(during, proc.pid, window)
@@ -375,6 +391,7 @@ async def _run(
             busy = (_machine_busy() - busy0) / (t1 - t0)
             result = _summarize(calls, shared, _read_stats(stats), t0, t1)
             result.extra["other_load_cores"] = round(max(0.0, busy - result.cpu_cores), 3)
+            result.extra["steal_cores"] = round((_steal() - steal0) / (t1 - t0), 3)
             failed = [j.id for j in jobs if dev.job(j.id).state.value == "failed"]
             result.extra["failed_calls"] = len(failed)
             for job in jobs:
@@ -468,8 +485,8 @@ def attribute(result: RunResult, folded: dict[str, Counter[str]]) -> dict[str, f
 def _profile(args: argparse.Namespace) -> None:
     calls = int(args.calls.split(",")[0])
     shared = args.shared_vad.split(",")[0] == "on"
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    raw = Path(args.out) if args.out else RESULTS / f"profile-{calls}-{args.shared_vad}.txt"
+    SCRATCH.mkdir(parents=True, exist_ok=True)
+    raw = Path(args.out) if args.out else SCRATCH / f"profile-{calls}-{args.shared_vad}.txt"
 
     def spy(pid: int, window: float) -> None:
         subprocess.run(
@@ -535,7 +552,8 @@ def _line(r: RunResult) -> str:
         f"loop lag p50 {r.loop_lag_p50_ms:.1f} ms p99 {r.loop_lag_p99_ms:.1f} ms "
         f"max {r.loop_lag_max_ms:.0f} ms, live {r.live_calls}, "
         f"failed {r.extra.get('failed_calls', 0)}, "
-        f"rest of machine {r.extra.get('other_load_cores', 0):.2f} cores "
+        f"rest of machine {r.extra.get('other_load_cores', 0):.2f} cores, "
+        f"steal {r.extra.get('steal_cores', 0):.2f} "
         f"-> {'keeps up' if r.keeps_up else 'BEHIND'}"
     )
 
@@ -609,6 +627,7 @@ def _measure(args: argparse.Namespace) -> None:
         },
         "runs": [asdict(r) | {"keeps_up": r.keeps_up} for r in runs],
     }
+    RESULTS.mkdir(parents=True, exist_ok=True)
     path = Path(args.json) if args.json else RESULTS / "cpu.json"
     path.write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {path}")

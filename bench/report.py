@@ -252,8 +252,9 @@ def density_section(result: dict[str, Any]) -> str:
 
 
 def _num(value: Any, digits: int) -> Any:
-    if isinstance(value, float) and math.isfinite(value):
-        return round(value) if digits == 0 else round(value, digits)
+    """A number shown with exactly `digits` decimals (other values go to `cell` as they are)."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return f"{value:.{digits}f}"
     return value
 
 

@@ -17,8 +17,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from .framing import Window
 from .model import I16, BatchModel
 
@@ -33,6 +31,8 @@ WARN_EVERY_S = 10.0
 
 
 class VADBatcher:
+    """Serves every `BatchedVADStream` of one event loop; its task runs while any is open."""
+
     def __init__(self, model: BatchModel, *, interval: float) -> None:
         self.model = model
         self.interval = interval
@@ -194,7 +194,7 @@ class _Round:
     ) -> None:
         """siblings: rows already in this round from streams of the same VAD view."""
         for row in siblings:
-            if np.array_equal(window.samples, self.windows[row]) and model.same_state(
+            if window.samples.tobytes() == self.windows[row].tobytes() and model.same_state(
                 slot, self.slots[row]
             ):
                 self.twins.append((slot, row))

@@ -83,9 +83,10 @@ class BatchModel:
 
     def same_state(self, a: int, b: int) -> bool:
         """Whether two slots would answer the same window identically."""
+        # byte comparison: several times cheaper than np.array_equal on arrays this small
         return bool(
-            np.array_equal(self._context[a], self._context[b])
-            and np.array_equal(self._state[:, a, :], self._state[:, b, :])
+            self._context[a].tobytes() == self._context[b].tobytes()
+            and self._state[:, a, :].tobytes() == self._state[:, b, :].tobytes()
         )
 
     def run(
