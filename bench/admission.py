@@ -33,8 +33,10 @@ from benchkit import (
     command_line,
     machine_info,
     now_iso,
+    own_cpu_seconds,
     percentile,
     pin_source,
+    system_busy_seconds,
     write_result,
 )
 from rich.console import Console
@@ -46,6 +48,9 @@ AGENTS = ("sales", "support", "booking")
 DEADLINE_S = 3.0
 HOLD_S = 30.0
 LONE_OFFERS = 10
+OTHER_LOAD_LIMIT = 25.0
+"""% of a core used by other processes during a burst past which it is taken again."""
+MAX_TRIES = 3
 console = Console()
 
 
@@ -64,6 +69,9 @@ class Burst:
     p50_ms: float | None = None
     p99_ms: float | None = None
     max_ms: float | None = None
+    other_cpu_pct: float | None = None
+    """CPU other processes used during the burst (measured from the dispatch to the end)."""
+    tries: int = 1
 
 
 async def _until_idle(srv: DispatchServer, worker: Worker, timeout: float = 30.0) -> None:
@@ -82,8 +90,28 @@ async def _until_idle(srv: DispatchServer, worker: Worker, timeout: float = 30.0
     raise TimeoutError(f"the worker did not return to idle in {timeout:.0f}s")
 
 
+async def quiet_burst(srv: DispatchServer, worker: Worker, cap: int, size: int, rep: int) -> Burst:
+    """A burst; taken again (at most MAX_TRIES) when other processes disturbed it."""
+    best: Burst | None = None
+    for attempt in range(1, MAX_TRIES + 1):
+        await _until_idle(srv, worker)
+        busy0, own0, w0 = system_busy_seconds(), own_cpu_seconds(), worker.cpu_seconds()
+        t0 = time.monotonic()
+        b = await burst(srv, worker, cap, size, rep)
+        seconds = time.monotonic() - t0
+        other = (system_busy_seconds() - busy0) - (own_cpu_seconds() - own0)
+        other -= worker.cpu_seconds() - w0
+        b.other_cpu_pct = round(max(0.0, 100 * other / seconds), 1)
+        b.tries = attempt
+        if best is None or b.other_cpu_pct < (best.other_cpu_pct or 0):
+            best = b
+        if b.other_cpu_pct <= OTHER_LOAD_LIMIT or not b.exact:
+            return b if not b.exact else best
+    assert best is not None
+    return best
+
+
 async def burst(srv: DispatchServer, worker: Worker, cap: int, size: int, rep: int) -> Burst:
-    await _until_idle(srv, worker)
     script = {"turns": ["hello"], "mode": "text", "pause_s": 0.0, "hold_s": HOLD_S}
     jobs = await asyncio.gather(
         *(
@@ -169,7 +197,7 @@ async def run_cap(
             lone += await lone_offers(srv, worker, LONE_OFFERS)
             for size in bursts:
                 for rep in range(1, reps + 1):
-                    b = await burst(srv, worker, cap, size, rep)
+                    b = await quiet_burst(srv, worker, cap, size, rep)
                     out.append(b)
                     mark = "[green]exact" if b.exact else "[red]NOT EXACT"
                     console.print(
@@ -261,6 +289,9 @@ async def main_async(
             "dispatch_deadline_s": DEADLINE_S,
             "call": "text-mode simulated call holding the line",
             "isolation": "coroutine",
+            "retry": f"a burst during which other processes used more than "
+            f"{OTHER_LOAD_LIMIT:g}% of a core is taken again (at most {MAX_TRIES} tries), and "
+            "the least disturbed one is kept; a burst that is not exact is always kept",
         },
         "summary": {
             "bursts_run": len(all_bursts),
