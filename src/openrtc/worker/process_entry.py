@@ -41,6 +41,7 @@ class PoolBlueprint:
     defaults: dict[str, Any]
     deployment_version: str
     prewarm_models: bool
+    shared_vad: bool
 
 
 def blueprint_of(pool: AgentPool) -> PoolBlueprint:
@@ -68,6 +69,7 @@ def blueprint_of(pool: AgentPool) -> PoolBlueprint:
         },
         deployment_version=pool.deployment_version,
         prewarm_models=pool.prewarm_models,
+        shared_vad=pool.shared_vad,
     )
     try:
         pickle.dumps(blueprint)
@@ -96,6 +98,7 @@ def _build(blueprint: PoolBlueprint) -> AgentPool:
     pool = AgentPool(
         deployment_version=blueprint.deployment_version,
         prewarm_models=blueprint.prewarm_models,
+        shared_vad=blueprint.shared_vad,
         **blueprint.defaults,
     )
     for a in blueprint.agents:
