@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from livekit.agents.utils import is_given
+
 SAMPLE_RATES = (8000, 16000)
 
 
@@ -33,6 +35,14 @@ class VADOptions:
             raise ValueError(
                 f"deactivation_threshold must be greater than 0, got {self.deactivation_threshold}."
             )
+
+    def apply(self, **given: object) -> float:
+        """Set the options that were given (not NOT_GIVEN); returns max_buffered_speech before."""
+        before = self.max_buffered_speech
+        for name, value in given.items():
+            if is_given(value):
+                setattr(self, name, value)
+        return before
 
     @property
     def exit_threshold(self) -> float:

@@ -20,7 +20,6 @@ from livekit import rtc
 from livekit.agents.metrics import VADMetrics
 from livekit.agents.metrics.base import Metadata
 from livekit.agents.types import NOT_GIVEN, NotGivenOr
-from livekit.agents.utils import is_given
 from livekit.agents.vad import VADEvent, VADEventType, VADStream
 
 from .detector import SpeechDetector
@@ -107,17 +106,14 @@ class BatchedVADStream(VADStream):
         deactivation_threshold: NotGivenOr[float] = NOT_GIVEN,
     ) -> None:
         """Change thresholds and durations, as `silero.VADStream.update_options` does."""
-        before = self._opts.max_buffered_speech
-        for name, value in (
-            ("min_speech_duration", min_speech_duration),
-            ("min_silence_duration", min_silence_duration),
-            ("prefix_padding_duration", prefix_padding_duration),
-            ("max_buffered_speech", max_buffered_speech),
-            ("activation_threshold", activation_threshold),
-            ("deactivation_threshold", deactivation_threshold),
-        ):
-            if is_given(value):
-                setattr(self._opts, name, value)
+        before = self._opts.apply(
+            min_speech_duration=min_speech_duration,
+            min_silence_duration=min_silence_duration,
+            prefix_padding_duration=prefix_padding_duration,
+            max_buffered_speech=max_buffered_speech,
+            activation_threshold=activation_threshold,
+            deactivation_threshold=deactivation_threshold,
+        )
         self.options_changed(before)
 
     def options_changed(self, max_buffered_before: float) -> None:

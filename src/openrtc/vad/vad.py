@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from livekit.agents.types import NOT_GIVEN, NotGivenOr
-from livekit.agents.utils import is_given
 from livekit.agents.vad import VAD, VADCapabilities
 
 from .batcher import VADBatcher
@@ -164,16 +163,13 @@ class SharedVAD(VAD):
         deactivation_threshold: NotGivenOr[float] = NOT_GIVEN,
     ) -> None:
         """Change options for this VAD and its open streams, as `silero.VAD` does."""
-        before = self.options.max_buffered_speech
-        for name, value in (
-            ("min_speech_duration", min_speech_duration),
-            ("min_silence_duration", min_silence_duration),
-            ("prefix_padding_duration", prefix_padding_duration),
-            ("max_buffered_speech", max_buffered_speech),
-            ("activation_threshold", activation_threshold),
-            ("deactivation_threshold", deactivation_threshold),
-        ):
-            if is_given(value):
-                setattr(self.options, name, value)
+        before = self.options.apply(
+            min_speech_duration=min_speech_duration,
+            min_silence_duration=min_silence_duration,
+            prefix_padding_duration=prefix_padding_duration,
+            max_buffered_speech=max_buffered_speech,
+            activation_threshold=activation_threshold,
+            deactivation_threshold=deactivation_threshold,
+        )
         for stream in list(self._streams):
             stream.options_changed(before)
