@@ -53,7 +53,11 @@ async def test_top_and_fleet_read_two_live_workers(devserver: DispatchServer) ->
         assert a.lifespan.ops is not None and b.lifespan.ops is not None
         for _ in range(3):
             await devserver.dispatch(metadata={"tenant": "acme"}, simulated_call=hold)
-        await wait_until(lambda: v1.admitted + v2.admitted == 3)
+        await wait_until(
+            lambda: (
+                v1.runtime_snapshot().active_sessions + v2.runtime_snapshot().active_sessions == 3
+            )
+        )
         code, out, err = await cli("top", a.lifespan.ops.url, "--once", "--json")
         assert code == 0, err
         top = json.loads(out)
