@@ -49,32 +49,36 @@ async def cli(*args: str) -> tuple[int, str, str]:
 async def test_top_and_fleet_read_two_live_workers(devserver: DispatchServer) -> None:
     v1, v2 = pool_at("v1.0.0", max_concurrent_sessions=1), pool_at("v2.0.0")
     hold = {"turns": ["hi"], "mode": "text", "pause_s": 0.0, "hold_s": 30}
-    async with running(v1, devserver, http_port=0) as a, running(v2, devserver, http_port=0) as b:
-        assert a.lifespan.ops is not None and b.lifespan.ops is not None
-        for _ in range(3):
-            await devserver.dispatch(metadata={"tenant": "acme"}, simulated_call=hold)
-        await wait_until(
-            lambda: (
-                v1.runtime_snapshot().active_sessions + v2.runtime_snapshot().active_sessions == 3
-            )
-        )
-        code, out, err = await cli("top", a.lifespan.ops.url, "--once", "--json")
-        assert code == 0, err
-        top = json.loads(out)
-        assert (top["deployment_version"], top["active_sessions"]) == ("v1.0.0", 1)
-        assert top["sessions"][0]["tenant"] == "acme"
+    async with running(v1, devserver, http_port=0) as a:
+        await devserver.dispatch(metadata={"tenant": "acme"}, simulated_call=hold)
+        await wait_until(lambda: v1.runtime_snapshot().active_sessions == 1)
+        async with running(v2, devserver, http_port=0) as b:
+            assert a.lifespan.ops is not None and b.lifespan.ops is not None
+            for _ in range(2):
+                await devserver.dispatch(metadata={"tenant": "acme"}, simulated_call=hold)
+            await wait_until(lambda: v2.runtime_snapshot().active_sessions == 2)
+            await _read_both(a.lifespan.ops.url, b.lifespan.ops.url)
 
-        code, out, err = await cli("top", b.lifespan.ops.url, "--once")
-        assert code == 0, err
-        assert "v2.0.0" in out and "accepting" in out and "acme" in out
 
-        code, out, err = await cli("fleet", a.lifespan.ops.url, b.lifespan.ops.url, "--json")
-        assert code == 0, err
-        fleet = json.loads(out)
-        by_version = {w["deployment_version"]: w for w in fleet["workers"]}
-        assert by_version["v1.0.0"]["active_sessions"] == 1
-        assert by_version["v2.0.0"]["active_sessions"] == 2
-        assert set(fleet["versions"]) == {"v1.0.0", "v2.0.0"}
+async def _read_both(url_v1: str, url_v2: str) -> None:
+    """v1 (full at one call) and v2 (two calls) as top and fleet see them."""
+    code, out, err = await cli("top", url_v1, "--once", "--json")
+    assert code == 0, err
+    top = json.loads(out)
+    assert (top["deployment_version"], top["active_sessions"]) == ("v1.0.0", 1)
+    assert top["sessions"][0]["tenant"] == "acme"
+
+    code, out, err = await cli("top", url_v2, "--once")
+    assert code == 0, err
+    assert "v2.0.0" in out and "accepting" in out and "acme" in out
+
+    code, out, err = await cli("fleet", url_v1, url_v2, "--json")
+    assert code == 0, err
+    fleet = json.loads(out)
+    by_version = {w["deployment_version"]: w for w in fleet["workers"]}
+    assert by_version["v1.0.0"]["active_sessions"] == 1
+    assert by_version["v2.0.0"]["active_sessions"] == 2
+    assert set(fleet["versions"]) == {"v1.0.0", "v2.0.0"}
 
 
 async def test_metrics_jsonl_records_snapshots_and_each_call(
