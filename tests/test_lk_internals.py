@@ -25,3 +25,28 @@ def test_a_moved_internal_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delattr(_lk.AgentServer, "_get_effective_load")
     with pytest.raises(_lk.UnsupportedLiveKitVersion, match="_get_effective_load is gone"):
         _lk.check_internals()
+
+
+def test_a_moved_silero_attribute_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_lk, "_SILERO_VAD_PRIVATE", ("_onnx_session", "_options_moved"))
+    with pytest.raises(_lk.UnsupportedLiveKitVersion, match="silero.VAD._options_moved is gone"):
+        _lk.check_internals()
+
+
+def test_a_dropped_silero_option_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    fields = (*_lk.SILERO_OPTION_FIELDS, "speech_pad_ms")
+    monkeypatch.setattr(_lk, "SILERO_OPTION_FIELDS", fields)
+    with pytest.raises(_lk.UnsupportedLiveKitVersion, match="_VADOptions.speech_pad_ms is gone"):
+        _lk.check_internals()
+
+
+def test_the_loaded_silero_model_is_reachable() -> None:
+    from livekit.plugins import silero
+
+    vad = silero.VAD.load(min_silence_duration=0.3)
+    found = _lk.silero_model(vad)
+    assert found is not None
+    session, options = found
+    assert session is not None and hasattr(session, "run")
+    assert options["min_silence_duration"] == 0.3
+    assert _lk.silero_model(object()) is None

@@ -1,8 +1,9 @@
 """Every private livekit-agents touch point OpenRTC relies on, in one place.
 
 livekit-agents has no public way to run a job as an asyncio task on the worker's own
-loop, to decide admission exactly when an offer arrives, or to report a cancelled job.
-Those need private names; each one is used only here, behind a version check, and
+loop, to decide admission exactly when an offer arrives, or to report a cancelled job;
+livekit-plugins-silero has none to reach the model a loaded VAD holds. Those need
+private names; each one is used only here, behind a version check, and
 `check_internals()` (run when a worker is built, and by the test suite) fails loudly
 with the name that moved when upstream changes shape.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -95,11 +97,58 @@ def check_internals() -> None:
         problems.append("rtc.Room._info is gone")
     if not hasattr(lk_proto.JobStatus, "JS_CANCELLED"):
         problems.append("JobStatus.JS_CANCELLED is gone")
+    problems.extend(_silero_problems())
     if problems:
         raise UnsupportedLiveKitVersion(
             f"livekit-agents {LK_AGENTS_VERSION} changed internals openrtc relies on: "
             + "; ".join(problems)
         )
+
+
+_SILERO_VAD_PRIVATE = ("_onnx_session", "_opts")
+SILERO_OPTION_FIELDS = (
+    "min_speech_duration",
+    "min_silence_duration",
+    "prefix_padding_duration",
+    "max_buffered_speech",
+    "activation_threshold",
+    "deactivation_threshold",
+    "sample_rate",
+)
+"""The fields of a loaded `silero.VAD`'s options that `silero_model` reads."""
+
+
+def _silero_problems() -> list[str]:
+    from livekit.plugins import silero
+
+    problems = []
+    version = getattr(silero, "__version__", "0.0")
+    if _series(version) != TESTED_SERIES:
+        problems.append(f"livekit-plugins-silero is {version}")
+    init_src = inspect.getsource(silero.VAD.__init__)
+    for attr in _SILERO_VAD_PRIVATE:
+        if f"self.{attr} =" not in init_src:
+            problems.append(f"silero.VAD.{attr} is gone")
+    from livekit.plugins.silero import vad as silero_vad
+
+    fields = {f.name for f in dataclasses.fields(silero_vad._VADOptions)}
+    problems.extend(
+        f"silero _VADOptions.{name} is gone" for name in SILERO_OPTION_FIELDS if name not in fields
+    )
+    return problems
+
+
+def silero_model(vad: Any) -> tuple[Any, dict[str, Any]] | None:
+    """The ONNX session and options of a loaded `silero.VAD`, or None for anything else.
+
+    The plugin has no public accessor for either; reading them lets a batched VAD reuse
+    the model the worker already loaded instead of loading it a second time.
+    """
+    session = getattr(vad, "_onnx_session", None)
+    opts = getattr(vad, "_opts", None)
+    if session is None or opts is None:
+        return None
+    return session, {name: getattr(opts, name) for name in SILERO_OPTION_FIELDS}
 
 
 ExecutorStatus = lk_job_executor.JobStatus

@@ -167,7 +167,7 @@ def import_agent_file(path: Path, *, module_name: str | None = None) -> ModuleTy
 
 
 def failing_line(exc: BaseException, path: Path) -> str:
-    """":N" for the last line of `path` in exc's traceback, or "" when it is not there."""
+    """The suffix ":N" for the last line of `path` in exc's traceback, or "" if it is absent."""
     tb = exc.__traceback__
     line = ""
     while tb is not None:

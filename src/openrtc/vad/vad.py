@@ -20,6 +20,7 @@ from typing import Any
 from livekit.agents.types import NOT_GIVEN, NotGivenOr
 from livekit.agents.vad import VAD, VADCapabilities
 
+from .. import _lk
 from .batcher import VADBatcher
 from .model import BatchModel, check_batching
 from .options import VADOptions
@@ -105,22 +106,14 @@ class SharedVAD(VAD):
     @classmethod
     def from_silero(cls, vad: Any, *, batch_interval: float = DEFAULT_BATCH_INTERVAL) -> SharedVAD:
         """Batch over an already loaded `silero.VAD`: its ONNX session and options, no reload."""
-        session = getattr(vad, "_onnx_session", None)
-        opts = getattr(vad, "_opts", None)
-        if session is None or opts is None:
+        found = _lk.silero_model(vad)
+        if found is None:
             raise TypeError(
                 f"cannot reuse {type(vad).__name__}'s model: expected a livekit-plugins-silero "
                 "VAD; load one with SharedVAD.load() instead."
             )
-        options = VADOptions(
-            min_speech_duration=opts.min_speech_duration,
-            min_silence_duration=opts.min_silence_duration,
-            prefix_padding_duration=opts.prefix_padding_duration,
-            max_buffered_speech=opts.max_buffered_speech,
-            activation_threshold=opts.activation_threshold,
-            deactivation_threshold=opts.deactivation_threshold,
-            sample_rate=opts.sample_rate,
-        )
+        session, fields = found
+        options = VADOptions(**fields)
         return cls(session, options=options, batch_interval=batch_interval)
 
     def for_session(self) -> SharedVAD:
