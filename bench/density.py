@@ -18,11 +18,17 @@ is measured:
   real time"), and caller microphone frames sent more than 200 ms after their real-time
   slot or never sent, over the frames of the window.
 
-A mode stops growing when it no longer fits: the worker dies or stops answering, calls
-fail or cannot all be held live, loop lag p99 exceeds 1 s, or the memory or time budget
-would be exceeded. The table says which, and why.
+Modes: `coroutine` (calls as asyncio tasks, with the shared batched VAD, its default),
+`coroutine-stock-vad` (the same with livekit's per-call Silero streams, `--no-shared-vad`),
+`thread` and `process`. A mode keeps up at N when all N calls are held, loop lag p99 is
+at most 50 ms and under 1% of VAD frames and of caller audio are late; the summary gives,
+per mode, the largest N that kept up and the CPU per call there and at N=25.
 
-    PYTHONPATH=src .venv/bin/python bench/density.py            # full run, ~8 min
+A mode stops growing when it no longer keeps up, or no longer fits: the worker dies or
+stops answering, calls fail or cannot all be held live, loop lag p99 exceeds 1 s, or the
+memory or time budget would be exceeded. The table says which, and why.
+
+    PYTHONPATH=src .venv/bin/python bench/density.py            # full run, ~15 min
     PYTHONPATH=src .venv/bin/python bench/density.py --quick    # N=5, ~2 min
 """
 
@@ -64,6 +70,17 @@ TURNS = (
     "thank you, goodbye",
 )
 LAG_LIMIT_MS = 1000.0
+KEEP_UP_LAG_MS = 50.0
+"""A mode keeps up at N when loop lag p99 is at most this and <1% of frames are late."""
+KEEP_UP_LATE_PCT = 1.0
+MODES: dict[str, list[str]] = {
+    "coroutine": ["--isolation", "coroutine", "--shared-vad"],
+    "coroutine-stock-vad": ["--isolation", "coroutine", "--no-shared-vad"],
+    "thread": ["--isolation", "thread"],
+    "process": ["--isolation", "process"],
+}
+"""What each benchmarked mode runs: coroutine isolation with the shared batched VAD (its
+default) and with livekit's stock per-call Silero streams, then thread and process."""
 OTHER_LOAD_LIMIT = 25.0
 """% of a core used by other processes during a window past which it is measured again."""
 MAX_WINDOWS = 3
@@ -124,6 +141,8 @@ class Run:
     ramp_s: float | None = None
     seconds: float = 0.0
     failed_jobs: dict[str, int] = field(default_factory=dict)
+    kept_up: bool | None = None
+    """See `keeps_up`; None when not run."""
     windows: int = 0
     """Windows measured: another is taken when other processes disturbed one (best kept)."""
 
@@ -236,7 +255,7 @@ async def run_config(cfg: Config, mode: str, n: int) -> Run:
     t_start = time.monotonic()
     async with DispatchServer(dispatch_deadline=cfg.ramp_timeout_s, offer_timeout=10.0) as srv:
         worker = Worker(
-            args=["--isolation", mode, "--deployment-version", "bench", *cfg.worker_args],
+            args=[*MODES[mode], "--deployment-version", "bench", *cfg.worker_args],
             env={
                 "LIVEKIT_URL": srv.ws_url,
                 "LIVEKIT_API_KEY": srv.api_key,
@@ -380,11 +399,45 @@ async def _measure_window(
         )
 
 
+def keeps_up(run: Run) -> bool:
+    """All N calls held, loop lag p99 <= 50 ms, < 1% of VAD frames and caller audio late."""
+    lag, vad, mic = run.loop_lag_p99_ms, run.vad_missed_pct, run.mic_missed_pct
+    return (
+        run.status == "held"
+        and lag is not None
+        and lag <= KEEP_UP_LAG_MS
+        and vad is not None
+        and vad < KEEP_UP_LATE_PCT
+        and (mic or 0.0) < KEEP_UP_LATE_PCT
+    )
+
+
+def summary(runs: list[Run]) -> dict[str, dict[str, Any]]:
+    """Per mode: the largest N that kept up, and CPU per call there and at N=25."""
+    out: dict[str, dict[str, Any]] = {}
+    for mode in dict.fromkeys(r.mode for r in runs):
+        mine = [r for r in runs if r.mode == mode and r.status != "skipped"]
+        kept = [r for r in mine if keeps_up(r)]
+        best = max(kept, key=lambda r: r.n) if kept else None
+        at25 = next((r for r in mine if r.n == 25 and r.cpu_per_call_pct is not None), None)
+        first_miss = next((r for r in mine if not keeps_up(r)), None)
+        out[mode] = {
+            "largest_n_kept_up": best.n if best else None,
+            "cpu_per_call_pct_at_largest": best.cpu_per_call_pct if best else None,
+            "cpu_per_call_pct_at_25": at25.cpu_per_call_pct if at25 else None,
+            "first_n_missed": first_miss.n if first_miss else None,
+            "ns_measured": [r.n for r in mine],
+        }
+    return out
+
+
 def _skip_reason(cfg: Config, runs: list[Run], mode: str, n: int, started: float) -> str | None:
     mine = [r for r in runs if r.mode == mode and r.status != "skipped"]
     if mine and mine[-1].status in ("over", "failed"):
         last = mine[-1]
         return f"{mode} stopped at N={last.n}: {last.reason}"
+    if mine and mine[-1].kept_up is False:
+        return f"{mode} no longer kept up at N={mine[-1].n}: {mine[-1].reason or 'loop lag'}"
     if mine and mine[-1].pss_per_call_mb is not None and mine[-1].idle_pss_mb is not None:
         projected = mine[-1].idle_pss_mb + mine[-1].pss_per_call_mb * n
         if projected > cfg.mem_budget_mb:
@@ -412,14 +465,16 @@ def _fmt(value: float | None, digits: int = 1) -> str:
 
 def table(runs: list[Run]) -> Table:
     t = Table(title="Density: N live audio calls per worker (steady window)")
-    for col in ("mode", "N", "status", "PSS MB", "PSS/call MB", "CPU %", "CPU/call %",
-                "lag p50 ms", "lag p99 ms", "VAD late %", "mic late %", "note"):  # fmt: skip
+    for col in ("mode", "N", "status", "kept up", "PSS MB", "PSS/call MB", "CPU %",
+                "CPU/call %", "lag p50 ms", "lag p99 ms", "VAD late %", "mic late %",
+                "note"):  # fmt: skip
         t.add_column(col)
     for r in runs:
         t.add_row(
             r.mode,
             str(r.n),
             r.status,
+            {None: "-", True: "yes", False: "no"}[r.kept_up],
             _fmt(r.pss_mb, 0),
             _fmt(r.pss_per_call_mb, 1),
             _fmt(r.cpu_pct, 0),
@@ -429,6 +484,22 @@ def table(runs: list[Run]) -> Table:
             _fmt(r.vad_missed_pct, 2),
             _fmt(r.mic_missed_pct, 2),
             r.reason[:80],
+        )
+    return t
+
+
+def summary_table(kept: dict[str, dict[str, Any]]) -> Table:
+    t = Table(title="Largest N that keeps up (lag p99 <= 50 ms, < 1% of audio late)")
+    for col in ("mode", "largest N kept up", "CPU/call % there", "CPU/call % at N=25",
+                "first N missed"):  # fmt: skip
+        t.add_column(col)
+    for mode, k in kept.items():
+        t.add_row(
+            mode,
+            str(k["largest_n_kept_up"] or "none"),
+            _fmt(k["cpu_per_call_pct_at_largest"], 2),
+            _fmt(k["cpu_per_call_pct_at_25"], 2),
+            str(k["first_n_missed"] or "-"),
         )
     return t
 
@@ -446,6 +517,7 @@ async def main_async(cfg: Config) -> dict[str, Any]:
                 continue
             console.print(f"[bold]{mode} N={n}[/] ...")
             run = await run_config(cfg, mode, n)
+            run.kept_up = keeps_up(run)
             runs.append(run)
             console.print(
                 f"  {run.status} in {run.seconds:.0f}s: PSS {_fmt(run.pss_mb, 0)} MB, "
@@ -454,6 +526,8 @@ async def main_async(cfg: Config) -> dict[str, Any]:
             )
     duration = round(time.monotonic() - started, 1)
     console.print(table(runs))
+    kept = summary(runs)
+    console.print(summary_table(kept))
     console.print(f"took {duration:.0f}s")
     busy = [r for r in runs if (r.other_cpu_pct or 0) > 20]
     if busy:
@@ -471,6 +545,7 @@ async def main_async(cfg: Config) -> dict[str, Any]:
         "config": {
             "ns": cfg.ns,
             "modes": cfg.modes,
+            "mode_args": {m: MODES[m] for m in cfg.modes},
             "window_s": cfg.window_s,
             "settle_s": cfg.settle_s,
             "pace_s": cfg.pace_s,
@@ -498,19 +573,24 @@ async def main_async(cfg: Config) -> dict[str, Any]:
             "mic_missed_pct": "caller microphone frames sent > 200 ms after their real-time "
             "slot, or never sent after a stall, over frames due in the window",
         },
+        "summary": kept,
         "runs": [asdict(r) for r in runs],
     }
 
 
 def parse(argv: list[str] | None = None) -> Config:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--n", default="10,25,50,100", help="concurrent calls, comma separated")
-    ap.add_argument("--modes", default="coroutine,thread,process")
+    ap.add_argument("--n", default="10,25,50,75,100", help="concurrent calls, comma separated")
+    ap.add_argument(
+        "--modes",
+        default=",".join(MODES),
+        help="comma separated, from: " + ", ".join(MODES),
+    )
     ap.add_argument("--window", type=float, default=20.0, help="steady window, seconds")
     ap.add_argument("--settle", type=float, default=5.0, help="seconds after all are live")
     ap.add_argument("--pace", type=float, default=0.2, help="seconds between dispatches")
     ap.add_argument("--ramp-timeout", type=float, default=120.0)
-    ap.add_argument("--time-budget", type=float, default=14 * 60.0, help="seconds, whole run")
+    ap.add_argument("--time-budget", type=float, default=20 * 60.0, help="seconds, whole run")
     ap.add_argument(
         "--mem-budget-mb",
         type=float,
@@ -527,14 +607,23 @@ def parse(argv: list[str] | None = None) -> Config:
     ap.add_argument("--quick", action="store_true", help="smoke run: N=5, short window")
     ap.add_argument("--out", default=None, help="result name under bench/results/")
     a = ap.parse_args(argv)
-    ns = [int(x) for x in a.n.split(",") if x.strip()]
+    try:
+        ns = [int(x) for x in a.n.split(",") if x.strip()]
+    except ValueError:
+        ap.error(f"--n takes whole numbers separated by commas, got {a.n!r}")
+    modes = [m.strip() for m in a.modes.split(",") if m.strip()]
+    unknown = [m for m in modes if m not in MODES]
+    if not ns or min(ns) < 1:
+        ap.error(f"--n needs at least one positive number of calls, got {a.n!r}")
+    if unknown or not modes:
+        ap.error(f"--modes takes some of {', '.join(MODES)}; got {a.modes!r}")
     window, settle = a.window, a.settle
     if a.quick:
         ns, window, settle = [5], 6.0, 2.0
     workdir = a.workdir or Path(tempfile.mkdtemp(prefix="openrtc-density-"))
     return Config(
         ns=ns,
-        modes=[m.strip() for m in a.modes.split(",") if m.strip()],
+        modes=modes,
         window_s=window,
         settle_s=settle,
         pace_s=a.pace,

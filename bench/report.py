@@ -27,6 +27,10 @@ ANSWER_P99_TARGET_MS = 5.0
 FULL_P99_TARGET_MS = 100.0
 EXIT_P99_TARGET_MS = 500.0
 DEPLOYS_TARGET = 10
+STOCK_CPU_PER_CALL_PCT = 5.0
+"""CPU per live call of the stock per-call Silero path when the shared VAD was built."""
+CPU_PER_CALL_TARGET_PCT = STOCK_CPU_PER_CALL_PCT / 3
+KEPT_UP_TARGET_N = 75
 
 
 @dataclass(frozen=True)
@@ -174,7 +178,72 @@ def density_verdicts(result: dict[str, Any]) -> list[Verdict]:
     else:
         detail = "not run." if r50 is None else f"{r50['status']}: {r50.get('reason')}"
         out.append(Verdict(target, None if r50 is None else False, detail))
+    return out + shared_vad_verdicts(result)
+
+
+def shared_vad_verdicts(result: dict[str, Any]) -> list[Verdict]:
+    """The CPU-per-call targets: coroutine with the shared VAD, against its stock-VAD twin."""
+    kept = result.get("summary") or {}
+    co, stock = kept.get("coroutine") or {}, kept.get("coroutine-stock-vad") or {}
+    out = []
+    target = (
+        f"coroutine (shared VAD): CPU per live call at N=25 at most "
+        f"{CPU_PER_CALL_TARGET_PCT:.2f}% of a core (a third of ~{STOCK_CPU_PER_CALL_PCT:g}%)"
+    )
+    at25, stock25 = co.get("cpu_per_call_pct_at_25"), stock.get("cpu_per_call_pct_at_25")
+    if at25 is None:
+        out.append(Verdict(target, None, "not run."))
+    else:
+        detail = f"{at25:.2f}% per call"
+        if stock25:
+            detail += (
+                f"; {stock25:.2f}% with the stock per-call Silero streams in the same run "
+                f"({stock25 / at25:.1f}x less)"
+            )
+        out.append(Verdict(target, at25 <= CPU_PER_CALL_TARGET_PCT, detail + "."))
+    target = (
+        f"coroutine (shared VAD): at least {KEPT_UP_TARGET_N} concurrent calls keep up "
+        f"(loop lag p99 <= 50 ms, < 1% of audio late)"
+    )
+    if not co:
+        out.append(Verdict(target, None, "not run."))
+    else:
+        best = co.get("largest_n_kept_up")
+        detail = f"largest N kept up: {best or 'none'} of N = {co.get('ns_measured')}"
+        if co.get("first_n_missed"):
+            detail += f"; first N that missed: {co['first_n_missed']}"
+        if stock:
+            detail += f"; stock per-call VAD: {stock.get('largest_n_kept_up') or 'none'}"
+        out.append(Verdict(target, best is not None and best >= KEPT_UP_TARGET_N, detail + "."))
     return out
+
+
+def keep_up_section(result: dict[str, Any]) -> list[str]:
+    kept = result.get("summary")
+    if not kept:
+        return []
+    rows = [
+        [
+            mode,
+            k.get("largest_n_kept_up") or "none",
+            _num(k.get("cpu_per_call_pct_at_largest"), 2),
+            _num(k.get("cpu_per_call_pct_at_25"), 2),
+            k.get("first_n_missed") or "-",
+        ]
+        for mode, k in kept.items()
+    ]
+    headers = ["mode", "largest N kept up", "CPU/call % there", "CPU/call % at N=25",
+               "first N missed"]  # fmt: skip
+    return [
+        "### Largest N that keeps up",
+        "",
+        "A mode keeps up at N when all N calls are held, loop lag p99 is at most 50 ms and "
+        "under 1% of VAD frames and of caller audio are late. A mode is not run past the "
+        "first N where it does not.",
+        "",
+        markdown_table(headers, rows),
+        "",
+    ]
 
 
 def _bound(value: Any) -> str:
@@ -200,7 +269,7 @@ def vad_impl(kinds: Any) -> str:
 
 
 def density_section(result: dict[str, Any]) -> str:
-    headers = ["mode", "N", "status", "PSS MB", "PSS/call MB", "CPU % of a core",
+    headers = ["mode", "N", "status", "kept up", "PSS MB", "PSS/call MB", "CPU % of a core",
                "CPU/call %", "other load % of a core", "loop lag p50 ms", "loop lag p99 ms",
                "VAD late %", "caller audio late %", "VAD", "note"]  # fmt: skip
     rows = []
@@ -210,6 +279,7 @@ def density_section(result: dict[str, Any]) -> str:
                 r.get("mode"),
                 r.get("n"),
                 r.get("status"),
+                r.get("kept_up"),
                 _num(r.get("pss_mb"), 0),
                 _num(r.get("pss_per_call_mb"), 1),
                 _num(r.get("cpu_pct"), 0),
@@ -232,8 +302,8 @@ def density_section(result: dict[str, Any]) -> str:
         "",
         f"N audio-mode simulated calls per worker (real Silero VAD on real-time 16 kHz speech, "
         f"real end-of-turn model, fake STT/LLM/TTS), all live at once; a "
-        f"{cell(cfg.get('window_s'), 0)} s steady window after all N run. Isolation modes "
-        f"{', '.join(cfg.get('modes', []))}; worker flags {cfg.get('worker_args') or 'none'}.",
+        f"{cell(cfg.get('window_s'), 0)} s steady window after all N run. Modes: "
+        f"{_modes(cfg)}; extra worker flags {cfg.get('worker_args') or 'none'}.",
         "",
         markdown_table(headers, rows),
         "",
@@ -244,11 +314,20 @@ def density_section(result: dict[str, Any]) -> str:
         "`failed`: the worker could not hold N calls; `skipped`: not run, see note.",
         "- loop lag values are upper bounds of histogram buckets.",
         "",
+        *keep_up_section(result),
         "### Verdicts",
         "",
         *[v.line() for v in density_verdicts(result)],
     ]
     return "\n".join(parts)
+
+
+def _modes(cfg: dict[str, Any]) -> str:
+    """Each mode with the worker flags it ran with (when the result records them)."""
+    args = cfg.get("mode_args") or {}
+    return ", ".join(
+        f"{m} (`{' '.join(args[m])}`)" if m in args else str(m) for m in cfg.get("modes", [])
+    )
 
 
 def _num(value: Any, digits: int) -> Any:

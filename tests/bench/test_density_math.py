@@ -135,3 +135,52 @@ def test_a_failed_call_is_explained_from_the_worker_log(tmp_path: Path) -> None:
     assert density._logged_failure(log, "AJ_abc") == "CallFailed: timed out after 30 s"
     assert density._logged_failure(log, "AJ_none") == ""
     assert density._logged_failure(tmp_path / "missing.log", "AJ_abc") == ""
+
+
+def _held(n: int, **kw: object) -> density.Run:
+    base: dict[str, object] = {
+        "mode": "coroutine",
+        "n": n,
+        "loop_lag_p99_ms": 20.0,
+        "vad_missed_pct": 0.0,
+        "mic_missed_pct": 0.0,
+        "cpu_per_call_pct": 1.5,
+    }
+    base.update(kw)
+    return density.Run(**base)  # type: ignore[arg-type]
+
+
+def test_keeping_up_needs_low_lag_and_audio_on_time() -> None:
+    assert density.keeps_up(_held(25))
+    assert density.keeps_up(_held(25, loop_lag_p99_ms=50.0))
+    assert not density.keeps_up(_held(25, loop_lag_p99_ms=75.0))
+    assert not density.keeps_up(_held(25, vad_missed_pct=1.0))
+    assert not density.keeps_up(_held(25, mic_missed_pct=2.0))
+    assert not density.keeps_up(_held(25, vad_missed_pct=None))
+    assert not density.keeps_up(_held(25, status="over"))
+
+
+def test_a_mode_that_no_longer_keeps_up_is_not_grown() -> None:
+    runs = [_held(50, kept_up=False, reason="cannot keep up in real time")]
+    reason = density._skip_reason(_cfg(), runs, "coroutine", 75, time.monotonic())
+    assert reason == "coroutine no longer kept up at N=50: cannot keep up in real time"
+
+
+def test_summary_gives_the_largest_n_kept_up_per_mode() -> None:
+    runs = [
+        _held(25, cpu_per_call_pct=1.6),
+        _held(75, cpu_per_call_pct=1.4),
+        _held(100, vad_missed_pct=3.0),
+        _held(25, mode="thread", loop_lag_p99_ms=150.0, cpu_per_call_pct=5.0),
+        density.Run(mode="thread", n=50, status="skipped"),
+    ]
+    kept = density.summary(runs)
+    assert kept["coroutine"] == {
+        "largest_n_kept_up": 75,
+        "cpu_per_call_pct_at_largest": 1.4,
+        "cpu_per_call_pct_at_25": 1.6,
+        "first_n_missed": 100,
+        "ns_measured": [25, 75, 100],
+    }
+    assert kept["thread"]["largest_n_kept_up"] is None
+    assert kept["thread"]["ns_measured"] == [25]

@@ -158,7 +158,7 @@ def test_lag_and_vad_verdict_says_what_was_missed() -> None:
 
 def test_a_target_that_was_not_run_is_not_called_met() -> None:
     no_runs = dict(DENSITY, runs=[])
-    assert [v.met for v in report.density_verdicts(no_runs)] == [None, None]
+    assert [v.met for v in report.density_verdicts(no_runs)] == [None, None, None, None]
     assert report.density_verdicts(no_runs)[0].line().startswith("- **NOT MEASURED**")
 
 
@@ -219,3 +219,48 @@ def test_vad_implementation_names() -> None:
     assert report.vad_impl({"livekit.plugins.silero.vad.VAD": 4}) == "stock Silero"
     assert report.vad_impl({"openrtc.vad.shared.SessionVAD": 4}) == "openrtc batched (SessionVAD)"
     assert report.vad_impl({}) == "n/a"
+
+
+def _with_summary(**coroutine: Any) -> dict[str, Any]:
+    result = copy.deepcopy(DENSITY)
+    result["summary"] = {
+        "coroutine": {
+            "largest_n_kept_up": 75,
+            "cpu_per_call_pct_at_largest": 1.4,
+            "cpu_per_call_pct_at_25": 1.5,
+            "first_n_missed": 100,
+            "ns_measured": [10, 25, 50, 75, 100],
+            **coroutine,
+        },
+        "coroutine-stock-vad": {
+            "largest_n_kept_up": 25,
+            "cpu_per_call_pct_at_largest": 4.5,
+            "cpu_per_call_pct_at_25": 4.5,
+            "first_n_missed": 50,
+            "ns_measured": [10, 25, 50],
+        },
+    }
+    return result
+
+
+def test_shared_vad_targets_compare_with_the_stock_vad_of_the_same_run() -> None:
+    cpu, kept = report.shared_vad_verdicts(_with_summary())
+    assert cpu.met is True and "4.50% with the stock" in cpu.detail and "3.0x less" in cpu.detail
+    assert kept.met is True and "largest N kept up: 75" in kept.detail
+    assert "first N that missed: 100" in kept.detail
+
+
+def test_shared_vad_targets_missed_when_the_numbers_miss() -> None:
+    cpu, kept = report.shared_vad_verdicts(
+        _with_summary(cpu_per_call_pct_at_25=1.8, largest_n_kept_up=50, first_n_missed=75)
+    )
+    assert (cpu.met, kept.met) == (False, False)
+    none = report.shared_vad_verdicts(_with_summary(largest_n_kept_up=None))[1]
+    assert none.met is False and "largest N kept up: none" in none.detail
+
+
+def test_keep_up_table_lists_every_mode() -> None:
+    text = "\n".join(report.keep_up_section(_with_summary()))
+    assert "| coroutine | 75 | 1.40 | 1.50 | 100 |" in text
+    assert "| coroutine-stock-vad | 25 | 4.50 | 4.50 | 50 |" in text
+    assert report.keep_up_section(DENSITY) == []
