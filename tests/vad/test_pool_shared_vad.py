@@ -59,8 +59,9 @@ def test_the_cli_flag_reaches_the_pool(monkeypatch: pytest.MonkeyPatch) -> None:
     app = typer.Typer()
 
     @app.command()
-    def start(shared_vad: po.SharedVad = None) -> None:
-        seen.append(po.PoolFlags(shared_vad=shared_vad).build(EXAMPLES).shared_vad)
+    @po.pool_flags()
+    def start(flags: po.PoolFlags = po.DEFAULTS) -> None:
+        seen.append(flags.build(EXAMPLES).shared_vad)
 
     runner = CliRunner()
     assert runner.invoke(app, ["--no-shared-vad"]).exit_code == 0

@@ -48,7 +48,6 @@ async def _run_dev(
     api_secret: str | None,
     demo: bool,
     exit_after_demo: bool,
-    http_port: int | None,
     watch: bool = True,
     watch_paths: list[Path] | None = None,
 ) -> int:
@@ -70,7 +69,7 @@ async def _run_dev(
         except OpenRTCError as e:
             typer.secho(f"error: {e}", err=True, fg="red")
             return 2
-        lifespan = Lifespan(pool, server, devmode=True, http_port=http_port)
+        lifespan = Lifespan(pool, server, devmode=True)
         with capture_signals(asyncio.get_running_loop(), lifespan.on_signal):
             task = asyncio.create_task(lifespan.run())
             while not pool.worker_id and not task.done():
@@ -91,6 +90,7 @@ async def _run_dev(
     return 0
 
 
+@po.pool_flags(drain_timeout=30.0)
 def dev_command(
     agents_dir: Annotated[Path, typer.Argument(help="Directory with one agent per *.py file.")],
     url: Annotated[
@@ -107,13 +107,6 @@ def dev_command(
     exit_after_demo: Annotated[
         bool, typer.Option("--exit-after-demo", help="With --demo: drain and exit afterwards.")
     ] = False,
-    http_port: Annotated[
-        int | None,
-        typer.Option("--http-port", envvar="OPENRTC_HTTP_PORT", help="Operations endpoint port."),
-    ] = None,
-    isolation: po.Isolation = "coroutine",
-    max_concurrent_sessions: po.MaxSessions = None,
-    deployment_version: po.Version = None,
     log_level: Annotated[str, typer.Option("--log-level", envvar="OPENRTC_LOG_LEVEL")] = "INFO",
     watch: Annotated[
         bool,
@@ -129,15 +122,10 @@ def dev_command(
             help="Also watch this file or directory (repeatable); a change reloads every agent.",
         ),
     ] = None,
+    flags: po.PoolFlags = po.DEFAULTS,
 ) -> None:
     """Run the agents locally: against LIVEKIT_URL, or an embedded dispatch server."""
     setup_logging(log_level)
-    flags = po.PoolFlags(
-        isolation=isolation,
-        max_concurrent_sessions=max_concurrent_sessions,
-        deployment_version=deployment_version,
-        drain_timeout=30.0,
-    )
     code = asyncio.run(
         _run_dev(
             flags,
@@ -147,7 +135,6 @@ def dev_command(
             api_secret=api_secret,
             demo=demo or exit_after_demo,
             exit_after_demo=exit_after_demo,
-            http_port=http_port,
             watch=watch,
             watch_paths=list(watch_path or []),
         )

@@ -8,12 +8,11 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from ..errors import OpenRTCError
-from ..pool import DEFAULT_DRAIN_TIMEOUT
 from . import pool_options as po
 from .logs import setup_logging
 
@@ -45,14 +44,6 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _flags(**kw: Any) -> po.PoolFlags:
-    if kw["isolation"] not in ("coroutine", "thread", "process"):
-        raise fail(f"--isolation must be coroutine, thread or process, not {kw['isolation']!r}")
-    if kw.get("unknown_tenant", "refuse") not in ("refuse", "defaults"):
-        raise fail(f"--unknown-tenant must be refuse or defaults, not {kw['unknown_tenant']!r}")
-    return po.PoolFlags(**kw)
-
-
 def _secret(value: str | None, file: Path | None) -> str | None:
     if file is not None:
         try:
@@ -63,6 +54,7 @@ def _secret(value: str | None, file: Path | None) -> str | None:
 
 
 @app.command()
+@po.pool_flags(http_port=8081)
 def start(
     agents_dir: AgentsDir,
     url: Annotated[
@@ -89,34 +81,9 @@ def start(
             help="File holding the API secret.",
         ),
     ] = None,
-    isolation: po.Isolation = "coroutine",
-    max_concurrent_sessions: po.MaxSessions = None,
-    max_sessions_per_agent: po.MaxPerAgent = None,
-    max_sessions_per_tenant: po.MaxPerTenant = None,
-    deployment_version: po.Version = None,
-    drain_timeout: po.DrainTimeout = DEFAULT_DRAIN_TIMEOUT,
-    agent_name: po.AgentName = "",
-    accept_only_registered_rooms: po.OnlyRegistered = False,
-    audit_path: po.AuditPath = None,
-    http_host: po.HttpHost = "127.0.0.1",
-    http_port: po.HttpPort = 8081,
-    manifest: po.Manifest = None,
-    manifest_poll_interval: po.ManifestInterval = 5.0,
-    drain_when_not_member: po.DrainWhenNotMember = False,
-    metrics_jsonl: po.MetricsJsonlPath = None,
-    tenant_secret_file: po.TenantSecretFile = None,
-    unknown_tenant: po.UnknownTenant = "refuse",
-    tenant_circuit_breaker: po.TenantBreaker = False,
-    breaker_failures: po.BreakerFailures = 5,
-    breaker_window: po.BreakerWindow = 60.0,
-    breaker_cooldown: po.BreakerCooldown = 30.0,
-    memory_warn_mb: po.MemoryWarn = None,
-    memory_limit_mb: po.MemoryLimit = None,
-    consecutive_failure_limit: po.FailureLimit = None,
-    slow_call_threshold_ms: po.SlowCall = None,
-    shared_vad: po.SharedVad = None,
     log_level: LogLevel = "INFO",
     log_format: LogFormat = "text",
+    flags: po.PoolFlags = po.DEFAULTS,
 ) -> None:
     """Run a production worker for the agents in AGENTS_DIR.
 
@@ -138,34 +105,6 @@ def start(
         raise fail(
             f"set {', '.join(missing)} (or pass the matching flag); see openrtc start --help"
         )
-    flags = _flags(
-        isolation=isolation,
-        max_concurrent_sessions=max_concurrent_sessions,
-        max_sessions_per_agent=max_sessions_per_agent,
-        max_sessions_per_tenant=max_sessions_per_tenant,
-        deployment_version=deployment_version,
-        drain_timeout=drain_timeout,
-        agent_name=agent_name,
-        accept_only_registered_rooms=accept_only_registered_rooms,
-        audit_path=audit_path,
-        http_host=http_host,
-        http_port=http_port,
-        manifest=manifest,
-        manifest_poll_interval=manifest_poll_interval,
-        drain_when_not_member=drain_when_not_member,
-        metrics_jsonl=metrics_jsonl,
-        tenant_secret_file=tenant_secret_file,
-        unknown_tenant=unknown_tenant,
-        tenant_circuit_breaker=tenant_circuit_breaker,
-        breaker_failures=breaker_failures,
-        breaker_window=breaker_window,
-        breaker_cooldown=breaker_cooldown,
-        memory_warn_mb=memory_warn_mb,
-        memory_limit_mb=memory_limit_mb,
-        consecutive_failure_limit=consecutive_failure_limit,
-        slow_call_threshold_ms=slow_call_threshold_ms,
-        shared_vad=shared_vad,
-    )
     code = _run_worker(flags, agents_dir, url=url, api_key=api_key, api_secret=secret)
     raise typer.Exit(code)
 

@@ -1,249 +1,29 @@
 """The pool flags shared by `start` and `dev`: one flag and one OPENRTC_* variable each.
 
-Precedence: a flag on the command line, then the environment variable, then the default
-shown in `--help`.
+Each flag is declared once, in `FLAGS`; `pool_flags` adds all of them to a command and
+hands the command a `PoolFlags`. Precedence: a flag on the command line, then the
+environment variable, then the default shown in `--help`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
 import os
+import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import typer
 
 from ..errors import ConfigError
 from ..pool import DEFAULT_DRAIN_TIMEOUT, AgentPool
 
-Isolation = Annotated[
-    str,
-    typer.Option(
-        "--isolation",
-        envvar="OPENRTC_ISOLATION",
-        help="How calls run: coroutine (asyncio tasks in this process, shared models), "
-        "thread or process (livekit-agents' own executors).",
-    ),
-]
-MaxSessions = Annotated[
-    int | None,
-    typer.Option(
-        "--max-concurrent-sessions",
-        envvar="OPENRTC_MAX_CONCURRENT_SESSIONS",
-        min=1,
-        help="Exact cap on live calls; offers past it are refused at once. Default: no cap.",
-    ),
-]
-MaxPerAgent = Annotated[
-    int | None,
-    typer.Option(
-        "--max-sessions-per-agent",
-        envvar="OPENRTC_MAX_SESSIONS_PER_AGENT",
-        min=1,
-        help="Exact cap on live calls of any one agent.",
-    ),
-]
-MaxPerTenant = Annotated[
-    int | None,
-    typer.Option(
-        "--max-sessions-per-tenant",
-        envvar="OPENRTC_MAX_SESSIONS_PER_TENANT",
-        min=1,
-        help="Exact cap on live calls of any one tenant (dispatch metadata 'tenant').",
-    ),
-]
-Version = Annotated[
-    str | None,
-    typer.Option(
-        "--deployment-version",
-        envvar="OPENRTC_DEPLOYMENT_VERSION",
-        help="Version tag of this build, shown in snapshots, logs, metrics and audit events.",
-    ),
-]
-DrainTimeout = Annotated[
-    float,
-    typer.Option(
-        "--drain-timeout",
-        envvar="OPENRTC_DRAIN_TIMEOUT",
-        min=0.001,
-        help="Seconds a drain waits for live calls before cutting them (exit code 3).",
-    ),
-]
-AgentName = Annotated[
-    str,
-    typer.Option(
-        "--agent-name",
-        envvar="LIVEKIT_AGENT_NAME",
-        help="Register for explicit dispatch under this name (empty: automatic dispatch).",
-    ),
-]
-OnlyRegistered = Annotated[
-    bool,
-    typer.Option(
-        "--accept-only-registered-rooms/--accept-any-room",
-        envvar="OPENRTC_ACCEPT_ONLY_REGISTERED_ROOMS",
-        help="Accept only jobs that name one of this pool's agents (no fallback agent).",
-    ),
-]
-AuditPath = Annotated[
-    Path | None,
-    typer.Option(
-        "--audit-path",
-        envvar="OPENRTC_AUDIT_PATH",
-        help="Append audit events to this hash-chained JSON Lines file.",
-    ),
-]
-
-HttpHost = Annotated[
-    str,
-    typer.Option(
-        "--http-host",
-        envvar="OPENRTC_HTTP_HOST",
-        help="Bind address of the operations endpoint (loopback unless you need more).",
-    ),
-]
-HttpPort = Annotated[
-    int | None,
-    typer.Option(
-        "--http-port",
-        envvar="OPENRTC_HTTP_PORT",
-        help="Port of /healthz, /readyz, /metrics, /snapshot and POST /drain (0: any free).",
-    ),
-]
-Manifest = Annotated[
-    str | None,
-    typer.Option(
-        "--manifest",
-        envvar="OPENRTC_MANIFEST",
-        help="Signed manifest of active versions (file path or http(s) URL), polled; the "
-        "secret comes from OPENRTC_MEMBERSHIP_SECRET(_FILE).",
-    ),
-]
-ManifestInterval = Annotated[
-    float,
-    typer.Option(
-        "--manifest-poll-interval",
-        envvar="OPENRTC_MANIFEST_POLL_INTERVAL",
-        min=0.05,
-        help="Seconds between manifest reads.",
-    ),
-]
-DrainWhenNotMember = Annotated[
-    bool,
-    typer.Option(
-        "--drain-when-not-member/--wait-when-not-member",
-        envvar="OPENRTC_DRAIN_WHEN_NOT_MEMBER",
-        help="When the manifest drops this version: drain and exit, or wait for a rollback.",
-    ),
-]
-
-SharedVad = Annotated[
-    bool | None,
-    typer.Option(
-        "--shared-vad/--no-shared-vad",
-        envvar="OPENRTC_SHARED_VAD",
-        show_default=False,
-        help="One batched Silero VAD for every call in the process (much less CPU per "
-        "call). Default: on with --isolation coroutine, off otherwise.",
-    ),
-]
-MetricsJsonlPath = Annotated[
-    Path | None,
-    typer.Option(
-        "--metrics-jsonl",
-        envvar="OPENRTC_METRICS_JSONL",
-        help="Append snapshots (every 5 s) and call start/end events here, one JSON a line.",
-    ),
-]
-
-TenantSecretFile = Annotated[
-    Path | None,
-    typer.Option(
-        "--tenant-secret-file",
-        envvar="OPENRTC_TENANT_SECRET_FILE",
-        help="Accept only calls whose metadata carries a valid tenant_sig made with this "
-        "secret (also OPENRTC_TENANT_SECRET).",
-    ),
-]
-UnknownTenant = Annotated[
-    str,
-    typer.Option(
-        "--unknown-tenant",
-        envvar="OPENRTC_UNKNOWN_TENANT",
-        help="A tenant missing from tenant_config: refuse its calls, or use the defaults.",
-    ),
-]
-TenantBreaker = Annotated[
-    bool,
-    typer.Option(
-        "--tenant-circuit-breaker/--no-tenant-circuit-breaker",
-        envvar="OPENRTC_TENANT_CIRCUIT_BREAKER",
-        help="Refuse a tenant's new calls for a cooldown after repeated failed calls.",
-    ),
-]
-BreakerFailures = Annotated[
-    int,
-    typer.Option(
-        "--breaker-failures",
-        envvar="OPENRTC_BREAKER_FAILURES",
-        min=1,
-        help="Failed calls within the window that open a tenant's breaker.",
-    ),
-]
-BreakerWindow = Annotated[
-    float,
-    typer.Option(
-        "--breaker-window",
-        envvar="OPENRTC_BREAKER_WINDOW_S",
-        min=0.1,
-        help="Seconds over which failures are counted.",
-    ),
-]
-BreakerCooldown = Annotated[
-    float,
-    typer.Option(
-        "--breaker-cooldown",
-        envvar="OPENRTC_BREAKER_COOLDOWN_S",
-        min=0.1,
-        help="Seconds an open breaker refuses the tenant before one trial call.",
-    ),
-]
-MemoryWarn = Annotated[
-    float | None,
-    typer.Option(
-        "--memory-warn-mb",
-        envvar="OPENRTC_MEMORY_WARN_MB",
-        min=1,
-        help="Log a warning when the worker's USS crosses this many MiB.",
-    ),
-]
-MemoryLimit = Annotated[
-    float | None,
-    typer.Option(
-        "--memory-limit-mb",
-        envvar="OPENRTC_MEMORY_LIMIT_MB",
-        min=1,
-        help="Drain (never cut calls) when the worker's USS crosses this many MiB.",
-    ),
-]
-FailureLimit = Annotated[
-    int | None,
-    typer.Option(
-        "--consecutive-failure-limit",
-        envvar="OPENRTC_CONSECUTIVE_FAILURE_LIMIT",
-        min=1,
-        help="Drain after this many failed calls in a row.",
-    ),
-]
-SlowCall = Annotated[
-    float | None,
-    typer.Option(
-        "--slow-call-threshold-ms",
-        envvar="OPENRTC_SLOW_CALL_THRESHOLD_MS",
-        min=1,
-        help="Log the call whose code blocks the event loop longer than this.",
-    ),
-]
+ISOLATIONS = ("coroutine", "thread", "process")
+UNKNOWN_TENANT = ("refuse", "defaults")
 
 
 @dataclass(frozen=True)
@@ -274,6 +54,15 @@ class PoolFlags:
     consecutive_failure_limit: int | None = None
     slow_call_threshold_ms: float | None = None
     shared_vad: bool | None = None
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("isolation", ISOLATIONS), ("unknown_tenant", UNKNOWN_TENANT)):
+            value = getattr(self, name)
+            if value not in allowed:
+                raise typer.BadParameter(
+                    f"{value!r} is not one of {', '.join(allowed)}.",
+                    param_hint=f"'--{name.replace('_', '-')}'",
+                )
 
     def tenant_secret(self) -> str | None:
         if self.tenant_secret_file is not None:
@@ -316,3 +105,233 @@ class PoolFlags:
         )
         pool.discover(agents_dir)
         return pool
+
+
+DEFAULTS = PoolFlags()
+"""What a command decorated with `pool_flags` gets when called without flags."""
+
+
+@dataclass(frozen=True)
+class Flag:
+    """How one `PoolFlags` field appears on the command line."""
+
+    decl: str
+    envvar: str
+    help: str
+    min: float | None = None
+    show_default: bool = True
+
+    def option(self) -> Any:
+        extra: dict[str, Any] = {} if self.min is None else {"min": self.min}
+        return typer.Option(
+            self.decl,
+            envvar=self.envvar,
+            help=self.help,
+            show_default=self.show_default,
+            **extra,
+        )
+
+
+FLAGS: dict[str, Flag] = {
+    "isolation": Flag(
+        "--isolation",
+        "OPENRTC_ISOLATION",
+        "How calls run: coroutine (asyncio tasks in this process, shared models), "
+        "thread or process (livekit-agents' own executors).",
+    ),
+    "max_concurrent_sessions": Flag(
+        "--max-concurrent-sessions",
+        "OPENRTC_MAX_CONCURRENT_SESSIONS",
+        "Exact cap on live calls; offers past it are refused at once. Default: no cap.",
+        min=1,
+    ),
+    "max_sessions_per_agent": Flag(
+        "--max-sessions-per-agent",
+        "OPENRTC_MAX_SESSIONS_PER_AGENT",
+        "Exact cap on live calls of any one agent.",
+        min=1,
+    ),
+    "max_sessions_per_tenant": Flag(
+        "--max-sessions-per-tenant",
+        "OPENRTC_MAX_SESSIONS_PER_TENANT",
+        "Exact cap on live calls of any one tenant (dispatch metadata 'tenant').",
+        min=1,
+    ),
+    "deployment_version": Flag(
+        "--deployment-version",
+        "OPENRTC_DEPLOYMENT_VERSION",
+        "Version tag of this build, shown in snapshots, logs, metrics and audit events.",
+    ),
+    "drain_timeout": Flag(
+        "--drain-timeout",
+        "OPENRTC_DRAIN_TIMEOUT",
+        "Seconds a drain waits for live calls before cutting them (exit code 3).",
+        min=0.001,
+    ),
+    "agent_name": Flag(
+        "--agent-name",
+        "LIVEKIT_AGENT_NAME",
+        "Register for explicit dispatch under this name (empty: automatic dispatch).",
+    ),
+    "accept_only_registered_rooms": Flag(
+        "--accept-only-registered-rooms/--accept-any-room",
+        "OPENRTC_ACCEPT_ONLY_REGISTERED_ROOMS",
+        "Accept only jobs that name one of this pool's agents (no fallback agent).",
+    ),
+    "audit_path": Flag(
+        "--audit-path",
+        "OPENRTC_AUDIT_PATH",
+        "Append audit events to this hash-chained JSON Lines file.",
+    ),
+    "http_host": Flag(
+        "--http-host",
+        "OPENRTC_HTTP_HOST",
+        "Bind address of the operations endpoint (loopback unless you need more).",
+    ),
+    "http_port": Flag(
+        "--http-port",
+        "OPENRTC_HTTP_PORT",
+        "Port of /healthz, /readyz, /metrics, /snapshot and POST /drain (0: any free; "
+        "unset: no endpoint).",
+    ),
+    "manifest": Flag(
+        "--manifest",
+        "OPENRTC_MANIFEST",
+        "Signed manifest of active versions (file path or http(s) URL), polled; the "
+        "secret comes from OPENRTC_MEMBERSHIP_SECRET(_FILE).",
+    ),
+    "manifest_poll_interval": Flag(
+        "--manifest-poll-interval",
+        "OPENRTC_MANIFEST_POLL_INTERVAL",
+        "Seconds between manifest reads.",
+        min=0.05,
+    ),
+    "drain_when_not_member": Flag(
+        "--drain-when-not-member/--wait-when-not-member",
+        "OPENRTC_DRAIN_WHEN_NOT_MEMBER",
+        "When the manifest drops this version: drain and exit, or wait for a rollback.",
+    ),
+    "metrics_jsonl": Flag(
+        "--metrics-jsonl",
+        "OPENRTC_METRICS_JSONL",
+        "Append snapshots (every 5 s) and call start/end events here, one JSON a line.",
+    ),
+    "tenant_secret_file": Flag(
+        "--tenant-secret-file",
+        "OPENRTC_TENANT_SECRET_FILE",
+        "Accept only calls whose metadata carries a valid tenant_sig made with this "
+        "secret (also OPENRTC_TENANT_SECRET).",
+    ),
+    "unknown_tenant": Flag(
+        "--unknown-tenant",
+        "OPENRTC_UNKNOWN_TENANT",
+        "A tenant missing from tenant_config: refuse its calls, or use the defaults.",
+    ),
+    "tenant_circuit_breaker": Flag(
+        "--tenant-circuit-breaker/--no-tenant-circuit-breaker",
+        "OPENRTC_TENANT_CIRCUIT_BREAKER",
+        "Refuse a tenant's new calls for a cooldown after repeated failed calls.",
+    ),
+    "breaker_failures": Flag(
+        "--breaker-failures",
+        "OPENRTC_BREAKER_FAILURES",
+        "Failed calls within the window that open a tenant's breaker.",
+        min=1,
+    ),
+    "breaker_window": Flag(
+        "--breaker-window",
+        "OPENRTC_BREAKER_WINDOW_S",
+        "Seconds over which failures are counted.",
+        min=0.1,
+    ),
+    "breaker_cooldown": Flag(
+        "--breaker-cooldown",
+        "OPENRTC_BREAKER_COOLDOWN_S",
+        "Seconds an open breaker refuses the tenant before one trial call.",
+        min=0.1,
+    ),
+    "memory_warn_mb": Flag(
+        "--memory-warn-mb",
+        "OPENRTC_MEMORY_WARN_MB",
+        "Log a warning when the worker's USS crosses this many MiB.",
+        min=1,
+    ),
+    "memory_limit_mb": Flag(
+        "--memory-limit-mb",
+        "OPENRTC_MEMORY_LIMIT_MB",
+        "Drain (never cut calls) when the worker's USS crosses this many MiB.",
+        min=1,
+    ),
+    "consecutive_failure_limit": Flag(
+        "--consecutive-failure-limit",
+        "OPENRTC_CONSECUTIVE_FAILURE_LIMIT",
+        "Drain after this many failed calls in a row.",
+        min=1,
+    ),
+    "slow_call_threshold_ms": Flag(
+        "--slow-call-threshold-ms",
+        "OPENRTC_SLOW_CALL_THRESHOLD_MS",
+        "Log the call whose code blocks the event loop longer than this.",
+        min=1,
+    ),
+    "shared_vad": Flag(
+        "--shared-vad/--no-shared-vad",
+        "OPENRTC_SHARED_VAD",
+        "One batched Silero VAD for every call in the process (much less CPU per call). "
+        "Default: on with --isolation coroutine, off otherwise.",
+        show_default=False,
+    ),
+}
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _parameters(defaults: dict[str, Any]) -> list[inspect.Parameter]:
+    hints = typing.get_type_hints(PoolFlags)
+    params = []
+    for f in dataclasses.fields(PoolFlags):
+        default = defaults.get(f.name, f.default)
+        params.append(
+            inspect.Parameter(
+                f.name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=default,
+                annotation=Annotated[hints[f.name], FLAGS[f.name].option()],
+            )
+        )
+    return params
+
+
+def pool_flags(**defaults: Any) -> Callable[[F], F]:
+    """Give a typer command every pool flag; it receives them as `flags: PoolFlags`.
+
+    `defaults` overrides a flag's default for this command (e.g. `http_port=8081`).
+    """
+    unknown = set(defaults) - set(FLAGS)
+    if unknown:
+        raise TypeError(f"not pool flags: {', '.join(sorted(unknown))}")
+
+    def wrap(fn: F) -> F:
+        sig = inspect.signature(fn, eval_str=True)
+        own = [p for name, p in sig.parameters.items() if name != "flags"]
+
+        @functools.wraps(fn)
+        def command(**kwargs: Any) -> Any:
+            values = {name: kwargs.pop(name) for name in FLAGS}
+            return fn(**kwargs, flags=PoolFlags(**values))
+
+        params = [
+            *(p for p in own if p.default is inspect.Parameter.empty),
+            *(
+                p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+                for p in own
+                if p.default is not inspect.Parameter.empty
+            ),
+            *_parameters(defaults),
+        ]
+        del command.__wrapped__  # type: ignore[attr-defined]
+        command.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        return command  # type: ignore[return-value]
+
+    return wrap
