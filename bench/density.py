@@ -28,7 +28,7 @@ A mode stops growing when it no longer keeps up, or no longer fits: the worker d
 stops answering, calls fail or cannot all be held live, loop lag p99 exceeds 1 s, or the
 memory or time budget would be exceeded. The table says which, and why.
 
-    PYTHONPATH=src .venv/bin/python bench/density.py            # full run, ~15 min
+    PYTHONPATH=src .venv/bin/python bench/density.py            # full run, ~9 min
     PYTHONPATH=src .venv/bin/python bench/density.py --quick    # N=5, ~2 min
 """
 
@@ -38,6 +38,7 @@ import argparse
 import asyncio
 import dataclasses
 import math
+import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -84,7 +85,7 @@ default) and with livekit's stock per-call Silero streams, then thread and proce
 OTHER_LOAD_LIMIT = 25.0
 """% of a core used by other processes during a window past which it is measured again."""
 MAX_WINDOWS = 3
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 @dataclass
@@ -483,7 +484,7 @@ def table(runs: list[Run]) -> Table:
             _fmt(r.loop_lag_p99_ms, 1),
             _fmt(r.vad_missed_pct, 2),
             _fmt(r.mic_missed_pct, 2),
-            r.reason[:80],
+            r.reason[:60],
         )
     return t
 

@@ -273,7 +273,7 @@ def density_section(result: dict[str, Any]) -> str:
                "CPU/call %", "other load % of a core", "loop lag p50 ms", "loop lag p99 ms",
                "VAD late %", "caller audio late %", "VAD", "note"]  # fmt: skip
     rows = []
-    for r in result.get("runs", []):
+    for r in _shown_runs(result.get("runs", [])):
         rows.append(
             [
                 r.get("mode"),
@@ -311,7 +311,8 @@ def density_section(result: dict[str, Any]) -> str:
         "- status `held`: all N calls were live through the window and no stop limit was "
         "passed (the other columns say how well they were served); `over`: all N calls "
         "were held but a limit was passed (see note); "
-        "`failed`: the worker could not hold N calls; `skipped`: not run, see note.",
+        "`failed`: the worker could not hold N calls; `skipped`: not run, see note (only "
+        "the first skipped N of a mode is listed).",
         "- loop lag values are upper bounds of histogram buckets.",
         "",
         *keep_up_section(result),
@@ -320,6 +321,18 @@ def density_section(result: dict[str, Any]) -> str:
         *[v.line() for v in density_verdicts(result)],
     ]
     return "\n".join(parts)
+
+
+def _shown_runs(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every run, but only the first skipped N of a mode (the rest repeat its reason)."""
+    shown, skipped = [], set()
+    for r in runs:
+        if r.get("status") == "skipped":
+            if r.get("mode") in skipped:
+                continue
+            skipped.add(r.get("mode"))
+        shown.append(r)
+    return shown
 
 
 def _modes(cfg: dict[str, Any]) -> str:

@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import re
-import socket
 import time
-from collections.abc import AsyncIterator
 
-import typer
 from livekit.agents import Agent
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
 from openrtc.cli.fleet import fleet_command
 from openrtc.lifecycle import WorkerState
-from openrtc.ops.http import OpsServer
-from openrtc.ops.loop_lag import LoopLagMonitor
 from openrtc.pool import AgentPool
 from openrtc.sessions import Outcome, SessionInfo
+from tests.cli.endpoints import free_port_url, invoke, serving
+
+
+async def fleet(*args: str) -> Result:
+    return await invoke(fleet_command, *args, columns=200)
 
 
 class Sales(Agent):
@@ -40,35 +39,6 @@ def make_pool(version: str, calls: int, *, draining: bool = False) -> AgentPool:
     return pool
 
 
-@contextlib.asynccontextmanager
-async def serving(*pools: AgentPool) -> AsyncIterator[list[OpsServer]]:
-    lag = LoopLagMonitor()
-    lag.start()
-    servers = [OpsServer(pool, lag) for pool in pools]
-    for server in servers:
-        await server.start()
-    try:
-        yield servers
-    finally:
-        for server in servers:
-            await server.aclose()
-        await lag.aclose()
-
-
-def free_port_url() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
-
-
-async def invoke(*args: str) -> Result:
-    app = typer.Typer()
-    app.command("fleet")(fleet_command)
-    runner = CliRunner()
-    return await asyncio.to_thread(runner.invoke, app, list(args), env={"COLUMNS": "200"})
-
-
 def end_all(pool: AgentPool) -> None:
     for live in pool.live_sessions():
         pool.session_ended(live.info.job_id, Outcome.SUCCESS, None, "test")
@@ -78,7 +48,7 @@ async def test_json_lists_every_worker_and_the_versions() -> None:
     v1 = make_pool("v1.0.0", 1, draining=True)
     v2 = make_pool("v2.0.0", 2)
     async with serving(v1, v2) as (a, b):
-        result = await invoke(a.url, b.url, "--json")
+        result = await fleet(a.url, b.url, "--json")
     assert result.exit_code == 0, result.output
     body = json.loads(result.stdout)
     workers = [
@@ -105,7 +75,7 @@ async def test_table_has_a_distribution_line_and_a_row_for_an_unreachable_worker
     ]
     down = free_port_url()
     async with serving(*pools) as servers:
-        result = await invoke(*(s.url for s in servers), down)
+        result = await fleet(*(s.url for s in servers), down)
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[-1] == (
@@ -117,10 +87,10 @@ async def test_table_has_a_distribution_line_and_a_row_for_an_unreachable_worker
 
 
 async def test_all_unreachable_exits_nonzero() -> None:
-    result = await invoke(free_port_url(), free_port_url())
+    result = await fleet(free_port_url(), free_port_url())
     assert result.exit_code == 2
     assert "none of the 2 workers answered" in result.stderr
-    waited = await invoke(free_port_url(), "--wait-drained", "v1.0.0", "--timeout", "1")
+    waited = await fleet(free_port_url(), "--wait-drained", "v1.0.0", "--timeout", "1")
     assert waited.exit_code == 2
 
 
@@ -134,7 +104,7 @@ async def test_wait_drained_returns_once_the_last_call_ends() -> None:
             end_all(v1)
 
         ender = asyncio.create_task(hang_up_later())
-        result = await invoke(a.url, b.url, "--wait-drained", "v1.0.0", "--interval", "0.1")
+        result = await fleet(a.url, b.url, "--wait-drained", "v1.0.0", "--interval", "0.1")
         await ender
         assert v2.runtime_snapshot().active_sessions == 3
     assert result.exit_code == 0, result.output
@@ -151,7 +121,7 @@ async def test_wait_drained_times_out_while_a_call_is_live() -> None:
     v1 = make_pool("v1.0.0", 1, draining=True)
     async with serving(v1) as (a,):
         args = ("--wait-drained", "v1.0.0", "--interval", "0.1", "--timeout", "0.5")
-        result = await invoke(a.url, *args)
+        result = await fleet(a.url, *args)
     assert result.exit_code == 1
     assert result.stderr.splitlines()[-1] == (
         f"error: timed out after 0.5s: v1.0.0 still has 1 call live on {a.url} (1)"
@@ -167,7 +137,7 @@ async def test_a_worker_that_stops_answering_counts_as_drained() -> None:
             await a.aclose()  # the drained process exits with its calls
 
         exiting = asyncio.create_task(exit_later())
-        result = await invoke(a.url, "--wait-drained", "v1.0.0", "--interval", "0.1")
+        result = await fleet(a.url, "--wait-drained", "v1.0.0", "--interval", "0.1")
         await exiting
     assert result.exit_code == 0, result.output
     assert f"{a.url} stopped answering (connection refused): counted as drained" in result.stderr
@@ -177,6 +147,6 @@ async def test_a_worker_that_stops_answering_counts_as_drained() -> None:
 async def test_wait_drained_notes_a_worker_still_accepting() -> None:
     v1 = make_pool("v1.0.0", 0)
     async with serving(v1) as (a,):
-        result = await invoke(a.url, "--wait-drained", "v1.0.0")
+        result = await fleet(a.url, "--wait-drained", "v1.0.0")
     assert result.exit_code == 0, result.output
     assert f"note: {a.url} runs v1.0.0 and still accepts new calls" in result.stdout

@@ -3,30 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import json
 import os
 import pty
-import socket
 import termios
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
-import typer
 from livekit.agents import Agent
 from rich.console import Console
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
 from openrtc.admission import RejectReason
 from openrtc.cli.top import TopView, render_top, run_live, top_command
 from openrtc.lifecycle import WorkerState
-from openrtc.ops.http import OpsServer
-from openrtc.ops.loop_lag import LoopLagMonitor
 from openrtc.pool import AgentPool, Refuse
 from openrtc.sessions import Outcome, SessionInfo
+from tests.cli.endpoints import free_port_url, invoke, serving
 
 # (job id, agent, tenant, room, seconds since the call started)
 CALLS = (
@@ -34,6 +30,10 @@ CALLS = (
     ("j2", "sales", "acme", "room-c", 200.0),
     ("j3", "support", "acme", "room-a", 5.0),
 )
+
+
+async def top(*args: str) -> Result:
+    return await invoke(top_command, *args, columns=160)
 
 
 class Sales(Agent):
@@ -57,33 +57,6 @@ def make_pool(
     return pool
 
 
-@contextlib.asynccontextmanager
-async def serving(pool: AgentPool) -> AsyncIterator[OpsServer]:
-    lag = LoopLagMonitor()
-    lag.start()
-    server = OpsServer(pool, lag)
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.aclose()
-        await lag.aclose()
-
-
-def free_port_url() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
-
-
-async def invoke(*args: str) -> Result:
-    app = typer.Typer()
-    app.command("top")(top_command)
-    runner = CliRunner()
-    return await asyncio.to_thread(runner.invoke, app, list(args), env={"COLUMNS": "160"})
-
-
 def as_text(renderable: Any) -> str:
     console = Console(file=io.StringIO(), width=160, color_system=None)
     console.print(renderable)
@@ -100,8 +73,8 @@ def row_order(text: str, rooms: Sequence[str] = ("room-a", "room-b", "room-c")) 
 async def test_once_shows_version_state_capacity_and_one_row_per_call() -> None:
     pool = make_pool()
     pool.record_rejection("j9", Refuse(RejectReason.AT_CAPACITY, "full"))
-    async with serving(pool) as server:
-        result = await invoke(server.url, "--once")
+    async with serving(pool) as (server,):
+        result = await top(server.url, "--once")
         assert result.exit_code == 0, result.output
         out = result.stdout
         for expected in ("v1.0.0", "accepting", "3/10", "at_capacity 1", "p99", "memory"):
@@ -111,7 +84,7 @@ async def test_once_shows_version_state_capacity_and_one_row_per_call() -> None:
 
         pool.begin_drain(reason="test")
         pool.session_ended("j2", Outcome.SUCCESS, None, "test")
-        result = await invoke(server.url, "--once")
+        result = await top(server.url, "--once")
         assert "draining" in result.stdout
         assert "room-c" not in result.stdout
         assert row_order(result.stdout) == ["room-b", "room-a"]
@@ -119,8 +92,8 @@ async def test_once_shows_version_state_capacity_and_one_row_per_call() -> None:
 
 async def test_json_prints_the_snapshot_itself() -> None:
     pool = make_pool()
-    async with serving(pool) as server:
-        result = await invoke(server.url, "--json")
+    async with serving(pool) as (server,):
+        result = await top(server.url, "--json")
         assert result.exit_code == 0, result.output
         body = json.loads(result.stdout)
         expected = pool.runtime_snapshot().to_dict()
@@ -177,7 +150,7 @@ def test_keys_cycle_sort_type_a_filter_and_quit() -> None:
 
 async def test_unreachable_url_is_one_line_and_exit_2() -> None:
     url = free_port_url()
-    result = await invoke(url, "--once")
+    result = await top(url, "--once")
     assert result.exit_code == 2
     assert result.stdout == ""
     assert result.stderr.strip().splitlines() == [
@@ -195,7 +168,7 @@ async def test_live_view_reads_keys_from_a_tty_and_restores_it() -> None:
     pool = make_pool()
     seen_cbreak: list[bool] = []
     try:
-        async with serving(pool) as server:
+        async with serving(pool) as (server,):
             first = pool.runtime_snapshot().to_dict()
             live = asyncio.create_task(
                 run_live(
@@ -227,3 +200,22 @@ async def test_live_view_reads_keys_from_a_tty_and_restores_it() -> None:
     final = out.getvalue()
     assert "1 of 3 calls, by agent, matching 'glob'" in final
     assert "cannot reach" in final and "retrying" in final
+
+
+def test_reload_row_says_what_the_latest_save_did() -> None:
+    from openrtc.cli.top import reload_text
+
+    files = ["/a/sales.py", "/a/support.py"]
+    status: dict[str, Any] = {"watching": True, "files": files, "last_error": None, "reloads": []}
+    assert str(reload_text(status, 100.0)) == "2 file(s); no reload yet"
+    status["reloads"] = [{"path": "/a/sales.py", "ok": True, "moved": 3, "at": 40.0}]
+    assert (
+        str(reload_text(status, 100.0)) == "2 file(s); sales.py reloaded 1:00 ago, 3 call(s) moved"
+    )
+    status["last_error"] = "/a/sales.py:4: syntax error"
+    assert "last save rejected: /a/sales.py:4: syntax error" in str(reload_text(status, 100.0))
+    assert str(reload_text(None, 0.0)) == "off"
+    snapshot = {"state": "accepting", "sessions": [], "taken_at": 100.0, "hot_reload": status}
+    assert "reload" in as_text(render_top(snapshot, sort="duration", filter_text=""))
+    del snapshot["hot_reload"]
+    assert "reload" not in as_text(render_top(snapshot, sort="duration", filter_text=""))

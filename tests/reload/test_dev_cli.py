@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -54,18 +55,38 @@ def test_dev_reloads_a_saved_agent_file_and_reports_a_broken_one(tmp_path: Path)
     alpha = agents / "alpha.py"
     alpha.write_text(AGENT.format(instructions="You are Alpha v1."))
     log = tmp_path / "dev.log"
-    proc = start_dev(agents, log, "--watch-path", str(tmp_path / "agents"))
+    proc = start_dev(agents, log, "--watch-path", str(tmp_path / "agents"), "--http-port", "0")
     try:
-        wait_for_text(log, "serving: alpha")
-        assert "hot reload watching 1 agent file(s) and 1 extra path(s)" in log.read_text()
+        out = wait_for_text(log, "serving: alpha")
+        assert "hot reload watching 1 agent file(s) and 1 extra path(s)" in out
+        ops = re.search(r"operations endpoint on (\S+)", out)
+        assert ops is not None, out
+        assert "no reload yet" in top_once(ops.group(1))
         alpha.write_text(AGENT.format(instructions="You are Alpha v2.").replace("):", ")", 1))
         wait_for_text(log, "hot reload rejected, the running agent stays")
+        rejected = top_once(ops.group(1))
         alpha.write_text(AGENT.format(instructions="You are Alpha v2."))
         out = wait_for_text(log, "agent(s) alpha swapped")
+        reloaded = top_once(ops.group(1))
     finally:
         code = stop(proc)
     assert code == 0, out[-2000:]
     assert f"{alpha.resolve()}:8: syntax error" in out
+    assert "last save rejected" in rejected and ":8: syntax error" in rejected
+    assert "alpha.py reloaded" in reloaded and "0 call(s) moved" in reloaded
+
+
+def top_once(url: str) -> str:
+    """What `openrtc top --once` shows, on one line per row of a wide terminal."""
+    done = subprocess.run(
+        [sys.executable, "-m", "openrtc.cli.main", "top", url, "--once"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "400"},
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 def test_no_watch_turns_hot_reload_off(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, TextIO
 
 import typer
@@ -68,6 +69,24 @@ def _lag_text(lag: object) -> Text:
     p99 = float(lag.get("p99", 0.0))
     style = "red" if p99 >= 500 else "yellow" if p99 >= 100 else ""
     return Text.assemble(f"p50 {p50:.1f} ms, ", (f"p99 {p99:.1f} ms", style))
+
+
+def reload_text(status: object, now: float) -> Text:
+    """Hot reload in one line: what is watched, and how the latest save went."""
+    if not isinstance(status, Mapping):
+        return Text("off", style="dim")
+    files = status.get("files") or []
+    watching = f"{len(files)} file(s)" if status.get("watching") else "not watching"
+    error = status.get("last_error")
+    if error:
+        return Text(f"{watching}; last save rejected: {error}", style="bold red")
+    reloads = [r for r in status.get("reloads") or [] if isinstance(r, Mapping)]
+    if not reloads:
+        return Text(f"{watching}; no reload yet")
+    last = reloads[-1]
+    ago = format_duration(max(0.0, now - float(last.get("at", now))))
+    name = Path(str(last.get("path", "?"))).name
+    return Text(f"{watching}; {name} reloaded {ago} ago, {last.get('moved', 0)} call(s) moved")
 
 
 def _rejected_text(rejected: object) -> str:
@@ -150,6 +169,10 @@ def render_top(
         "isolation",
         str(snapshot.get("isolation", "?")),
     )
+    if "hot_reload" in snapshot:
+        header.add_row(
+            "reload", reload_text(snapshot["hot_reload"], float(snapshot.get("taken_at", 0.0)))
+        )
 
     sessions = [s for s in snapshot.get("sessions", []) if isinstance(s, Mapping)]
     rows = select_sessions(sessions, sort=sort, filter_text=filter_text)

@@ -10,8 +10,9 @@ import hmac
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -54,6 +55,8 @@ class OpsServer:
         self.port = port
         self.admin_token = admin_token
         self.metrics = PoolMetrics(pool, lag)
+        self.hot_reload: Callable[[], dict[str, Any]] | None = None
+        """The hot reloader's status, shown under "hot_reload" in /snapshot when set."""
         if call_stats.enabled():
             call_stats.install_collector()
         self._runner: web.AppRunner | None = None
@@ -123,6 +126,8 @@ class OpsServer:
         body["memory"] = process_memory()
         if call_stats.enabled():
             body["call_stats"] = call_stats.snapshot()
+        if self.hot_reload is not None:
+            body["hot_reload"] = self.hot_reload()
         return web.Response(text=json.dumps(body), content_type="application/json")
 
     async def drain(self, request: web.Request) -> web.Response:

@@ -147,6 +147,8 @@ class Lifespan:
 
                 self.reloader = HotReloader(self.pool)
                 await self.reloader.start()
+                if self.ops is not None:
+                    self.ops.hot_reload = self.reloader.status
             done, _ = await asyncio.wait(
                 {run_task, drain_task}, return_when=asyncio.FIRST_COMPLETED
             )
