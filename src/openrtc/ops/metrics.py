@@ -8,7 +8,7 @@ numbers on /metrics, /snapshot and `openrtc top` always agree.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -25,6 +25,16 @@ if TYPE_CHECKING:
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600)
+
+
+def _by_label(
+    name: str, doc: str, label: str, counts: Mapping[str, int], version: str
+) -> CounterMetricFamily:
+    """A counter family with one sample per key of `counts`, labelled with the version."""
+    family = CounterMetricFamily(name, doc, labels=[label, "version"])
+    for key, n in sorted(counts.items()):
+        family.add_metric([key, version], n)
+    return family
 
 
 class PoolCollector(Collector):
@@ -56,23 +66,20 @@ class PoolCollector(Collector):
         accepted.add_metric([version], snap.accepted_total)
         yield accepted
 
-        rejected = CounterMetricFamily(
+        yield _by_label(
             "openrtc_sessions_rejected",
             "Offers this worker refused, by reason.",
-            labels=["reason", "version"],
+            "reason",
+            snap.rejected_total,
+            version,
         )
-        for reason, n in sorted(snap.rejected_total.items()):
-            rejected.add_metric([reason, version], n)
-        yield rejected
-
-        outcomes = CounterMetricFamily(
+        yield _by_label(
             "openrtc_sessions_ended",
             "Calls that ended, by outcome (success, failed, cancelled).",
-            labels=["outcome", "version"],
+            "outcome",
+            snap.outcomes_total,
+            version,
         )
-        for outcome, n in sorted(snap.outcomes_total.items()):
-            outcomes.add_metric([outcome, version], n)
-        yield outcomes
 
         draining = GaugeMetricFamily(
             "openrtc_draining", "1 while the worker drains.", labels=["version"]
@@ -110,14 +117,13 @@ class PoolCollector(Collector):
 
         breaker = getattr(pool, "tenant_breaker", None)
         if breaker is not None:
-            trips = CounterMetricFamily(
+            yield _by_label(
                 "openrtc_tenant_circuit_trips",
                 "Times a tenant's circuit breaker opened.",
-                labels=["tenant", "version"],
+                "tenant",
+                breaker.breaker_trips,
+                version,
             )
-            for tenant, n in sorted(breaker.breaker_trips.items()):
-                trips.add_metric([tenant, version], n)
-            yield trips
             open_now = GaugeMetricFamily(
                 "openrtc_tenant_circuit_open",
                 "1 while a tenant's new calls are refused by its breaker.",
