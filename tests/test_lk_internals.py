@@ -50,3 +50,10 @@ def test_the_loaded_silero_model_is_reachable() -> None:
     assert session is not None and hasattr(session, "run")
     assert options["min_silence_duration"] == 0.3
     assert _lk.silero_model(object()) is None
+
+
+def test_a_server_attribute_that_moved_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    moved = dict(_lk._SERVER_ATTRIBUTES, run=("_job_lifecycle_tasks", "_outbox"))
+    monkeypatch.setattr(_lk, "_SERVER_ATTRIBUTES", moved)
+    with pytest.raises(_lk.UnsupportedLiveKitVersion, match=r"_outbox is no longer set in run\(\)"):
+        _lk.check_internals()

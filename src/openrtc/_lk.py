@@ -55,6 +55,11 @@ _SERVER_METHODS: dict[str, tuple[str, ...]] = {
     "_update_job_status": ("self", "proc"),
     "_queue_msg": ("self", "msg"),
 }
+_SERVER_ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    "__init__": ("_ws_url", "_closed", "_draining"),
+    "run": ("_job_lifecycle_tasks", "_msg_chan", "_closed"),
+}
+"""AgentServer attributes read or set below, by the method that creates them."""
 _JOB_CONTEXT_PRIVATE = (
     "_primary_agent_session",
     "_shutdown_callbacks",
@@ -77,6 +82,13 @@ def check_internals() -> None:
         got = tuple(inspect.signature(fn).parameters)[: len(params)]
         if got != params:
             problems.append(f"AgentServer.{name} takes {got}, expected {params}")
+    for method, attrs in _SERVER_ATTRIBUTES.items():
+        src = inspect.getsource(getattr(AgentServer, method))
+        problems.extend(
+            f"AgentServer.{attr} is no longer set in {method}()"
+            for attr in attrs
+            if f"self.{attr}" not in src
+        )
     run_src = inspect.getsource(AgentServer.run)
     if "self._proc_pool = ipc.proc_pool.ProcPool(" not in run_src:
         problems.append("AgentServer.run no longer builds self._proc_pool")
