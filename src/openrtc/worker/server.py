@@ -44,6 +44,8 @@ class PoolServer(_lk.ServerInternals):
     ) -> None:
         _lk.check_internals()
         self.pool = pool
+        self._cut: dict[str, str] = {}
+        """Thread/process jobs closed by a drain cut, and why: they end CANCELLED."""
         executor = _EXECUTORS.get(pool.isolation, JobExecutorType.THREAD)
         kwargs: dict[str, Any] = {}
         if pool.isolation == "coroutine":
@@ -154,16 +156,15 @@ class PoolServer(_lk.ServerInternals):
         if isinstance(executor, CoroutineJob):
             return executor.proto_status
         info = executor.running_job
-        if info is not None and self.pool.crash_of(info.job.id) is not None:
-            from livekit.protocol import agent as lk_proto
+        if info is None or _executor_running(executor):
+            return None
+        from livekit.protocol import agent as lk_proto
 
-            try:
-                running = executor.status == _lk.ExecutorStatus.RUNNING
-            except RuntimeError:
-                running = False
-            if not running:
-                self.pool.forget_crash(info.job.id)
-                return int(lk_proto.JobStatus.JS_FAILED)
+        if info.job.id in self._cut:
+            return int(lk_proto.JobStatus.JS_CANCELLED)
+        if self.pool.crash_of(info.job.id) is not None:
+            self.pool.forget_crash(info.job.id)
+            return int(lk_proto.JobStatus.JS_FAILED)
         return None
 
     def make_job_pool(self, stock_pool: Any) -> Any:
@@ -194,6 +195,8 @@ class PoolServer(_lk.ServerInternals):
             error = executor.error or None
             reason = executor.end_reason
             self.pool.forget_crash(job_id)
+        elif job_id in self._cut:
+            status, error, reason = Outcome.CANCELLED, None, self._cut[job_id]
         else:
             crash = self.pool.crash_of(job_id)
             status = Outcome.FAILED if crash else Outcome.SUCCESS
@@ -216,9 +219,17 @@ class PoolServer(_lk.ServerInternals):
             if isinstance(executor, CoroutineJob):
                 tasks.append(executor.cancel_call(reason))
             else:
+                self._cut[info.job.id] = reason
                 tasks.append(executor.aclose())
         await asyncio.gather(*tasks, return_exceptions=True)
         return cut
+
+
+def _executor_running(executor: Any) -> bool:
+    try:
+        return bool(executor.status == _lk.ExecutorStatus.RUNNING)
+    except RuntimeError:
+        return False
 
 
 class _OutcomeRecorder(logging.Handler):
