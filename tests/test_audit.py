@@ -9,11 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from openrtc import audit as audit_module
 from openrtc.audit import (
     GENESIS_HASH,
     AuditEvent,
     AuditFileError,
     AuditLog,
+    head_path,
     record_hash,
     verify_chain,
 )
@@ -297,3 +299,170 @@ def test_concurrent_emits_get_unique_contiguous_seqs(tmp_path: Path) -> None:
         assert chunk == sorted(chunk)
     report = verify_chain(path)
     assert report.ok and report.records == threads_count * per_thread
+
+
+def test_file_sink_keeps_a_head_with_the_last_seq_and_hash(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    events = _write_events(path, 3)
+    head = json.loads(head_path(path).read_text(encoding="utf-8"))
+    assert head == {"seq": 3, "hash": events[-1].hash}
+    assert head_path(path) == tmp_path / "audit.jsonl.head"
+    assert verify_chain(path).warnings == ()
+
+
+def test_verify_chain_detects_deleted_tail(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    _write_events(path, 5)
+    _write_lines(path, _lines(path)[:3])
+    report = verify_chain(path)
+    assert not report.ok
+    assert report.records == 3
+    assert report.first_bad_seq == 4
+    assert "ends at seq 3" in report.reason
+    assert "runs to seq 5" in report.reason
+
+
+def test_verify_chain_detects_log_emptied_behind_its_head(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    _write_events(path, 2)
+    path.write_text("", encoding="utf-8")
+    report = verify_chain(path)
+    assert not report.ok
+    assert report.first_bad_seq == 1
+    assert "ends at seq 0" in report.reason
+
+
+def test_resume_after_tail_deletion_never_reuses_a_seq(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "audit.jsonl"
+    original = _write_events(path, 5)
+    _write_lines(path, _lines(path)[:3])
+    with caplog.at_level(logging.ERROR, logger="openrtc"), AuditLog(path=path) as log:
+        assert log.last_seq == 5
+        resumed = log.emit("worker.started")
+    assert resumed.seq == 6
+    assert resumed.prev_hash == original[-1].hash
+    assert "deleted from the end" in caplog.text
+    seqs = [json.loads(line)["seq"] for line in _lines(path)]
+    assert seqs == [1, 2, 3, 6]
+    report = verify_chain(path)
+    assert not report.ok
+    assert report.first_bad_seq == 6
+    assert "where 4 was expected" in report.reason
+
+
+def test_head_one_record_behind_is_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    _write_events(path, 3)
+    head_before_fourth = head_path(path).read_bytes()
+    with AuditLog(path=path) as log:
+        log.emit("deployment.drain_started")
+    head_path(path).write_bytes(head_before_fourth)
+
+    report = verify_chain(path)
+    assert report.ok, report.reason
+    assert report.records == 4 and report.warnings == ()
+
+    with AuditLog(path=path) as log:
+        assert log.last_seq == 4
+        assert log.emit("deployment.drain_completed").seq == 5
+    assert verify_chain(path).ok
+
+
+def test_records_appended_past_a_stale_head_fail(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    _write_events(path, 3)
+    stale = head_path(path).read_bytes()
+    with AuditLog(path=path) as log:
+        log.emit("deployment.drain_started")
+        log.emit("deployment.drain_completed")
+    head_path(path).write_bytes(stale)
+    report = verify_chain(path)
+    assert not report.ok
+    assert report.first_bad_seq == 5
+    assert "stops at seq 3" in report.reason
+
+
+def test_rewritten_end_with_a_valid_chain_is_caught_by_the_head(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    _write_events(path, 5)
+    _write_lines(path, _lines(path)[:3])
+    head = head_path(path)
+    kept = head.read_bytes()
+    head.unlink()
+    with AuditLog(worker_id="w-1", version="v1.0.0", path=path) as log:
+        log.emit("deployment.drain_completed", target="forged-4")
+        log.emit("deployment.drain_completed", target="forged-5")
+    head.write_bytes(kept)
+    report = verify_chain(path)
+    assert not report.ok
+    assert report.first_bad_seq == 5
+    assert "rewritten" in report.reason
+
+
+def test_missing_head_is_a_warning_not_a_failure(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    _write_events(path, 3)
+    head_path(path).unlink()
+    report = verify_chain(path)
+    assert report.ok and report.records == 3
+    assert len(report.warnings) == 1
+    assert "audit.jsonl.head is missing" in report.warnings[0]
+
+    with AuditLog(path=path) as log:
+        assert log.emit("worker.started").seq == 4
+    assert verify_chain(path).warnings == ()
+
+
+def test_garbled_head_warns_in_verify_and_stops_a_writer(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    _write_events(path, 2)
+    head_path(path).write_text('{"seq": "two"}', encoding="utf-8")
+    report = verify_chain(path)
+    assert report.ok
+    assert "unreadable (it has no positive integer seq)" in report.warnings[0]
+    with pytest.raises(AuditFileError, match="move it aside"):
+        AuditLog(path=path)
+
+
+def test_failed_head_write_is_counted_and_the_record_is_kept(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    with AuditLog(path=path) as log:
+        head_path(path).mkdir()
+        log.emit("worker.started")
+        assert log.sink_failures == 1
+    assert len(_lines(path)) == 1
+    report = verify_chain(path)
+    assert report.ok
+    assert "unreadable" in report.warnings[0]
+
+
+def _append_while_scanning(
+    monkeypatch: pytest.MonkeyPatch, log: AuditLog, during: int, after: int
+) -> None:
+    """Make a live writer append `during` records before the scan and `after` behind it."""
+    real_scan = audit_module._scan_chain
+
+    def scan_with_writer(file: Path) -> audit_module._Scan:
+        for _ in range(during):
+            log.emit("worker.rejected")
+        scan = real_scan(file)
+        for _ in range(after):
+            log.emit("worker.rejected")
+        return scan
+
+    monkeypatch.setattr(audit_module, "_scan_chain", scan_with_writer)
+
+
+@pytest.mark.parametrize("after", [0, 1, 3])
+def test_verify_accepts_a_log_its_writer_extends_while_it_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, after: int
+) -> None:
+    path = tmp_path / "audit.jsonl"
+    with AuditLog(path=path) as log:
+        log.emit("worker.started")
+        _append_while_scanning(monkeypatch, log, during=3, after=after)
+        report = verify_chain(path)
+    assert report.ok, report.reason
+    assert report.records == 4

@@ -2,7 +2,9 @@
 
 Every event gets a sequence number that is never reused and the hash of the event
 before it, so an operator can prove after the fact that no record of a deploy,
-drain or rejection was deleted, edited, reordered or inserted.
+drain or rejection was deleted, edited, reordered or inserted. A file log also keeps
+a small head file (`<log>.head`) holding its last seq and hash, because a chain alone
+cannot show that records were cut from its end.
 """
 
 from __future__ import annotations
@@ -28,17 +30,22 @@ except ImportError:  # pragma: no cover - non-POSIX platforms
 
 __all__ = [
     "GENESIS_HASH",
+    "HEAD_SUFFIX",
     "RESERVED_KEYS",
     "AuditEvent",
     "AuditFileError",
     "AuditLog",
     "ChainReport",
+    "head_path",
     "record_hash",
     "verify_chain",
 ]
 
 GENESIS_HASH = "0" * 64
 """The `prev_hash` of the first record of a chain."""
+
+HEAD_SUFFIX = ".head"
+"""Appended to an audit file's name to name its head file."""
 
 RESERVED_KEYS = frozenset(
     {
@@ -63,7 +70,77 @@ _TAIL_CHUNK = 8192
 
 
 class AuditFileError(ValueError):
-    """The audit file cannot be continued safely (damaged tail or another writer)."""
+    """The audit file cannot be continued safely (damaged tail or head, or another writer)."""
+
+
+def head_path(path: str | os.PathLike[str]) -> Path:
+    """Return the head file kept next to audit file `path`; move both when rotating."""
+    file = Path(path)
+    return file.with_name(file.name + HEAD_SUFFIX)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Head:
+    """The seq and hash of a log's last record, as its writer last recorded them."""
+
+    seq: int
+    hash: str
+
+
+def _read_head(log: Path) -> _Head | None:
+    """Return the head of audit file `log`, None when it has none.
+
+    Raises AuditFileError naming what is wrong when the head file exists but cannot
+    be used.
+    """
+    file = head_path(log)
+    try:
+        raw = file.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise AuditFileError(exc.strerror or type(exc).__name__) from None
+    try:
+        document = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise AuditFileError("it is not valid JSON") from None
+    seq = document.get("seq") if isinstance(document, dict) else None
+    digest = document.get("hash") if isinstance(document, dict) else None
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
+        raise AuditFileError("it has no positive integer seq")
+    if not isinstance(digest, str) or len(digest) != 64:
+        raise AuditFileError("it has no 64-character hash")
+    return _Head(seq, digest)
+
+
+def _records(first: int, last: int) -> str:
+    return f"record {first} was" if first == last else f"records {first}..{last} were"
+
+
+def _tail_problem(last_seq: int, known: Mapping[int, str], head: _Head) -> tuple[int, str] | None:
+    """Compare the end of a log with its head; return (first bad seq, reason) or None.
+
+    The head may trail the log by one record (a crash between the append and the head
+    update), never more, and never lead it. `known` maps the seqs whose hashes the
+    caller read to those hashes.
+    """
+    if head.seq > last_seq:
+        return last_seq + 1, (
+            f"the log ends at seq {last_seq} but its head file says it runs to seq "
+            f"{head.seq}: {_records(last_seq + 1, head.seq)} deleted from the end"
+        )
+    if last_seq > head.seq + 1:
+        return head.seq + 2, (
+            f"the log runs to seq {last_seq} but its head file stops at seq {head.seq}: "
+            f"{_records(head.seq + 2, last_seq)} appended without updating the head"
+        )
+    written = known.get(head.seq)
+    if written is not None and written != head.hash:
+        return head.seq, (
+            f"record seq {head.seq} is not the one its head file recorded: "
+            "the end of the log was rewritten"
+        )
+    return None
 
 
 def _canonical(record: Mapping[str, Any]) -> bytes:
@@ -144,13 +221,16 @@ class ChainReport:
 
     `records` counts the records that verified before the first problem. `first_bad_seq`
     is the seq written on the first record that fails, or the seq expected at a line
-    that cannot be read; it is None when the chain is intact.
+    that cannot be read or that was deleted from the end; it is None when the chain is
+    intact. `warnings` say what could not be checked without failing the log, such as
+    a missing head file.
     """
 
     ok: bool
     records: int
     first_bad_seq: int | None
     reason: str
+    warnings: tuple[str, ...] = ()
 
 
 _STRING_KEYS = ("event", "actor", "target", "result", "version", "worker_id", "host")
@@ -174,61 +254,150 @@ def _problem(record: Mapping[str, Any]) -> str | None:
     return None
 
 
-def verify_chain(path: str | os.PathLike[str]) -> ChainReport:
-    """Check an audit file end to end: seq continuity, the hash chain and every line.
+@dataclasses.dataclass
+class _Scan:
+    """What a pass over an audit file found: a problem, or the end of an intact chain."""
 
-    Detects a deleted, edited, reordered or inserted record and a truncated or garbled
-    line. Blank lines are skipped. Raises FileNotFoundError when the file is missing.
-    """
-    file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(f"audit file {file} does not exist; check the path and retry")
-    count = 0
-    prev_seq = 0
+    problem: ChainReport | None = None
+    records: int = 0
+    last_seq: int = 0
+    recent: dict[int, str] = dataclasses.field(default_factory=dict)
+    """Hashes of the last two records by seq, to compare with the head."""
+
+
+def _scan_chain(file: Path) -> _Scan:
+    """Check seq continuity, the hash chain and every line of `file`, start to end."""
+    scan = _Scan()
     prev_hash = GENESIS_HASH
     with file.open("rb") as handle:
         for lineno, raw in enumerate(handle, start=1):
             line = raw.strip()
             if not line:
                 continue
-            expected = prev_seq + 1
+            count = scan.records
+            expected = scan.last_seq + 1
             try:
                 record = json.loads(line.decode("utf-8"))
             except (UnicodeDecodeError, ValueError):
-                return ChainReport(
+                scan.problem = ChainReport(
                     False, count, expected, f"line {lineno} is truncated or not valid JSON"
                 )
+                return scan
             if not isinstance(record, dict):
-                return ChainReport(False, count, expected, f"line {lineno} is not a JSON object")
+                scan.problem = ChainReport(
+                    False, count, expected, f"line {lineno} is not a JSON object"
+                )
+                return scan
             problem = _problem(record)
             if problem is not None:
-                return ChainReport(False, count, expected, f"line {lineno} {problem}")
+                scan.problem = ChainReport(False, count, expected, f"line {lineno} {problem}")
+                return scan
             seq: int = record["seq"]
             if record["hash"] != record_hash(record):
-                return ChainReport(
+                scan.problem = ChainReport(
                     False, count, seq, f"line {lineno} (seq {seq}) was modified after writing"
                 )
+                return scan
             if seq != expected:
-                return ChainReport(
+                scan.problem = ChainReport(
                     False,
                     count,
                     seq,
                     f"line {lineno} has seq {seq} where {expected} was expected "
                     "(a record is missing, reordered or inserted)",
                 )
+                return scan
             if record["prev_hash"] != prev_hash:
-                return ChainReport(
+                scan.problem = ChainReport(
                     False,
                     count,
                     seq,
                     f"line {lineno} (seq {seq}) does not chain to the record before it",
                 )
-            count += 1
-            prev_seq = seq
+                return scan
+            scan.recent = {scan.last_seq: prev_hash, seq: record["hash"]}
+            scan.records += 1
+            scan.last_seq = seq
             prev_hash = record["hash"]
-    if count == 0:
-        return ChainReport(True, 0, None, "the audit file is empty")
-    return ChainReport(True, count, None, f"{count} records verified, last seq {prev_seq}")
+    return scan
+
+
+def _head_for_check(file: Path) -> tuple[_Head | None, str | None]:
+    """Read the head of `file` for verification: (head, why it is unreadable)."""
+    try:
+        return _read_head(file), None
+    except AuditFileError as exc:
+        return None, str(exc)
+
+
+def _head_warnings(file: Path, unreadable: str | None, missing: bool) -> tuple[str, ...]:
+    """Say why the end of the log could not be checked; a warning, never a failure."""
+    name = head_path(file).name
+    consequence = "so records deleted from the end of the log cannot be detected"
+    if unreadable is not None:
+        return (f"head file {name} is unreadable ({unreadable}), {consequence}",)
+    if missing:
+        return (f"head file {name} is missing, {consequence}",)
+    return ()
+
+
+def verify_chain(path: str | os.PathLike[str]) -> ChainReport:
+    """Check an audit file end to end: seq continuity, the hash chain, every line, the end.
+
+    Detects a deleted, edited, reordered or inserted record, a truncated or garbled
+    line, and records deleted from the end (against the head file, which may trail the
+    log by one record after a crash). Blank lines are skipped. A missing or unreadable
+    head file is a warning, not a failure. Raises FileNotFoundError when the file is
+    missing.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"audit file {file} does not exist; check the path and retry")
+    head, unreadable = _head_for_check(file)
+    scan = _scan_chain(file)
+    missing = head is None and unreadable is None and scan.records > 0
+    warnings = _head_warnings(file, unreadable, missing)
+    if scan.problem is not None:
+        return dataclasses.replace(scan.problem, warnings=warnings)
+    if head is not None and scan.last_seq > head.seq + 1:
+        head = _settled_head(file, head, scan.last_seq)
+    if head is not None:
+        problem = _tail_problem(scan.last_seq, scan.recent, head)
+        if problem is not None:
+            first_bad, reason = problem
+            return ChainReport(False, scan.records, first_bad, reason, warnings)
+    if scan.records == 0:
+        return ChainReport(True, 0, None, "the audit file is empty", warnings)
+    return ChainReport(
+        True,
+        scan.records,
+        None,
+        f"{scan.records} records verified, last seq {scan.last_seq}",
+        warnings,
+    )
+
+
+def _settled_head(file: Path, head: _Head, last_seq: int) -> _Head | None:
+    """Re-read a head that trails the log by more than one record.
+
+    A live writer may have appended while the log was read; its newer head is compared
+    instead. A head now past `last_seq` means the log grew after it was read, which
+    leaves no end to compare (None); a head that did not move is returned as it was.
+    """
+    try:
+        fresh = _read_head(file)
+    except AuditFileError:
+        return head
+    if fresh is None or fresh.seq <= head.seq:
+        return head
+    return fresh if fresh.seq <= last_seq else None
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
 
 
 def _read_last_line(fd: int) -> bytes:
@@ -251,7 +420,10 @@ class AuditLog:
     With no `sink` and no `path`, each event is one JSON line on the `openrtc.audit`
     logger at INFO; passing `logger` turns the logger sink on alongside the others.
     The file sink is fsync'ed per event and continues the seq and hash chain of the
-    records already in it; one process may write a file at a time.
+    records already in it; one process may write a file at a time. After each append it
+    replaces the head file (`<log>.head`) with the new last seq and hash; on reopening it
+    continues after whichever of the file's last record and the head is later, so a seq
+    is never reused even when records were cut from the end of the file.
     `emit` is thread-safe. Call it from threads or asyncio callbacks (including
     `loop.add_signal_handler`), not from a raw `signal.signal` handler, which can
     interrupt an emit already running on the same thread. Sinks run in seq order under
@@ -325,9 +497,37 @@ class AuditLog:
         self._path = path
 
     def _resume_from(self, fd: int, path: Path) -> None:
+        """Continue after the later of the file's last record and its head, so no seq repeats."""
+        tail = self._file_tail(fd, path)
+        try:
+            head = _read_head(path)
+        except AuditFileError as exc:
+            raise AuditFileError(
+                f"head file {head_path(path)} is unreadable ({exc}); move it aside to "
+                "continue from the audit file's own last record"
+            ) from None
+        resume = tail
+        if head is not None:
+            last_seq = 0 if tail is None else tail.seq
+            problem = _tail_problem(last_seq, {} if tail is None else {tail.seq: tail.hash}, head)
+            if problem is not None:
+                _errors.error(
+                    "audit file %s: %s; new records follow seq %d",
+                    path,
+                    problem[1],
+                    max(last_seq, head.seq),
+                )
+            if head.seq > last_seq:
+                resume = head
+        if resume is not None:
+            self._seq = resume.seq
+            self._last_hash = resume.hash
+
+    def _file_tail(self, fd: int, path: Path) -> _Head | None:
+        """Return the seq and hash of the file's last record, None when it has none."""
         last = _read_last_line(fd)
         if not last:
-            return
+            return None
         try:
             record = json.loads(last.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
@@ -342,10 +542,9 @@ class AuditLog:
                 f"the last record of audit file {path} was modified after writing; "
                 "check it with verify_chain() and move it aside before restarting"
             )
-        self._seq = record["seq"]
-        self._last_hash = record["hash"]
         size = os.lseek(fd, 0, os.SEEK_END)
         self._needs_newline = size > 0 and os.pread(fd, 1, size - 1) != b"\n"
+        return _Head(record["seq"], record["hash"])
 
     @staticmethod
     def _fsync_dir(directory: Path) -> None:
@@ -417,15 +616,31 @@ class AuditLog:
         try:
             if self._fd is None:
                 raise OSError("the audit file is closed")
-            view = memoryview(data)
-            while view:
-                written = os.write(self._fd, view)
-                view = view[written:]
+            _write_all(self._fd, data)
             os.fsync(self._fd)
             self._needs_newline = False
         except OSError as exc:
             self._needs_newline = True
             self._count_failure(event, "file", exc)
+            return
+        try:
+            self._write_head(event)
+        except OSError as exc:
+            self._count_failure(event, "head file", exc)
+
+    def _write_head(self, event: AuditEvent) -> None:
+        """Record the last seq and hash durably; the head is replaced whole, never torn."""
+        assert self._path is not None
+        target = head_path(self._path)
+        temp = target.with_name(target.name + ".tmp")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+        try:
+            _write_all(fd, _canonical({"seq": event.seq, "hash": event.hash}) + b"\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temp, target)
+        self._fsync_dir(target.parent)
 
     def _log_event(self, event: AuditEvent) -> None:
         assert self._logger is not None

@@ -31,14 +31,21 @@ def _error(message: str, code: int = 2) -> typer.Exit:
 def _secrets(secret_file: Path | None) -> list[str] | dict[str, str]:
     from ..membership import load_secrets
 
+    if secret_file is None:
+        try:
+            return load_secrets()
+        except ValueError as e:
+            raise _error(str(e)) from None
     try:
-        if secret_file is not None:
-            return load_secrets(secret_file.read_text())
-        return load_secrets()
+        text = secret_file.read_bytes().decode("utf-8")
     except OSError as e:
-        raise _error(f"cannot read {secret_file}: {e.strerror}") from None
+        raise _error(f"cannot read secret file {secret_file}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise _error(f"secret file {secret_file} is not UTF-8 text") from None
+    try:
+        return load_secrets(text)
     except ValueError as e:
-        raise _error(str(e)) from None
+        raise _error(f"secret file {secret_file}: {e}") from None
 
 
 @manifest_app.command("sign")
@@ -87,8 +94,11 @@ def manifest_sign(
         typer.echo(text)
         return
     tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(text + "\n")
-    os.replace(tmp, out)
+    try:
+        tmp.write_text(text + "\n", encoding="utf-8")
+        os.replace(tmp, out)
+    except OSError as e:
+        raise _error(f"cannot write {out}: {e.strerror}") from None
     typer.echo(f"wrote {out}: active {', '.join(dict.fromkeys(active))}", err=True)
 
 
@@ -125,13 +135,18 @@ def audit_verify(
     ],
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
-    """Check an audit file's hash chain: exit 0 when whole, else name the first bad seq."""
+    """Check an audit file's hash chain and head: exit 0 when whole, else name the first bad seq.
+
+    A missing head file (logs from older versions) is a warning on stderr, not a failure.
+    """
     from ..audit import verify_chain
 
     try:
         report = verify_chain(path)
     except FileNotFoundError as e:
         raise _error(str(e)) from None
+    except OSError as e:
+        raise _error(f"cannot read {path}: {e.strerror}") from None
     if as_json:
         typer.echo(
             json.dumps(
@@ -140,6 +155,7 @@ def audit_verify(
                     "records": report.records,
                     "first_bad_seq": report.first_bad_seq,
                     "reason": report.reason,
+                    "warnings": list(report.warnings),
                 }
             )
         )
@@ -147,4 +163,6 @@ def audit_verify(
         typer.echo(f"ok: {report.records} records, chain whole")
     else:
         typer.echo(f"BROKEN at seq {report.first_bad_seq}: {report.reason}")
+    for warning in report.warnings:
+        typer.secho(f"warning: {warning}", err=True, fg=typer.colors.YELLOW)
     raise typer.Exit(0 if report.ok else 1)

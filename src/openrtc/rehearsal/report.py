@@ -41,8 +41,10 @@ class RehearsalReport:
 
     @property
     def ok(self) -> bool:
+        """True only when nothing was lost or late and no problem was noted during the run."""
         return (
-            self.calls_dropped == 0
+            not self.problems
+            and self.calls_dropped == 0
             and self.calls_unserved == 0
             and self.calls_failed == 0
             and self.post_cutover_calls_on_old == 0
