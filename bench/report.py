@@ -446,6 +446,8 @@ def deploy_verdicts(result: dict[str, Any]) -> list[Verdict]:
     deploys = s.get("deploys", 0)
     dropped = s.get("calls_dropped")
     missing = s.get("sigterm_to_full_not_measured", 0)
+    accounted = s.get("calls_accounted")
+    accounting = {True: "; every call accounted for", False: "; NOT every call accounted for"}
     return [
         Verdict(
             f"SIGTERM -> full < {FULL_P99_TARGET_MS:g} ms p99",
@@ -463,32 +465,45 @@ def deploy_verdicts(result: dict[str, Any]) -> list[Verdict]:
         ),
         Verdict(
             f"0 dropped in {DEPLOYS_TARGET} rolling deploys",
-            deploys >= DEPLOYS_TARGET and dropped == 0,
+            deploys >= DEPLOYS_TARGET and dropped == 0 and accounted is not False,
             f"{deploys} deploys, {s.get('calls_placed')} calls: dropped {dropped}, unserved "
             f"{s.get('calls_unserved')}, failed {s.get('calls_failed')}, completed "
             f"{s.get('calls_completed')}; {s.get('nonzero_exits')} old workers exited non-zero"
             + (f" (only {deploys} of {DEPLOYS_TARGET} deploys run)" if deploys < 10 else "")
+            + accounting.get(accounted, "")
             + ".",
         ),
     ]
 
 
 def deploy_section(result: dict[str, Any]) -> str:
-    headers = ["deploy", "ok", "placed", "completed", "failed", "dropped", "unserved",
+    headers = ["deploy", "versions", "ok", "placed", "completed", "failed", "dropped",
+               "unserved", "live at SIGTERM", "offers after SIGTERM (taken)",
                "SIGTERM -> full ms", "last call end -> exit ms", "exit codes"]  # fmt: skip
 
-    def join(values: dict[str, Any]) -> str:
+    def join(values: dict[str, Any] | None) -> str:
+        if values is None:
+            return "n/a"
         return ", ".join("n/a" if v is None else f"{v:.0f}" for v in values.values())
+
+    def offers(r: dict[str, Any]) -> str:
+        sent, taken = r.get("offers_after_sigterm"), r.get("calls_taken_after_sigterm")
+        if sent is None or taken is None:
+            return "n/a"
+        return f"{sum(sent.values())} ({sum(taken.values())})"
 
     rows = [
         [
             r["deploy"],
+            f"{r.get('from_version', '?')} -> {r.get('to_version', '?')}",
             r["ok"],
             r["calls_placed"],
             r["calls_completed"],
             r["calls_failed"],
             r["calls_dropped"],
             r["calls_unserved"],
+            join(r.get("calls_live_at_sigterm")),
+            offers(r),
             join(r["sigterm_to_full_ms"]),
             join(r["last_call_end_to_exit_ms"]),
             ", ".join(str(c) for c in r["exit_codes"].values()),
@@ -496,18 +511,34 @@ def deploy_section(result: dict[str, Any]) -> str:
         for r in result.get("deploys", [])
     ]
     cfg = result.get("config", {})
+    s = result.get("summary", {})
+    hold = cfg.get("call_hold_s") or ["?", "?"]
     return "\n".join(
         [
             "## Deploy: rolling deploys under steady traffic",
             "",
             header(result),
             "",
-            f"Each deploy is one rehearsal: {cfg.get('workers_per_version')} old and "
-            f"{cfg.get('workers_per_version')} new workers as real processes, "
-            f"{cfg.get('calls_per_deploy')} calls at {cfg.get('call_rate_per_s')}/s, SIGTERM "
-            "to every old worker with no manifest (SIGTERM alone does the cutover).",
+            f"{cfg.get('deploys')} consecutive rolling deploys of one fleet of "
+            f"{cfg.get('workers_per_version')} workers (real processes) on one dispatch server, "
+            f"under one stream of {cfg.get('call_mode', '?')}-mode simulated calls of "
+            f"{hold[0]}-{hold[1]} s at {cfg.get('call_rate_per_s')}/s that runs unbroken through "
+            "every deploy. Each deploy replaces the workers one at a time: a new-version worker "
+            "starts, and once the server has it accepting, one old worker gets SIGTERM (no "
+            "manifest: SIGTERM alone does the cutover). A deploy's calls are those placed from "
+            "its start to the next deploy's start; 'live at SIGTERM' is per old worker.",
             "",
             markdown_table(headers, rows),
+            "",
+            f"Every call of the run ({cell(s.get('calls_before_first_deploy'))} of them placed "
+            f"before the first deploy): placed {s.get('calls_placed')}, completed "
+            f"{s.get('calls_completed')}, failed {s.get('calls_failed')}, cancelled "
+            f"{s.get('calls_cancelled')}, dropped {s.get('calls_dropped')}, unserved "
+            f"{s.get('calls_unserved')}, still open at the end "
+            f"{cell(s.get('calls_unfinished'))}; accounted for: "
+            f"{cell(s.get('calls_accounted'))}. Calls an old worker took after its SIGTERM: "
+            f"{cell(s.get('calls_taken_by_old_after_sigterm'))}; the last fleet "
+            f"drained with {cell(s.get('final_fleet_nonzero_exits'))} non-zero exits.",
             "",
             "### Verdicts",
             "",

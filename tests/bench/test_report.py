@@ -88,7 +88,13 @@ DEPLOY = {
     "machine": MACHINE,
     "command": "PYTHONPATH=src .venv/bin/python bench/deploy.py",
     "duration_s": 200.0,
-    "config": {"workers_per_version": 2, "calls_per_deploy": 40, "call_rate_per_s": 4.0},
+    "config": {
+        "deploys": 10,
+        "workers_per_version": 2,
+        "call_rate_per_s": 4.0,
+        "call_hold_s": [1.0, 5.0],
+        "call_mode": "text",
+    },
     "summary": {
         "deploys": 10,
         "old_workers": 20,
@@ -103,11 +109,19 @@ DEPLOY = {
         "calls_dropped": 0,
         "calls_unserved": 0,
         "calls_failed": 0,
+        "calls_cancelled": 0,
+        "calls_unfinished": 0,
+        "calls_accounted": True,
+        "calls_before_first_deploy": 16,
+        "calls_taken_by_old_after_sigterm": 0,
+        "final_fleet_nonzero_exits": 0,
         "nonzero_exits": 0,
     },
     "deploys": [
         {
             "deploy": 1,
+            "from_version": "v1.0.0",
+            "to_version": "v2.0.0",
             "ok": True,
             "calls_placed": 40,
             "calls_completed": 40,
@@ -117,6 +131,9 @@ DEPLOY = {
             "sigterm_to_full_ms": {"v1-1": 20.0, "v1-2": None},
             "last_call_end_to_exit_ms": {"v1-1": 250.0, "v1-2": 700.0},
             "exit_codes": {"v1-1": 0, "v1-2": 0},
+            "calls_live_at_sigterm": {"v1-1": 7, "v1-2": 5},
+            "offers_after_sigterm": {"v1-1": 2, "v1-2": 1},
+            "calls_taken_after_sigterm": {"v1-1": 0, "v1-2": 0},
         }
     ],
 }
@@ -182,6 +199,26 @@ def test_deploy_verdicts_and_too_few_deploys() -> None:
     few["summary"]["deploys"] = 3
     assert report.deploy_verdicts(few)[2].met is False
     assert "only 3 of 10" in report.deploy_verdicts(few)[2].detail
+    assert "every call accounted for" in dropped.detail
+
+
+def test_deploy_verdict_misses_when_a_call_is_not_accounted_for() -> None:
+    open_call = copy.deepcopy(DEPLOY)
+    open_call["summary"].update(calls_unfinished=1, calls_accounted=False)
+    dropped = report.deploy_verdicts(open_call)[2]
+    assert dropped.met is False
+    assert "NOT every call accounted for" in dropped.detail
+
+
+def test_deploy_section_shows_the_rollout_and_what_old_workers_did_after_sigterm() -> None:
+    text = report.deploy_section(DEPLOY)
+    assert "10 consecutive rolling deploys of one fleet of 2 workers" in text
+    assert "text-mode simulated calls of 1.0-5.0 s at 4.0/s" in text
+    row = next(line for line in text.splitlines() if line.startswith("| 1 |"))
+    assert "| v1.0.0 -> v2.0.0 | yes | 40 |" in row
+    assert "| 7, 5 | 3 (0) | 20, n/a | 250, 700 | 0, 0 |" in row
+    assert "placed 400, completed 400" in text and "accounted for: yes" in text
+    assert "16 of them placed before the first deploy" in text
 
 
 def test_the_page_is_generated_from_the_json_files(tmp_path: Path) -> None:
