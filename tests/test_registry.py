@@ -83,3 +83,24 @@ def test_discover_refuses_a_file_without_agents(tmp_path: Path) -> None:
     (tmp_path / "empty.py").write_text("x = 1\n")
     with pytest.raises(AgentLoadError, match="defines no livekit.agents.Agent subclass"):
         AgentPool().discover(tmp_path)
+
+
+def test_discover_keeps_provider_strings_and_session_kwargs(tmp_path: Path) -> None:
+    (tmp_path / "voice.py").write_text(
+        "from livekit.agents import Agent\n"
+        "from openrtc import agent_config\n"
+        "@agent_config(stt='deepgram/nova-3', llm='openai/gpt-4.1-mini',\n"
+        "              session_kwargs={'max_tool_steps': 6})\n"
+        "class Voice(Agent):\n"
+        "    def __init__(self):\n"
+        "        super().__init__(instructions='v')\n"
+    )
+    pool = AgentPool(default_tts="cartesia/sonic-2")
+    (spec,) = pool.discover(tmp_path)
+    assert (spec.stt, spec.llm, spec.tts) == ("deepgram/nova-3", "openai/gpt-4.1-mini", None)
+    assert pool.session_options(spec) == {
+        "stt": "deepgram/nova-3",
+        "llm": "openai/gpt-4.1-mini",
+        "tts": "cartesia/sonic-2",
+        "max_tool_steps": 6,
+    }

@@ -70,10 +70,37 @@ async def test_drain_lets_live_calls_finish_and_sends_new_calls_to_the_new_versi
     kinds = [e["event"] for e in events]
     assert kinds.count("deployment.drain_started") == 1
     assert "deployment.drain_completed" in kinds
-    refusals = [e for e in events if e["event"] == "worker.rejected"]
-    assert all(e["reason"] == "draining" for e in refusals)
+    # the server saw the old worker full before the fresh calls: none was offered to it
+    assert not [e for e in events if e["event"] == "worker.rejected"]
+    assert all(o.worker_id == new.worker_id for j in fresh for o in devserver.job(j.id).offers)
     assert all(e["version"] == "v1.0.0" for e in events)
     assert not devserver.worker(old.worker_id).connected
+
+
+async def test_offers_that_reach_a_draining_worker_are_refused_and_audited(
+    devserver: DispatchServer,
+) -> None:
+    events: list[dict[str, object]] = []
+    pool = pool_at("v1.0.0", audit_sink=lambda e: events.append(e.to_dict()))
+    async with running(pool, devserver) as worker:
+        live = await devserver.dispatch(simulated_call=long_call(60))
+        await devserver.wait_job(live.id, {"running"})
+        # three offers already on the wire when the drain begins, as when SIGTERM lands
+        # mid-dispatch: the server still saw the worker available when it sent them
+        late = [await devserver.dispatch(simulated_call=long_call(0), deadline=1.0) for _ in "abc"]
+        pool.begin_drain(reason="deploy", actor="test")
+        for job in late:
+            done = await devserver.wait_job(job.id, {"unserved", "success", "failed"})
+            assert done.state.value == "unserved"
+            assert [(o.worker_id, o.available) for o in done.offers] == [(pool.worker_id, False)]
+        assert pool.runtime_snapshot().active_sessions == 1
+        await devserver.end_call(live.id)
+        assert (await devserver.wait_job(live.id, {"success", "failed"})).state.value == "success"
+        assert await worker.exit_code() == EXIT_OK
+    refusals = [e for e in events if e["event"] == "worker.rejected"]
+    assert sorted(str(e["job_id"]) for e in refusals) == sorted(j.id for j in late)
+    assert all((e["reason"], e["result"]) == ("draining", "refused") for e in refusals)
+    assert pool.runtime_snapshot().rejected_total == {"draining": 3}
 
 
 async def test_drain_timeout_cuts_live_calls_gracefully_and_exits_3(

@@ -16,6 +16,7 @@ from openrtc.devserver import DispatchServer
 from openrtc.manifest import sign_manifest
 from openrtc.pool import Refuse
 from openrtc.testing import FakeLLM, FakeSTT, FakeTTS
+from openrtc.worker.lifespan import EXIT_OK
 from tests.harness import running, wait_until
 
 SECRET = "manifest-secret-for-tests"
@@ -107,3 +108,49 @@ async def test_membership_follows_the_manifest(devserver: DispatchServer, tmp_pa
         )
     changes = [e for e in events if e["event"] == "membership.changed"]
     assert [c["member"] for c in changes] == [True, False, True]
+
+
+async def test_a_worker_set_to_drain_when_dropped_finishes_its_calls_and_exits_0(
+    devserver: DispatchServer, tmp_path: Path
+) -> None:
+    manifest = tmp_path / "manifest.json"
+    publish(manifest, ["v1.0.0"])
+    events: list[dict[str, object]] = []
+    pool = AgentPool(
+        agents={"sales": Sales},
+        deployment_version="v1.0.0",
+        manifest=manifest,
+        membership_secrets=[SECRET],
+        manifest_poll_interval=0.1,
+        drain_when_not_member=True,
+        prewarm_models=False,
+        audit_sink=lambda e: events.append(e.to_dict()),
+        default_stt=FakeSTT(),
+        default_llm=FakeLLM(),
+        default_tts=FakeTTS(),
+    )
+    held = {"turns": ["hi"], "mode": "text", "pause_s": 0.0, "hold_s": 60.0}
+    async with running(pool, devserver) as worker:
+        jobs = [await devserver.dispatch(simulated_call=held) for _ in range(2)]
+        for job in jobs:
+            await devserver.wait_job(job.id, {"running"})
+
+        publish(manifest, ["v2.0.0"])
+        await wait_until(lambda: pool.state.value == "draining", timeout=5)
+        assert pool.runtime_snapshot().active_sessions == 2
+        assert not worker.task.done()  # the live calls keep the worker up
+        for job in jobs:
+            await devserver.end_call(job.id)
+        ended = [await devserver.wait_job(j.id, {"success", "failed", "cancelled"}) for j in jobs]
+        assert [e.state.value for e in ended] == ["success", "success"]
+        assert await worker.exit_code() == EXIT_OK
+    assert [t.state.value for t in pool.lifecycle.history] == [
+        "accepting",
+        "not_member",
+        "draining",
+        "drained",
+        "stopped",
+    ]
+    (drain,) = [e for e in events if e["event"] == "deployment.drain_started"]
+    assert (drain["actor"], drain["reason"]) == ("manifest", "version left the manifest")
+    assert pool.runtime_snapshot().outcomes_total == {"success": 2}

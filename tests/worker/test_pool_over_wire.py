@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import Counter
+from typing import Any
+
+import pytest
+from livekit.local_inference import init_eot
+from livekit.plugins import silero
 
 from openrtc import AgentPool
 from openrtc.devserver import DispatchServer
@@ -94,7 +100,6 @@ async def test_fifty_concurrent_calls_share_one_loaded_vad_and_turn_model(
             *(devserver.wait_job(j.id, {"success", "failed"}, timeout=60) for j in jobs)
         )
     assert [d.state.value for d in done] == ["success"] * 50
-    assert models.load_count == 1
     shared = models.shared_models()
     batched = models.shared_vad()
     # every call's VAD is a view on one batched engine over the one loaded Silero model
@@ -143,3 +148,77 @@ async def test_a_crashing_call_ends_failed_and_its_siblings_succeed(
     assert "agent bug" in (crashed.error or "")
     assert [f.state.value for f in finished] == ["success"] * 3
     assert pool.runtime_snapshot().outcomes_total == {"success": 3, "failed": 1}
+
+
+def count_model_loads(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """Count real loads of Silero VAD and of the end-of-turn model from now on."""
+    loads: Counter[str] = Counter()
+    load_vad = silero.VAD.load
+
+    def counted_load_vad(*args: Any, **kwargs: Any) -> Any:
+        loads["vad"] += 1
+        return load_vad(*args, **kwargs)
+
+    def counted_init_eot(*args: Any, **kwargs: Any) -> Any:
+        loads["eot"] += 1
+        return init_eot(*args, **kwargs)
+
+    monkeypatch.setattr(silero.VAD, "load", staticmethod(counted_load_vad))
+    monkeypatch.setattr(models, "init_eot", counted_init_eot)
+    models.forget_loaded_models()
+    return loads
+
+
+async def test_calls_to_every_agent_share_models_loaded_once_in_the_process(
+    devserver: DispatchServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loads = count_model_loads(monkeypatch)
+    pool = AgentPool(
+        agents={"sales": SalesAgent, "support": SupportAgent, "booking": BookingAgent}, **FAKES
+    )
+    async with running(pool, devserver):
+        assert loads == {"vad": 1, "eot": 1}, "prewarm loads both models before any call"
+        jobs = await asyncio.gather(
+            *(
+                devserver.dispatch(metadata={"agent": agent}, simulated_call=call(hold_s=2.0))
+                for agent in ("sales", "support", "booking") * 2
+            )
+        )
+        await wait_until(lambda: sum(s.session is not None for s in pool.live_sessions()) == 6)
+        sessions = [s.session for s in pool.live_sessions()]
+        done = await asyncio.gather(
+            *(devserver.wait_job(j.id, {"success", "failed"}, timeout=30) for j in jobs)
+        )
+    assert [d.state.value for d in done] == ["success"] * 6
+    assert sorted(replies(pool, j.id)[0].split(".")[0] for j in jobs) == sorted(
+        ["You are Sales", "You are Support", "You are Booking"] * 2
+    )
+    assert loads == {"vad": 1, "eot": 1}
+    batched = models.shared_vad()
+    assert all(s.vad._engine is batched._engine for s in sessions)
+    assert all(s.turn_detection is models.shared_models().turn_detector for s in sessions)
+
+
+async def test_a_capped_worker_reports_live_calls_over_its_cap_as_its_load(
+    devserver: DispatchServer,
+) -> None:
+    pool = AgentPool(
+        agents={"sales": SalesAgent}, max_concurrent_sessions=4, prewarm_models=False, **FAKES
+    )
+    async with running(pool, devserver):
+        record = devserver.worker(pool.worker_id)
+        held = [await devserver.dispatch(simulated_call=call(hold_s=60)) for _ in range(2)]
+        for job in held:
+            await devserver.wait_job(job.id, {"running"})
+        await wait_until(lambda: record.load == 0.5)
+        assert record.status == "WS_AVAILABLE"
+
+        held += [await devserver.dispatch(simulated_call=call(hold_s=60)) for _ in range(2)]
+        await wait_until(lambda: record.load == 1.0)
+        assert record.status == "WS_FULL"
+
+        for job in held:
+            await devserver.end_call(job.id)
+        ended = [await devserver.wait_job(j.id, {"success", "failed"}) for j in held]
+        assert [e.state.value for e in ended] == ["success"] * 4
+        await wait_until(lambda: record.load == 0.0 and record.status == "WS_AVAILABLE")

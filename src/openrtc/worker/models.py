@@ -69,3 +69,15 @@ def shared_vad() -> Any:
         if _shared_vad is None:
             _shared_vad = SharedVAD.from_silero(loaded.vad)
         return _shared_vad
+
+
+def forget_loaded_models() -> None:
+    """Drop the memoized models so the next `shared_models()` loads them again.
+
+    For tests that count real loads; a worker never calls it. Sessions already holding
+    the old objects keep them.
+    """
+    global _loaded, _shared_vad
+    with _lock:
+        _loaded = None
+        _shared_vad = None

@@ -1,0 +1,239 @@
+"""What a registration says reaches the call's AgentSession: greetings, kwargs, providers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from livekit.agents import Agent, llm
+from livekit.agents.utils import http_context
+
+from openrtc import AgentPool
+from openrtc.devserver import DispatchServer
+from openrtc.sessions import SessionInfo, SessionOutcome
+from openrtc.testing import FakeLLM, FakeSTT, FakeTTS
+from openrtc.worker import models
+from tests.harness import running
+
+from .agents import BookingAgent, SalesAgent, SupportAgent
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "agents"
+POOL_GREETING = "Thanks for calling Example Co."
+
+
+class SessionRecorder:
+    """An observer that keeps every call's AgentSession, by agent name."""
+
+    def __init__(self) -> None:
+        self.sessions: dict[str, Any] = {}
+
+    async def on_session_start(self, info: SessionInfo, session: Any) -> None:
+        self.sessions[info.agent] = session
+
+    async def on_session_end(self, info: SessionInfo, outcome: SessionOutcome) -> None:
+        return None
+
+
+class LabelledLLM(FakeLLM):
+    """A FakeLLM whose replies start with its own speaker line instead of the agent's."""
+
+    def __init__(self, label: str) -> None:
+        super().__init__()
+        self.speaker = label
+
+    def chat(self, *, chat_ctx: llm.ChatContext, **kwargs: Any) -> Any:
+        labelled = chat_ctx.copy()
+        labelled.items.insert(0, llm.ChatMessage(role="system", content=[self.speaker]))
+        return super().chat(chat_ctx=labelled, **kwargs)
+
+
+def call(turns: tuple[str, ...] = ("hi",)) -> dict[str, object]:
+    return {"turns": list(turns), "mode": "text", "pause_s": 0.0}
+
+
+async def call_each_agent(pool: AgentPool, devserver: DispatchServer) -> dict[str, Any]:
+    """One simulated call per registered agent; each call's transcript, by agent name."""
+    transcripts: dict[str, Any] = {}
+    async with running(pool, devserver):
+        for agent in pool.list_agents():
+            job = await devserver.dispatch(metadata={"agent": agent}, simulated_call=call())
+            done = await devserver.wait_job(job.id, {"success", "failed"}, timeout=20)
+            assert done.state.value == "success", done.to_dict()
+            transcripts[agent] = pool.transcripts[job.id]
+    return transcripts
+
+
+async def test_an_agents_own_greeting_wins_over_the_pools_default_greeting(
+    devserver: DispatchServer,
+) -> None:
+    pool = AgentPool(default_greeting=POOL_GREETING, prewarm_models=False)
+    pool.discover(EXAMPLES)
+    transcripts = await call_each_agent(pool, devserver)
+    assert {agent: t.greeting for agent, t in transcripts.items()} == {
+        "booking": POOL_GREETING,
+        "sales": POOL_GREETING,
+        "support": "Support here, what went wrong?",
+    }
+    assert transcripts["support"].replies[0].startswith("You are Support at Example Co.")
+
+
+async def test_without_any_greeting_the_agent_waits_for_the_caller(
+    devserver: DispatchServer,
+) -> None:
+    pool = AgentPool(
+        agents={"sales": SalesAgent},
+        default_stt=FakeSTT(),
+        default_llm=FakeLLM(),
+        default_tts=FakeTTS(),
+        prewarm_models=False,
+    )
+    pool.add("support", SupportAgent, greeting="Support speaking.")
+    transcripts = await call_each_agent(pool, devserver)
+    assert transcripts["sales"].greeting is None
+    assert transcripts["support"].greeting == "Support speaking."
+
+
+async def test_session_kwargs_reach_the_session_of_their_agent_only(
+    devserver: DispatchServer,
+) -> None:
+    recorder = SessionRecorder()
+    pool = AgentPool(
+        default_stt=FakeSTT(),
+        default_llm=FakeLLM(),
+        default_tts=FakeTTS(),
+        observers=[recorder],
+        prewarm_models=False,
+    )
+    pool.add("sales", SalesAgent, session_kwargs={"max_tool_steps": 7, "user_away_timeout": 42.5})
+    pool.add("support", SupportAgent)
+    await call_each_agent(pool, devserver)
+    sales, support = recorder.sessions["sales"].options, recorder.sessions["support"].options
+    assert (sales.max_tool_steps, sales.user_away_timeout) == (7, 42.5)
+    assert (support.max_tool_steps, support.user_away_timeout) == (3, 15.0)
+
+
+async def test_per_agent_providers_override_the_pool_defaults(devserver: DispatchServer) -> None:
+    recorder = SessionRecorder()
+    default_stt, default_tts = FakeSTT(), FakeTTS()
+    own_stt, own_tts = FakeSTT(latency=0.01), FakeTTS(seconds_per_char=0.01)
+    pool = AgentPool(
+        default_stt=default_stt,
+        default_llm=FakeLLM(),
+        default_tts=default_tts,
+        observers=[recorder],
+        prewarm_models=False,
+    )
+    pool.add("sales", SalesAgent)
+    pool.add(
+        "support",
+        SupportAgent,
+        stt=own_stt,
+        llm=LabelledLLM("Support's own LLM"),
+        tts=own_tts,
+    )
+    pool.add("booking", BookingAgent, llm=LabelledLLM("Booking's own LLM"))
+    transcripts = await call_each_agent(pool, devserver)
+    assert transcripts["sales"].replies == ["You are Sales. | you said: hi"]
+    assert transcripts["support"].replies == ["Support's own LLM | you said: hi"]
+    assert transcripts["booking"].replies == ["Booking's own LLM | you said: hi"]
+    support, booking = recorder.sessions["support"], recorder.sessions["booking"]
+    assert (support.stt.latency, support.tts.seconds_per_char) == (0.01, 0.01)
+    assert (booking.stt.latency, booking.tts.seconds_per_char) == (
+        default_stt.latency,
+        default_tts.seconds_per_char,
+    )
+
+
+def test_provider_strings_are_kept_for_livekit_to_resolve_at_call_time() -> None:
+    pool = AgentPool(
+        default_stt="deepgram/nova-3",
+        default_llm="openai/gpt-4.1-mini",
+        default_tts="cartesia/sonic-2",
+    )
+    pool.add("sales", SalesAgent)
+    pool.add("support", SupportAgent, llm="openai/gpt-4o", session_kwargs={"max_tool_steps": 5})
+    assert pool.get("support").llm == "openai/gpt-4o"
+    assert pool.session_options(pool.get("sales")) == {
+        "stt": "deepgram/nova-3",
+        "llm": "openai/gpt-4.1-mini",
+        "tts": "cartesia/sonic-2",
+    }
+    assert pool.session_options(pool.get("support")) == {
+        "stt": "deepgram/nova-3",
+        "llm": "openai/gpt-4o",
+        "tts": "cartesia/sonic-2",
+        "max_tool_steps": 5,
+    }
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="worker/call.py passes turn_handling for the shared turn detector, so AgentSession "
+    "ignores turn settings given as its (deprecated) keyword arguments",
+)
+async def test_turn_kwargs_reach_a_prewarmed_session(devserver: DispatchServer) -> None:
+    recorder = SessionRecorder()
+    pool = AgentPool(
+        default_stt=FakeSTT(), default_llm=FakeLLM(), default_tts=FakeTTS(), observers=[recorder]
+    )
+    pool.add("sales", SalesAgent, session_kwargs={"min_endpointing_delay": 0.9})
+    await call_each_agent(pool, devserver)
+    assert recorder.sessions["sales"].options.endpointing["min_delay"] == 0.9
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="worker/call.py only sets the shared turn detector when session_kwargs has no "
+    "turn_handling; given one, the session builds a turn detector of its own",
+)
+async def test_turn_handling_in_session_kwargs_keeps_the_shared_turn_detector(
+    devserver: DispatchServer,
+) -> None:
+    recorder = SessionRecorder()
+    pool = AgentPool(
+        default_stt=FakeSTT(), default_llm=FakeLLM(), default_tts=FakeTTS(), observers=[recorder]
+    )
+    endpointing = {"turn_handling": {"endpointing": {"min_delay": 0.9}}}
+    pool.add("sales", SalesAgent, session_kwargs=endpointing)
+    await call_each_agent(pool, devserver)
+    session = recorder.sessions["sales"]
+    assert session.options.endpointing["min_delay"] == 0.9
+    assert session.turn_detection is models.shared_models().turn_detector
+
+
+class HttpSessionAgent(Agent):
+    """Asks for livekit's per-job http session, as every hosted provider plugin does."""
+
+    seen: list[str] = []
+
+    def __init__(self) -> None:
+        super().__init__(instructions="You are Http.")
+
+    async def on_enter(self) -> None:
+        try:
+            http_context.http_session()
+        except RuntimeError as e:
+            HttpSessionAgent.seen.append(f"no http session: {e}")
+        else:
+            HttpSessionAgent.seen.append("ok")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="worker/coroutine_jobs.py opens no livekit http_context for a call, as livekit's "
+    "own job executors do, so provider plugins (deepgram, openai, inference) cannot run",
+)
+async def test_a_coroutine_call_has_the_http_session_provider_plugins_use(
+    devserver: DispatchServer,
+) -> None:
+    HttpSessionAgent.seen.clear()
+    pool = AgentPool(
+        agents={"http": HttpSessionAgent},
+        default_stt=FakeSTT(),
+        default_llm=FakeLLM(),
+        default_tts=FakeTTS(),
+        prewarm_models=False,
+    )
+    await call_each_agent(pool, devserver)
+    assert HttpSessionAgent.seen == ["ok"]
