@@ -559,6 +559,10 @@ class AuditLog:
         finally:
             os.close(dir_fd)
 
+    def busy(self) -> bool:
+        """True while some thread is writing an event (a signal may have interrupted it)."""
+        return self._lock.locked()
+
     def emit(
         self,
         event: str,

@@ -67,10 +67,16 @@ class IllegalTransition(RuntimeError):
     pass
 
 
+Log = logging.Logger | logging.LoggerAdapter[logging.Logger]
+
+
 class Lifecycle:
     """Holds the current state; `move()` is the only way to change it."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, log: logging.Logger | logging.LoggerAdapter[logging.Logger] = logger
+    ) -> None:
+        self._log = log
         self._state = WorkerState.STARTING
         self._lock = threading.Lock()
         self._listeners: list[Listener] = []
@@ -82,6 +88,10 @@ class Lifecycle:
 
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)
+
+    def busy(self) -> bool:
+        """True while some thread is inside `move` (a signal may have interrupted it)."""
+        return self._lock.locked()
 
     def can_move(self, to: WorkerState) -> bool:
         return to in _ALLOWED[self._state]
@@ -97,10 +107,10 @@ class Lifecycle:
             self._state = to
             tr = Transition(prev, to, reason, actor, time.time())
             self.history.append(tr)
-        logger.info("worker state %s -> %s (%s, by %s)", prev, to, reason, actor)
+        self._log.info("worker state %s -> %s (%s, by %s)", prev, to, reason, actor)
         for listener in list(self._listeners):
             try:
                 listener(tr)
             except Exception:
-                logger.exception("lifecycle listener failed on %s -> %s", prev, to)
+                self._log.exception("lifecycle listener failed on %s -> %s", prev, to)
         return tr

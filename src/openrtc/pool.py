@@ -22,10 +22,11 @@ from typing import TYPE_CHECKING, Any, Literal
 from livekit.agents import Agent, JobRequest
 from livekit.protocol import agent as lk_proto
 
-from . import admission, routing
+from . import admission, log_context, routing
 from .audit import AuditEvent, AuditLog
 from .errors import ConfigError, RegistrationError
 from .lifecycle import Lifecycle, Transition, WorkerState
+from .lifecycle import logger as lifecycle_logger
 from .registry import AgentSpec, Registry, agent_files, spec_from_file, validate_agent_class
 from .sessions import LiveSession, Outcome, SessionInfo, SessionObserver, SessionOutcome, notify
 from .snapshot import RuntimeSnapshot
@@ -207,7 +208,14 @@ class AgentPool:
         self.enable_hot_reload = enable_hot_reload
         self.watch_paths = [Path(p) for p in watch_paths]
 
-        self.lifecycle = Lifecycle()
+        self.log = log_context.FieldsAdapter(
+            logger, {"deployment_version": self.deployment_version}
+        )
+        self.lifecycle = Lifecycle(
+            log=log_context.FieldsAdapter(
+                lifecycle_logger, {"deployment_version": self.deployment_version}
+            )
+        )
         self.lifecycle.subscribe(self._on_transition)
         self.audit_log = AuditLog(version=self.deployment_version, sink=audit_sink, path=audit_path)
         self.member: bool | None = None
@@ -334,7 +342,7 @@ class AgentPool:
         try:
             route = routing.resolve(job, self.registry.names(), router=self.router, request=request)
         except Exception as e:
-            logger.exception("router raised for job %s", job.id)
+            self.log.exception("router raised for job %s", job.id)
             return Refuse(admission.RejectReason.UNKNOWN_AGENT, f"router raised {e!r}")
         if not route.known or route.agent is None:
             return Refuse(
@@ -361,7 +369,7 @@ class AgentPool:
     def record_rejection(self, job_id: str, refusal: Refuse, room: str = "") -> None:
         with self._lock:
             self._rejected[refusal.reason_name] += 1
-        logger.info("refused job %s: %s (%s)", job_id, refusal.reason_name, refusal.detail)
+        self.log.info("refused job %s: %s (%s)", job_id, refusal.reason_name, refusal.detail)
         self.audit_log.emit(
             "worker.rejected",
             target=job_id,
@@ -433,7 +441,7 @@ class AgentPool:
                 try:
                     listener(info)
                 except Exception:
-                    logger.exception("session start listener failed")
+                    self.log.exception("session start listener failed")
 
     def record_crash(self, job_id: str, error: str) -> None:
         with self._lock:
@@ -451,7 +459,7 @@ class AgentPool:
             return
         now = time.time()
         outcome = SessionOutcome(status, now, now - live.info.started_at, error, reason)
-        logger.info(
+        self.log.info(
             "call %s (%s) ended %s after %.1fs%s",
             job_id,
             live.info.agent,
@@ -463,7 +471,7 @@ class AgentPool:
             try:
                 listener(live.info, outcome)
             except Exception:
-                logger.exception("session end listener failed")
+                self.log.exception("session end listener failed")
         if self.observers:
             self._spawn(notify(self.observers, "on_session_end", live.info, outcome))
 
@@ -495,13 +503,18 @@ class AgentPool:
     def begin_drain(self, reason: str = "requested", actor: str = "operator") -> None:
         """Stop taking new calls; live calls run to hang-up, then the worker exits.
 
-        Idempotent, and safe from any thread or a signal handler's callback.
+        Idempotent, and safe from any thread and from a signal handler. Off the loop, or
+        while one of the locks a drain takes is held (a handler may have interrupted its
+        holder on this very thread), the drain is handed to the loop instead of waiting.
         """
         loop = self._loop
-        if loop is not None and loop.is_running() and not _on_loop(loop):
+        if loop is not None and loop.is_running() and (not _on_loop(loop) or self._busy()):
             loop.call_soon_threadsafe(self._start_drain, reason, actor)
             return
         self._start_drain(reason, actor)
+
+    def _busy(self) -> bool:
+        return self._lock.locked() or self.lifecycle.busy() or self.audit_log.busy()
 
     def _start_drain(self, reason: str, actor: str) -> None:
         if not self.lifecycle.can_move(WorkerState.DRAINING):

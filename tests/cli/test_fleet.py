@@ -150,3 +150,22 @@ async def test_wait_drained_notes_a_worker_still_accepting() -> None:
         result = await fleet(a.url, "--wait-drained", "v1.0.0")
     assert result.exit_code == 0, result.output
     assert f"note: {a.url} runs v1.0.0 and still accepts new calls" in result.stdout
+
+
+def test_a_missed_poll_is_not_a_drain() -> None:
+    from openrtc.cli.fleet import GONE_AFTER, DrainWatch, WorkerRow
+
+    url = "http://127.0.0.1:9"
+    live = WorkerRow(url, {"deployment_version": "v1", "state": "draining", "active_sessions": 2})
+    blip = WorkerRow(url, error="timed out")
+    watch = DrainWatch("v1")
+    watch.update([live])
+    for n in range(1, GONE_AFTER):
+        lines = watch.update([blip])
+        assert not watch.drained and f"poll {n} of {GONE_AFTER}" in lines[0]
+    watch.update([live])  # it answers again: the count starts over
+    for _ in range(GONE_AFTER - 1):
+        watch.update([blip])
+    assert not watch.drained and watch.holding == {url: 2}
+    lines = watch.update([blip])
+    assert watch.drained and "counted as drained" in lines[0]

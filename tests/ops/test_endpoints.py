@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from openrtc import AgentPool
 from openrtc.devserver import DispatchServer
 from openrtc.manifest import sign_manifest
+from openrtc.ops.http import HEALTH_STALL_LIMIT
 from openrtc.testing import FakeLLM, FakeSTT, FakeTTS
 from tests.harness import running, wait_until
 
@@ -61,6 +62,7 @@ async def test_endpoints_across_the_lifecycle(
         manifest=manifest,
         membership_secrets=[SECRET],
         manifest_poll_interval=0.1,
+        max_sessions_per_tenant=1,
         prewarm_models=False,
         default_stt=FakeSTT(),
         default_llm=FakeLLM(),
@@ -89,6 +91,10 @@ async def test_endpoints_across_the_lifecycle(
         active = [s for s in m["openrtc_active_sessions"] if s.labels["tenant"] == "acme"]
         assert active[0].value == 1 and active[0].labels["version"] == "v1.0.0"
         assert [s.value for s in m["openrtc_draining"]] == [0.0]
+        over_cap = await devserver.dispatch(
+            metadata={"tenant": "acme"}, simulated_call={"turns": ["hi"], "mode": "text"}
+        )
+        await devserver.wait_job(over_cap.id, {"unserved"}, timeout=10)
 
         # not a member
         manifest.write_text(sign_manifest(["v2.0.0"], secret=SECRET, issued_at=1.0e9 + 2))
@@ -98,6 +104,8 @@ async def test_endpoints_across_the_lifecycle(
         assert (await get(f"{base}/healthz"))[0] == 200
         _, text = await get(f"{base}/metrics")
         assert [s.value for s in samples(text)["openrtc_membership"]] == [0.0]
+        snap = json.loads((await get(f"{base}/snapshot"))[1])
+        assert (snap["state"], snap["member"], snap["active_sessions"]) == ("not_member", False, 1)
 
         # draining, through POST /drain
         assert await post(f"{base}/drain", None) == 401
@@ -112,8 +120,26 @@ async def test_endpoints_across_the_lifecycle(
         state = {s.labels["state"]: s.value for s in m["openrtc_worker_state"]}
         assert state["draining"] == 1.0 and state["accepting"] == 0.0
         assert (await get(f"{base}/healthz"))[0] == 200
+        snap = json.loads((await get(f"{base}/snapshot"))[1])
+        assert (snap["state"], snap["draining"], snap["active_sessions"]) == ("draining", True, 1)
         await devserver.end_call(job.id)
         assert await worker.exit_code() == 0
+        await wait_until(lambda: pool.runtime_snapshot().outcomes_total.get("success") == 1)
+
+    # everything the worker did shows in its metrics, read the way Prometheus reads them
+    m = samples(worker.lifespan.ops.metrics.render().decode())
+    ended = [s for s in m["openrtc_session_duration_seconds"] if s.name.endswith("_count")]
+    assert [(s.labels["agent"], s.labels["outcome"], s.value) for s in ended] == [
+        ("sales", "success", 1.0)
+    ]
+    rejected = {s.labels["reason"]: s.value for s in m["openrtc_sessions_rejected"]}
+    assert rejected["tenant_at_capacity"] >= 1
+    assert {s.labels["quantile"] for s in m["openrtc_event_loop_lag_seconds"]} == {
+        "0.5",
+        "0.99",
+        "1.0",
+    }
+    assert [s.value for s in m["openrtc_audit_sink_failures"]] == [0.0]
 
 
 async def test_drain_over_http_is_off_without_a_token(
@@ -126,3 +152,31 @@ async def test_drain_over_http_is_off_without_a_token(
         assert worker.lifespan.ops is not None
         assert await post(f"{worker.lifespan.ops.url}/drain", "anything") == 403
         assert pool.state.value == "accepting"
+
+
+async def test_the_admin_token_can_come_from_a_file(
+    devserver: DispatchServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    token_file = tmp_path / "admin-token"
+    token_file.write_text(TOKEN + "\n")
+    monkeypatch.delenv("OPENRTC_ADMIN_TOKEN", raising=False)
+    monkeypatch.setenv("OPENRTC_ADMIN_TOKEN_FILE", str(token_file))
+    pool = AgentPool(agents={"sales": Sales}, prewarm_models=False, default_llm=FakeLLM())
+    async with running(pool, devserver, http_port=0) as worker:
+        assert worker.lifespan.ops is not None
+        assert await post(f"{worker.lifespan.ops.url}/drain", "wrong") == 401
+        assert await post(f"{worker.lifespan.ops.url}/drain", TOKEN) == 202
+        assert await worker.exit_code() == 0
+
+
+async def test_healthz_fails_while_the_loop_keeps_stalling(devserver: DispatchServer) -> None:
+    pool = AgentPool(agents={"sales": Sales}, prewarm_models=False, default_llm=FakeLLM())
+    async with running(pool, devserver, http_port=0) as worker:
+        ops = worker.lifespan.ops
+        assert ops is not None
+        assert (await get(f"{ops.url}/healthz"))[0] == 200
+        # the monitor's recent window: most ticks ran more than HEALTH_STALL_LIMIT late
+        ops.lag.samples.extend([HEALTH_STALL_LIMIT + 1.0] * ops.lag.samples.maxlen)  # type: ignore[operator]
+        status, body = await get(f"{ops.url}/healthz")
+        assert status == 503 and "event loop lag" in json.loads(body)["reason"]
+        pool.begin_drain(reason="test")

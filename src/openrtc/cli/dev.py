@@ -12,6 +12,7 @@ import typer
 from ..errors import OpenRTCError
 from . import pool_options as po
 from .logs import setup_logging
+from .options import AgentsDir, ApiKey, ApiSecret, LogFormat, LogLevel
 
 
 def _say(line: str) -> None:
@@ -92,22 +93,21 @@ async def _run_dev(
 
 @po.pool_flags(drain_timeout=30.0)
 def dev_command(
-    agents_dir: Annotated[Path, typer.Argument(help="Directory with one agent per *.py file.")],
+    agents_dir: AgentsDir,
     url: Annotated[
         str | None,
         typer.Option("--url", envvar="LIVEKIT_URL", help="LiveKit server; unset: embedded one."),
     ] = None,
-    api_key: Annotated[str | None, typer.Option("--api-key", envvar="LIVEKIT_API_KEY")] = None,
-    api_secret: Annotated[
-        str | None, typer.Option("--api-secret", envvar="LIVEKIT_API_SECRET", show_default=False)
-    ] = None,
+    api_key: ApiKey = None,
+    api_secret: ApiSecret = None,
     demo: Annotated[
         bool, typer.Option("--demo", help="Place one simulated call to each agent and print it.")
     ] = False,
     exit_after_demo: Annotated[
         bool, typer.Option("--exit-after-demo", help="With --demo: drain and exit afterwards.")
     ] = False,
-    log_level: Annotated[str, typer.Option("--log-level", envvar="OPENRTC_LOG_LEVEL")] = "INFO",
+    log_level: LogLevel = "INFO",
+    log_format: LogFormat = "text",
     watch: Annotated[
         bool,
         typer.Option(
@@ -125,7 +125,7 @@ def dev_command(
     flags: po.PoolFlags = po.DEFAULTS,
 ) -> None:
     """Run the agents locally: against LIVEKIT_URL, or an embedded dispatch server."""
-    setup_logging(log_level)
+    setup_logging(log_level, log_format)
     code = asyncio.run(
         _run_dev(
             flags,
@@ -143,11 +143,19 @@ def dev_command(
 
 
 def devserver_command(
-    port: Annotated[int, typer.Option("--port", envvar="OPENRTC_DEVSERVER_PORT")] = 7880,
+    port: Annotated[
+        int,
+        typer.Option(
+            "--port", envvar="OPENRTC_DEVSERVER_PORT", help="Port for /agent and the control API."
+        ),
+    ] = 7880,
     host: Annotated[str, typer.Option("--host", help="Bind address (loopback by default).")] = (
         "127.0.0.1"
     ),
-    api_key: Annotated[str, typer.Option("--api-key", envvar="LIVEKIT_API_KEY")] = "devkey",
+    api_key: Annotated[
+        str,
+        typer.Option("--api-key", envvar="LIVEKIT_API_KEY", help="API key workers must sign with."),
+    ] = "devkey",
     api_secret: Annotated[
         str | None,
         typer.Option(

@@ -149,15 +149,25 @@ def render_fleet(rows: Sequence[WorkerRow]) -> RenderableType:
     return Group(table, Text(distribution_line(rows)))
 
 
+GONE_AFTER = 3
+"""Polls in a row a worker must miss before its calls count as ended (not a blip)."""
+
+
 @dataclass
 class DrainWatch:
-    """Tracks one version across polls: who still holds calls, who stopped answering."""
+    """Tracks one version across polls: who still holds calls, who stopped answering.
+
+    A worker that held calls and then stops answering keeps them on the books until it
+    has missed `GONE_AFTER` polls in a row: a drained worker exits and never answers
+    again, while a network blip answers on the next poll.
+    """
 
     version: str
     seen: set[str] = field(default_factory=set)
     gone: set[str] = field(default_factory=set)
     holding: dict[str, int] = field(default_factory=dict)
     accepting: list[str] = field(default_factory=list)
+    misses: dict[str, int] = field(default_factory=dict)
 
     def update(self, rows: Sequence[WorkerRow]) -> list[str]:
         """Take one poll; return the lines worth printing about what changed."""
@@ -168,18 +178,27 @@ class DrainWatch:
             if row.version == self.version:
                 self.seen.add(row.url)
                 self.gone.discard(row.url)
+                self.misses.pop(row.url, None)
                 if row.active:
                     holding[row.url] = row.active
                 if row.state == "accepting":
                     accepting.append(row.url)
             elif row.url in self.seen and not row.reachable and row.url not in self.gone:
-                self.gone.add(row.url)
-                cause = (row.error or "").split(";")[0]
-                news.append(f"{row.url} stopped answering ({cause}): counted as drained")
+                news += self._missed(row, holding)
         if holding != self.holding or news:
             news.append(self.status_line(holding))
         self.holding, self.accepting = holding, accepting
         return news
+
+    def _missed(self, row: WorkerRow, holding: dict[str, int]) -> list[str]:
+        cause = (row.error or "").split(";")[0]
+        misses = self.misses[row.url] = self.misses.get(row.url, 0) + 1
+        held = self.holding.get(row.url, 0)
+        if held and misses < GONE_AFTER:
+            holding[row.url] = held
+            return [f"{row.url} did not answer ({cause}); poll {misses} of {GONE_AFTER}"]
+        self.gone.add(row.url)
+        return [f"{row.url} stopped answering ({cause}): counted as drained"]
 
     def status_line(self, holding: Mapping[str, int]) -> str:
         if not holding:

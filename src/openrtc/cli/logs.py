@@ -8,6 +8,8 @@ import sys
 import time
 from typing import Any
 
+from ..log_context import LogContextFilter, suffix
+
 _STD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 
@@ -29,6 +31,22 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out)
 
 
+class TextFormatter(logging.Formatter):
+    """time level logger: message [version job=... agent=... tenant=...]"""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
+        self.converter = time.localtime
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        fields = suffix(record)
+        if not fields:
+            return text
+        first, sep, rest = text.partition("\n")
+        return first + fields + sep + rest
+
+
 def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
@@ -37,11 +55,8 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        formatter = logging.Formatter(
-            "%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S"
-        )
-        formatter.converter = time.localtime
-        handler.setFormatter(formatter)
+        handler.setFormatter(TextFormatter())
+    handler.addFilter(LogContextFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(numeric)

@@ -15,6 +15,7 @@ import typer
 from ..errors import OpenRTCError
 from . import pool_options as po
 from .logs import setup_logging
+from .options import AgentsDir, ApiKey, ApiSecret, LogFormat, LogLevel, Url
 
 app = typer.Typer(
     name="openrtc",
@@ -23,19 +24,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-AgentsDir = Annotated[
-    Path,
-    typer.Argument(help="Directory with one agent per *.py file.", show_default=False),
-]
-LogLevel = Annotated[
-    str,
-    typer.Option("--log-level", envvar="OPENRTC_LOG_LEVEL", help="DEBUG, INFO, WARNING, ERROR."),
-]
-LogFormat = Annotated[
-    str,
-    typer.Option("--log-format", envvar="OPENRTC_LOG_FORMAT", help="text or json (one per line)."),
-]
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -57,22 +45,9 @@ def _secret(value: str | None, file: Path | None) -> str | None:
 @po.pool_flags(http_port=8081)
 def start(
     agents_dir: AgentsDir,
-    url: Annotated[
-        str | None,
-        typer.Option("--url", envvar="LIVEKIT_URL", help="LiveKit server URL (ws:// or wss://)."),
-    ] = None,
-    api_key: Annotated[
-        str | None, typer.Option("--api-key", envvar="LIVEKIT_API_KEY", help="LiveKit API key.")
-    ] = None,
-    api_secret: Annotated[
-        str | None,
-        typer.Option(
-            "--api-secret",
-            envvar="LIVEKIT_API_SECRET",
-            help="LiveKit API secret; prefer the env variable or --api-secret-file.",
-            show_default=False,
-        ),
-    ] = None,
+    url: Url = None,
+    api_key: ApiKey = None,
+    api_secret: ApiSecret = None,
     api_secret_file: Annotated[
         Path | None,
         typer.Option(

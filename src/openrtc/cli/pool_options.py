@@ -20,6 +20,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from ..errors import ConfigError
+from ..membership import load_secrets
 from ..pool import DEFAULT_DRAIN_TIMEOUT, AgentPool
 
 ISOLATIONS = ("coroutine", "thread", "process")
@@ -54,6 +55,11 @@ class PoolFlags:
     consecutive_failure_limit: int | None = None
     slow_call_threshold_ms: float | None = None
     shared_vad: bool | None = None
+    metrics_jsonl_interval: float = 5.0
+    session_close_timeout: float = 15.0
+    prewarm_models: bool = True
+    default_greeting: str | None = None
+    membership_secret_file: Path | None = None
 
     def __post_init__(self) -> None:
         for name, allowed in (("isolation", ISOLATIONS), ("unknown_tenant", UNKNOWN_TENANT)):
@@ -73,6 +79,24 @@ class PoolFlags:
                     f"cannot read --tenant-secret-file {self.tenant_secret_file}: {e.strerror}"
                 ) from None
         return os.environ.get("OPENRTC_TENANT_SECRET") or None
+
+    def membership_secrets(self) -> Any:
+        """The secrets in --membership-secret-file; None leaves them to the pool's env."""
+        path = self.membership_secret_file
+        if path is None:
+            return None
+        if os.environ.get("OPENRTC_MEMBERSHIP_SECRET", "").strip():
+            raise ConfigError(
+                "both OPENRTC_MEMBERSHIP_SECRET and --membership-secret-file are set; "
+                "set only one of them"
+            )
+        try:
+            return load_secrets(path.read_text(encoding="utf-8"))
+        except OSError as e:
+            reason = e.strerror
+            raise ConfigError(f"cannot read --membership-secret-file {path}: {reason}") from None
+        except ValueError as e:
+            raise ConfigError(f"--membership-secret-file {path}: {e}") from None
 
     def build(self, agents_dir: Path) -> AgentPool:
         pool = AgentPool(
@@ -102,6 +126,11 @@ class PoolFlags:
             consecutive_failure_limit=self.consecutive_failure_limit,
             slow_call_threshold_ms=self.slow_call_threshold_ms,
             shared_vad=self.shared_vad,
+            metrics_jsonl_interval=self.metrics_jsonl_interval,
+            session_close_timeout=self.session_close_timeout,
+            prewarm_models=self.prewarm_models,
+            default_greeting=self.default_greeting,
+            membership_secrets=self.membership_secrets(),
         )
         pool.discover(agents_dir)
         return pool
@@ -116,7 +145,7 @@ class Flag:
     """How one `PoolFlags` field appears on the command line."""
 
     decl: str
-    envvar: str
+    envvar: str | tuple[str, ...]
     help: str
     min: float | None = None
     show_default: bool = True
@@ -125,7 +154,7 @@ class Flag:
         extra: dict[str, Any] = {} if self.min is None else {"min": self.min}
         return typer.Option(
             self.decl,
-            envvar=self.envvar,
+            envvar=self.envvar if isinstance(self.envvar, str) else list(self.envvar),
             help=self.help,
             show_default=self.show_default,
             **extra,
@@ -170,7 +199,7 @@ FLAGS: dict[str, Flag] = {
     ),
     "agent_name": Flag(
         "--agent-name",
-        "LIVEKIT_AGENT_NAME",
+        ("OPENRTC_AGENT_NAME", "LIVEKIT_AGENT_NAME"),
         "Register for explicit dispatch under this name (empty: automatic dispatch).",
     ),
     "accept_only_registered_rooms": Flag(
@@ -214,7 +243,14 @@ FLAGS: dict[str, Flag] = {
     "metrics_jsonl": Flag(
         "--metrics-jsonl",
         "OPENRTC_METRICS_JSONL",
-        "Append snapshots (every 5 s) and call start/end events here, one JSON a line.",
+        "Append snapshots (every --metrics-jsonl-interval) and call start/end events here, "
+        "one JSON a line.",
+    ),
+    "metrics_jsonl_interval": Flag(
+        "--metrics-jsonl-interval",
+        "OPENRTC_METRICS_JSONL_INTERVAL",
+        "Seconds between snapshots in the --metrics-jsonl file.",
+        min=0.05,
     ),
     "tenant_secret_file": Flag(
         "--tenant-secret-file",
@@ -273,6 +309,30 @@ FLAGS: dict[str, Flag] = {
         "OPENRTC_SLOW_CALL_THRESHOLD_MS",
         "Log the call whose code blocks the event loop longer than this.",
         min=1,
+    ),
+    "session_close_timeout": Flag(
+        "--session-close-timeout",
+        "OPENRTC_SESSION_CLOSE_TIMEOUT",
+        "Seconds a hung-up call may take to close its session before it is cut.",
+        min=0.1,
+    ),
+    "prewarm_models": Flag(
+        "--prewarm-models/--no-prewarm-models",
+        "OPENRTC_PREWARM_MODELS",
+        "Load the VAD and end-of-turn models at start, once, for every call. Off: each "
+        "agent brings its own (its session_kwargs), and none are loaded.",
+    ),
+    "default_greeting": Flag(
+        "--default-greeting",
+        "OPENRTC_DEFAULT_GREETING",
+        "What an agent without its own greeting says when a call starts (default: "
+        "nothing; the caller speaks first).",
+    ),
+    "membership_secret_file": Flag(
+        "--membership-secret-file",
+        "OPENRTC_MEMBERSHIP_SECRET_FILE",
+        "File with the manifest's signing secret(s), one per line, or kid:secret lines "
+        "(also OPENRTC_MEMBERSHIP_SECRET).",
     ),
     "shared_vad": Flag(
         "--shared-vad/--no-shared-vad",

@@ -11,8 +11,8 @@ from typing import Annotated, Any
 import typer
 
 from ..errors import OpenRTCError
+from .options import AgentsDir, ApiKey, ApiSecret, Url
 
-AgentsDir = Annotated[Path, typer.Argument(help="Directory with one agent per *.py file.")]
 AgentOpt = Annotated[
     str | None,
     typer.Option("--agent", help="Which agent to talk to (default: the first registered)."),
@@ -145,11 +145,9 @@ def connect_command(
     agents_dir: AgentsDir,
     room: Annotated[str, typer.Option("--room", help="The room to join.")],
     agent: AgentOpt = None,
-    url: Annotated[str | None, typer.Option("--url", envvar="LIVEKIT_URL")] = None,
-    api_key: Annotated[str | None, typer.Option("--api-key", envvar="LIVEKIT_API_KEY")] = None,
-    api_secret: Annotated[
-        str | None, typer.Option("--api-secret", envvar="LIVEKIT_API_SECRET", show_default=False)
-    ] = None,
+    url: Url = None,
+    api_key: ApiKey = None,
+    api_secret: ApiSecret = None,
 ) -> None:
     """Run one agent in an existing room on LIVEKIT_URL, without waiting for a dispatch.
 

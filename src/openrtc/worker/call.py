@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from livekit.agents import AgentSession, JobContext
 from livekit.agents.voice.events import CloseEvent, CloseReason
 
-from .. import _lk, routing, tenancy
+from .. import _lk, log_context, routing, tenancy
 from ..ops import call_stats
 from ..pool import SIMULATED_CALL_KEY
 from ..sessions import SessionInfo, notify
@@ -57,7 +57,9 @@ async def run_call(pool: AgentPool, ctx: JobContext) -> None:
     spec = pool.registry.get(info.agent)
     tenancy.enter_call(info)
     script = routing.parse_metadata(job.metadata).get(SIMULATED_CALL_KEY)
-    ctx.log_context_fields = {"agent": spec.name, "deployment_version": pool.deployment_version}
+    fields = {"job_id": job.id, "agent": spec.name, "tenant": info.tenant}
+    log_context.bind(deployment_version=pool.deployment_version, **fields)
+    ctx.log_context_fields = {**fields, "deployment_version": pool.deployment_version}
     try:
         session = _build_session(pool, spec, info)
         errors: list[str] = []

@@ -25,6 +25,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from .. import log_context
 from ..lifecycle import WorkerState
 from ..ops import self_protection
 from ..ops.http import OpsServer, load_admin_token
@@ -118,6 +119,7 @@ class Lifespan:
 
     async def run(self, *, ready: Callable[[], Awaitable[None]] | None = None) -> int:
         loop = asyncio.get_running_loop()
+        log_context.bind(deployment_version=self.pool.deployment_version)
         self.pool.attach_loop(loop)
         self.lag.start()
         if self.pool.metrics_jsonl is not None:

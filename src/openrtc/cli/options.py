@@ -1,0 +1,41 @@
+"""Options several commands share: the LiveKit connection and logging."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+AgentsDir = Annotated[
+    Path,
+    typer.Argument(help="Directory with one agent per *.py file.", show_default=False),
+]
+Url = Annotated[
+    str | None,
+    typer.Option("--url", envvar="LIVEKIT_URL", help="LiveKit server URL (ws:// or wss://)."),
+]
+ApiKey = Annotated[
+    str | None, typer.Option("--api-key", envvar="LIVEKIT_API_KEY", help="LiveKit API key.")
+]
+ApiSecret = Annotated[
+    str | None,
+    typer.Option(
+        "--api-secret",
+        envvar="LIVEKIT_API_SECRET",
+        help="LiveKit API secret; prefer the environment variable (flags show in ps).",
+        show_default=False,
+    ),
+]
+LogLevel = Annotated[
+    str,
+    typer.Option("--log-level", envvar="OPENRTC_LOG_LEVEL", help="DEBUG, INFO, WARNING, ERROR."),
+]
+LogFormat = Annotated[
+    str,
+    typer.Option(
+        "--log-format",
+        envvar="OPENRTC_LOG_FORMAT",
+        help="text, or json (one object a line, for log shippers).",
+    ),
+]
