@@ -57,7 +57,7 @@ _SERVER_METHODS: dict[str, tuple[str, ...]] = {
 }
 _SERVER_ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "__init__": ("_ws_url", "_closed", "_draining"),
-    "run": ("_job_lifecycle_tasks", "_msg_chan", "_closed"),
+    "run": ("_job_lifecycle_tasks", "_msg_chan", "_closed", "_worker_load"),
 }
 """AgentServer attributes read or set below, by the method that creates them."""
 _JOB_CONTEXT_PRIVATE = (
@@ -288,6 +288,8 @@ class ServerInternals(AgentServer):
         """Tell the server our status now instead of at the next 2.5 s tick."""
         if getattr(self, "_closed", True):
             return
+        # AgentServer sends the load it last sampled (every 2.5 s); send today's instead
+        self._worker_load = self.exact_load()
         await self._update_worker_status()
 
     def mark_draining(self) -> None:

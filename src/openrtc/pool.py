@@ -364,6 +364,7 @@ class AgentPool:
                 return Refuse(reason, f"{self._ledger.total} calls admitted")
             self._ledger.admit(job.id, route.agent, tenant)
             self._routes[job.id] = route
+        self._after_ledger_change()
         return Admit(route, route.agent, tenant)
 
     def record_rejection(self, job_id: str, refusal: Refuse, room: str = "") -> None:

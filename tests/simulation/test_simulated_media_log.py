@@ -46,7 +46,7 @@ async def test_only_a_dispatch_with_a_simulated_caller_runs_on_simulated_media(
         joined = await devserver.wait_job(in_room.id, {"success", "failed"}, timeout=20)
     (line,) = [line for line in lines_about(caplog, simulated.id) if SIMULATED in line]
     assert line.startswith(f"call {simulated.id} {SIMULATED}: the dispatch carries")
-    assert line.endswith("text-mode simulated caller")
+    assert line.endswith("a simulated caller (text mode)")
     assert joined.state.value == "failed"
     assert lines_about(caplog, in_room.id), "the failed room call is logged"
     assert not [line for line in lines_about(caplog, in_room.id) if SIMULATED in line]

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pytest
 from livekit.agents import Agent, llm
 from livekit.agents.utils import http_context
 
@@ -167,11 +166,6 @@ def test_provider_strings_are_kept_for_livekit_to_resolve_at_call_time() -> None
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="worker/call.py passes turn_handling for the shared turn detector, so AgentSession "
-    "ignores turn settings given as its (deprecated) keyword arguments",
-)
 async def test_turn_kwargs_reach_a_prewarmed_session(devserver: DispatchServer) -> None:
     recorder = SessionRecorder()
     pool = AgentPool(
@@ -182,11 +176,6 @@ async def test_turn_kwargs_reach_a_prewarmed_session(devserver: DispatchServer) 
     assert recorder.sessions["sales"].options.endpointing["min_delay"] == 0.9
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="worker/call.py only sets the shared turn detector when session_kwargs has no "
-    "turn_handling; given one, the session builds a turn detector of its own",
-)
 async def test_turn_handling_in_session_kwargs_keeps_the_shared_turn_detector(
     devserver: DispatchServer,
 ) -> None:
@@ -219,11 +208,6 @@ class HttpSessionAgent(Agent):
             HttpSessionAgent.seen.append("ok")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="worker/coroutine_jobs.py opens no livekit http_context for a call, as livekit's "
-    "own job executors do, so provider plugins (deepgram, openai, inference) cannot run",
-)
 async def test_a_coroutine_call_has_the_http_session_provider_plugins_use(
     devserver: DispatchServer,
 ) -> None:

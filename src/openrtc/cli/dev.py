@@ -33,6 +33,8 @@ async def _place_demo_calls(devserver: Any, pool: Any, turns: list[str]) -> bool
         _say(f"call {job.id} to {name}: {done.state.value}")
         transcript = pool.transcripts.get(job.id)
         if transcript is not None:
+            if transcript.greeting:
+                _say(f"  {name}: {transcript.greeting}")
             for said, reply in zip(transcript.turns, transcript.replies, strict=False):
                 _say(f"  caller: {said}")
                 _say(f"  {name}: {reply}")

@@ -33,6 +33,37 @@ class CallFailed(RuntimeError):
     """The call's agent or session failed; the job is reported JS_FAILED."""
 
 
+LEGACY_TURN_KWARGS = (
+    "min_endpointing_delay",
+    "max_endpointing_delay",
+    "false_interruption_timeout",
+    "resume_false_interruption",
+    "allow_interruptions",
+    "discard_audio_if_uninterruptible",
+    "min_interruption_duration",
+    "min_interruption_words",
+    "preemptive_generation",
+    "agent_false_interruption_timeout",
+    "turn_detection",
+)
+"""AgentSession's older turn keywords: given any, it builds turn_handling from them alone."""
+
+
+def _share_turn_detector(opts: dict[str, Any], detector: Any) -> None:
+    """Give the session the worker's one turn detector, keeping every turn setting given.
+
+    AgentSession reads either `turn_handling` or the older keywords, never both, so the
+    detector goes wherever the agent's own settings are.
+    """
+    handling = opts.get("turn_handling")
+    if isinstance(handling, dict):
+        opts["turn_handling"] = {"turn_detection": detector, **handling}
+    elif handling is None and any(k in opts for k in LEGACY_TURN_KWARGS):
+        opts.setdefault("turn_detection", detector)
+    elif handling is None:
+        opts["turn_handling"] = {"turn_detection": detector}
+
+
 def _build_session(pool: AgentPool, spec: Any, info: SessionInfo) -> AgentSession[Any]:
     opts = pool.session_options(spec, info)
     for slot in ("stt", "llm", "tts"):
@@ -43,7 +74,7 @@ def _build_session(pool: AgentPool, spec: Any, info: SessionInfo) -> AgentSessio
         if "vad" not in opts:
             # one batched VAD for every call on this loop; a view each for its own metrics
             opts["vad"] = shared_vad().for_session() if pool.shared_vad else models.vad
-        opts.setdefault("turn_handling", {"turn_detection": models.turn_detector})
+        _share_turn_detector(opts, models.turn_detector)
     if "vad" in opts:
         opts["vad"] = call_stats.watch_vad(opts["vad"])
     return AgentSession(**opts)
@@ -99,7 +130,7 @@ async def _simulated(
 
     parsed = CallScript.from_dict(script)
     logger.info(
-        "call %s uses simulated media: the dispatch carries a %s-mode simulated caller",
+        "call %s uses simulated media: the dispatch carries a simulated caller (%s mode)",
         ctx.job.id,
         parsed.mode,
     )

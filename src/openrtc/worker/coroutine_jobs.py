@@ -133,6 +133,11 @@ class CoroutineJob:
 
     # --- the call -------------------------------------------------------------------
     async def _run(self, info: RunningJobInfo) -> None:
+        # the call's own aiohttp session for provider plugins, as livekit's job executors give
+        async with utils.http_context.open():
+            await self._run_call(info)
+
+    async def _run_call(self, info: RunningJobInfo) -> None:
         assert self._shutdown is not None
         room = _lk.room_for_job(info)
         ctx = _lk.new_job_context(
