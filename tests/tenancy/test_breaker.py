@@ -6,9 +6,11 @@ import asyncio
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from openrtc import AgentPool, ConfigError
 from openrtc.devserver import DispatchServer
+from openrtc.ops.metrics import PoolMetrics
 from openrtc.sessions import Outcome
 from openrtc.tenancy import TenantBreaker
 from tests.harness import running, wait_until
@@ -154,3 +156,10 @@ async def test_a_failing_tenant_is_cut_off_while_others_are_served_and_recovers(
     assert kinds == ["tenant.circuit_opened", "tenant.circuit_closed"]
     refusals = [e for e in events if e["event"] == "worker.rejected"]
     assert {e["job_id"] for e in refusals} == {refused.id}
+    metrics = {
+        f.name: {s.labels.get("tenant"): s.value for s in f.samples if s.name.endswith("_total")}
+        for f in text_string_to_metric_families(PoolMetrics(pool).render().decode())
+        if f.name.startswith("openrtc_tenant_circuit_")
+    }
+    assert metrics["openrtc_tenant_circuit_trips"] == {"bad": 1.0}
+    assert metrics["openrtc_tenant_circuit_recoveries"] == {"bad": 1.0}

@@ -124,6 +124,13 @@ class PoolCollector(Collector):
                 breaker.breaker_trips,
                 version,
             )
+            yield _by_label(
+                "openrtc_tenant_circuit_recoveries",
+                "Times a tenant's circuit breaker closed again after a good trial call.",
+                "tenant",
+                breaker.breaker_recoveries,
+                version,
+            )
             open_now = GaugeMetricFamily(
                 "openrtc_tenant_circuit_open",
                 "1 while a tenant's new calls are refused by its breaker.",
