@@ -152,7 +152,8 @@ def _held(n: int, **kw: object) -> density.Run:
 
 def test_keeping_up_needs_low_lag_and_audio_on_time() -> None:
     assert density.keeps_up(_held(25))
-    assert density.keeps_up(_held(25, loop_lag_p99_ms=50.0))
+    assert density.keeps_up(_held(25, loop_lag_p99_ms=40.0))
+    assert not density.keeps_up(_held(25, loop_lag_p99_ms=50.0))
     assert not density.keeps_up(_held(25, loop_lag_p99_ms=75.0))
     assert not density.keeps_up(_held(25, vad_missed_pct=1.0))
     assert not density.keeps_up(_held(25, mic_missed_pct=2.0))

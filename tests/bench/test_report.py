@@ -301,3 +301,18 @@ def test_keep_up_table_lists_every_mode() -> None:
     assert "| coroutine | 75 | 1.40 | 1.50 | 100 |" in text
     assert "| coroutine-stock-vad | 25 | 4.50 | 4.50 | 50 |" in text
     assert report.keep_up_section(DENSITY) == []
+
+
+def test_the_n50_verdict_names_the_stock_vad_run_beside_it() -> None:
+    result = copy.deepcopy(DENSITY)
+    result["runs"][2].update(loop_lag_p99_ms=7.5, vad_missed_pct=0.0)
+    result["runs"].append(
+        _run("coroutine-stock-vad", 50, loop_lag_p99_ms=500.0, vad_missed_pct=100.0)
+    )
+    verdict = report.density_verdicts(result)[1]
+    assert verdict.met is True
+    assert (
+        "with livekit's stock per-call Silero streams the same N gives loop lag p99 <= 500 ms"
+        in (verdict.detail)
+    )
+    assert "100.00% of VAD frames late" in verdict.detail
