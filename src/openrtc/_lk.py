@@ -14,7 +14,7 @@ import asyncio
 import copy
 import dataclasses
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from livekit import rtc
@@ -105,11 +105,17 @@ def check_internals() -> None:
 
     if "self._events" not in inspect.getsource(EventEmitter.__init__):
         problems.append("EventEmitter._events is gone")
-    if "self._info" not in inspect.getsource(rtc.Room.__init__):
-        problems.append("rtc.Room._info is gone")
+    room_init = inspect.getsource(rtc.Room.__init__)
+    problems.extend(
+        f"rtc.Room.{a} is gone" for a in ("_info", "_room_queue") if f"self.{a}" not in room_init
+    )
     if not hasattr(lk_proto.JobStatus, "JS_CANCELLED"):
         problems.append("JobStatus.JS_CANCELLED is gone")
     problems.extend(_silero_problems())
+    try:
+        detached_participant("check", "check", {"k": "v"})
+    except Exception as e:
+        problems.append(f"livekit-rtc participants can no longer be built detached: {e!r}")
     if problems:
         raise UnsupportedLiveKitVersion(
             f"livekit-agents {LK_AGENTS_VERSION} changed internals openrtc relies on: "
@@ -169,11 +175,48 @@ ExecutorStatus = lk_job_executor.JobStatus
 
 def room_for_job(info: RunningJobInfo) -> rtc.Room:
     """A room object carrying the job's room name and metadata before any connect."""
-    room = rtc.Room()
+    return describe_room(rtc.Room(), info)
+
+
+def describe_room(room: rtc.Room, info: RunningJobInfo) -> rtc.Room:
+    """Give an unconnected room the job's room name, metadata and sid (set by connect)."""
     room._info.name = info.job.room.name
     room._info.metadata = info.job.room.metadata
     room._info.sid = info.job.room.sid
     return room
+
+
+def room_sid(room: rtc.Room) -> str:
+    return str(room._info.sid)
+
+
+def detached_participant(
+    identity: str, name: str, attributes: Mapping[str, str]
+) -> rtc.RemoteParticipant:
+    """A remote participant with no native handle (nothing to release, nothing to stream),
+    for a simulated room; livekit-rtc builds them only from its native events."""
+    kind = rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD
+    return rtc.RemoteParticipant(_owned_participant(identity, name, kind, attributes))
+
+
+def detached_local_participant(room: rtc.Room, identity: str) -> rtc.LocalParticipant:
+    """The agent's own participant in a simulated room: readable, never publishing."""
+    kind = rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
+    return rtc.LocalParticipant(room._room_queue, _owned_participant(identity, identity, kind, {}))
+
+
+def _owned_participant(identity: str, name: str, kind: int, attributes: Mapping[str, str]) -> Any:
+    from livekit.rtc._proto import handle_pb2, participant_pb2
+
+    info = participant_pb2.ParticipantInfo(
+        sid=f"PA_{identity}",
+        identity=identity,
+        name=name,
+        kind=kind,  # type: ignore[arg-type]
+        state=participant_pb2.ParticipantState.PARTICIPANT_STATE_ACTIVE,
+        attributes=dict(attributes),
+    )
+    return participant_pb2.OwnedParticipant(handle=handle_pb2.FfiOwnedHandle(id=0), info=info)
 
 
 def new_job_context(

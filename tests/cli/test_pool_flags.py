@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import typer
@@ -10,6 +11,7 @@ from typer.testing import CliRunner
 
 from openrtc.cli import pool_options as po
 from openrtc.cli.main import app
+from openrtc.errors import ConfigError
 
 
 def _capture(**defaults: object) -> tuple[typer.Typer, list[po.PoolFlags]]:
@@ -73,3 +75,19 @@ def test_start_and_dev_offer_the_same_pool_flags(command: str) -> None:
     assert result.exit_code == 0
     for flag in po.FLAGS.values():
         assert flag.decl.split("/")[0] in result.output, flag.decl
+
+
+def test_the_membership_secret_file_is_read_and_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OPENRTC_MEMBERSHIP_SECRET", raising=False)
+    secret = tmp_path / "secret"
+    secret.write_text("k1:first-secret\nk2:second-secret\n")
+    flags = po.PoolFlags(membership_secret_file=secret)
+    assert flags.membership_secrets() == {"k1": "first-secret", "k2": "second-secret"}
+    with pytest.raises(ConfigError, match="cannot read --membership-secret-file"):
+        po.PoolFlags(membership_secret_file=tmp_path / "missing").membership_secrets()
+    monkeypatch.setenv("OPENRTC_MEMBERSHIP_SECRET", "inline")
+    with pytest.raises(ConfigError, match="set only one of them"):
+        flags.membership_secrets()
+    assert po.PoolFlags().membership_secrets() is None

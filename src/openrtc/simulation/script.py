@@ -8,12 +8,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
 CallMode = Literal["text", "audio"]
 MODES: tuple[CallMode, ...] = ("text", "audio")
-_FIELDS = ("turns", "mode", "pause_s", "hold_s", "max_duration_s", "expect_greeting")
+_FIELDS = (
+    "turns",
+    "mode",
+    "pause_s",
+    "hold_s",
+    "max_duration_s",
+    "expect_greeting",
+    "caller_attributes",
+)
 
 
 def _seconds(name: str, value: object, *, allow_none: bool = False, positive: bool = False) -> None:
@@ -38,6 +46,8 @@ class CallScript:
     hold_s: how long the caller stays on the line after the last reply.
     max_duration_s: hang up after this long whatever the script says (None: no limit).
     expect_greeting: wait for the agent to speak first before the first turn.
+    caller_attributes: the caller participant's attributes in the job's simulated room
+        (e.g. {"sip.phoneNumber": "+15550100"}), as a SIP or web caller would carry them.
     """
 
     turns: tuple[str, ...]
@@ -46,6 +56,7 @@ class CallScript:
     hold_s: float = 0.0
     max_duration_s: float | None = None
     expect_greeting: bool = False
+    caller_attributes: Mapping[str, str] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         turns = self.turns
@@ -66,6 +77,12 @@ class CallScript:
             raise ValueError(
                 f"expect_greeting must be true or false, got {self.expect_greeting!r}."
             )
+        attrs = self.caller_attributes
+        if not isinstance(attrs, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in attrs.items()
+        ):
+            raise ValueError(f"caller_attributes must map strings to strings, got {attrs!r}.")
+        object.__setattr__(self, "caller_attributes", dict(attrs))
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready form carried under the job metadata key "simulated_call"."""
@@ -76,6 +93,7 @@ class CallScript:
             "hold_s": self.hold_s,
             "max_duration_s": self.max_duration_s,
             "expect_greeting": self.expect_greeting,
+            "caller_attributes": dict(self.caller_attributes),
         }
 
     @classmethod

@@ -30,6 +30,18 @@ PoolEvent = Literal[
 ]
 
 
+def _room_for(info: RunningJobInfo) -> Any:
+    """The job's simulated room when a simulated caller rides in its metadata, else its
+    real (not yet connected) room."""
+    from ..routing import parse_metadata
+    from ..simulation import SIMULATED_CALL_KEY
+    from ..simulation.room import room_for_simulated_job
+
+    script = parse_metadata(info.job.metadata).get(SIMULATED_CALL_KEY)
+    room = room_for_simulated_job(info, script) if script is not None else None
+    return room if room is not None else _lk.room_for_job(info)
+
+
 class CoroutineJob:
     """One call: a task running the entrypoint, then livekit's shutdown sequence."""
 
@@ -139,7 +151,7 @@ class CoroutineJob:
 
     async def _run_call(self, info: RunningJobInfo) -> None:
         assert self._shutdown is not None
-        room = _lk.room_for_job(info)
+        room = _room_for(info)
         ctx = _lk.new_job_context(
             proc=self._proc,
             info=info,
