@@ -20,7 +20,7 @@ run every placed call is accounted for: completed + failed + cancelled + dropped
 with a worker that vanished) + unserved (no worker took it in time) = placed; a call
 still open at the end is counted as unfinished and breaks the equation.
 
-    PYTHONPATH=src .venv/bin/python bench/deploy.py            # 10 deploys, ~2.5 min
+    PYTHONPATH=src .venv/bin/python bench/deploy.py            # 10 deploys, ~2 min
     PYTHONPATH=src .venv/bin/python bench/deploy.py --quick    # 2 deploys
 """
 
