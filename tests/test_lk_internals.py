@@ -9,6 +9,7 @@ from openrtc import _lk
 
 def test_installed_livekit_agents_has_every_internal_we_use() -> None:
     _lk.check_internals()
+    _lk.check_silero()
 
 
 @pytest.mark.parametrize("version", ["1.9.0", "2.0.1", "1.7.3"])
@@ -30,14 +31,15 @@ def test_a_moved_internal_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_moved_silero_attribute_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_lk, "_SILERO_VAD_PRIVATE", ("_onnx_session", "_options_moved"))
     with pytest.raises(_lk.UnsupportedLiveKitVersion, match="silero.VAD._options_moved is gone"):
-        _lk.check_internals()
+        _lk.check_silero()
+    _lk.check_internals()  # a worker without the shared VAD does not depend on them
 
 
 def test_a_dropped_silero_option_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     fields = (*_lk.SILERO_OPTION_FIELDS, "speech_pad_ms")
     monkeypatch.setattr(_lk, "SILERO_OPTION_FIELDS", fields)
     with pytest.raises(_lk.UnsupportedLiveKitVersion, match="_VADOptions.speech_pad_ms is gone"):
-        _lk.check_internals()
+        _lk.check_silero()
 
 
 def test_the_loaded_silero_model_is_reachable() -> None:

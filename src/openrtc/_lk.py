@@ -15,7 +15,7 @@ import copy
 import dataclasses
 import inspect
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from livekit import rtc
 from livekit.agents import AgentServer, JobContext, JobExecutorType, JobProcess
@@ -111,7 +111,6 @@ def check_internals() -> None:
     )
     if not hasattr(lk_proto.JobStatus, "JS_CANCELLED"):
         problems.append("JobStatus.JS_CANCELLED is gone")
-    problems.extend(_silero_problems())
     try:
         detached_participant("check", "check", {"k": "v"})
     except Exception as e:
@@ -156,12 +155,26 @@ def _silero_problems() -> list[str]:
     return problems
 
 
+def check_silero() -> None:
+    """Verify the livekit-plugins-silero internals `silero_model` reads still exist."""
+    from livekit.plugins import silero
+
+    problems = _silero_problems()
+    if problems:
+        raise UnsupportedLiveKitVersion(
+            f"livekit-plugins-silero {getattr(silero, '__version__', '?')} changed internals "
+            "openrtc's shared VAD relies on: " + "; ".join(problems) + "; run with "
+            "--no-shared-vad, or install livekit-plugins-silero~=1.8.0"
+        )
+
+
 def silero_model(vad: Any) -> tuple[Any, dict[str, Any]] | None:
     """The ONNX session and options of a loaded `silero.VAD`, or None for anything else.
 
     The plugin has no public accessor for either; reading them lets a batched VAD reuse
     the model the worker already loaded instead of loading it a second time.
     """
+    check_silero()
     session = getattr(vad, "_onnx_session", None)
     opts = getattr(vad, "_opts", None)
     if session is None or opts is None:
@@ -199,10 +212,13 @@ def detached_participant(
     return rtc.RemoteParticipant(_owned_participant(identity, name, kind, attributes))
 
 
-def detached_local_participant(room: rtc.Room, identity: str) -> rtc.LocalParticipant:
-    """The agent's own participant in a simulated room: readable, never publishing."""
+L = TypeVar("L", bound=rtc.LocalParticipant)
+
+
+def detached_local_participant(room: rtc.Room, identity: str, cls: type[L]) -> L:
+    """The agent's own participant in a simulated room, as an instance of `cls`."""
     kind = rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
-    return rtc.LocalParticipant(room._room_queue, _owned_participant(identity, identity, kind, {}))
+    return cls(room._room_queue, _owned_participant(identity, identity, kind, {}))
 
 
 def _owned_participant(identity: str, name: str, kind: int, attributes: Mapping[str, str]) -> Any:
@@ -331,7 +347,7 @@ class ServerInternals(AgentServer):
         """Tell the server our status now instead of at the next 2.5 s tick."""
         if getattr(self, "_closed", True):
             return
-        # AgentServer sends the load it last sampled (every 2.5 s); send today's instead
+        # AgentServer sends the load it last sampled (every 2.5 s); send the current one
         self._worker_load = self.exact_load()
         await self._update_worker_status()
 

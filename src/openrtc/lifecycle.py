@@ -73,9 +73,7 @@ Log = logging.Logger | logging.LoggerAdapter[logging.Logger]
 class Lifecycle:
     """Holds the current state; `move()` is the only way to change it."""
 
-    def __init__(
-        self, log: logging.Logger | logging.LoggerAdapter[logging.Logger] = logger
-    ) -> None:
+    def __init__(self, log: Log = logger) -> None:
         self._log = log
         self._state = WorkerState.STARTING
         self._lock = threading.Lock()

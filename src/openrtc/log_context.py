@@ -30,10 +30,6 @@ def unbind(token: contextvars.Token[Mapping[str, str]]) -> None:
     _FIELDS.reset(token)
 
 
-def current() -> Mapping[str, str]:
-    return _FIELDS.get()
-
-
 class FieldsAdapter(logging.LoggerAdapter[logging.Logger]):
     """A logger that adds fixed fields (e.g. a pool's version) under any explicit `extra`.
 
@@ -42,7 +38,7 @@ class FieldsAdapter(logging.LoggerAdapter[logging.Logger]):
     """
 
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
-        kwargs["extra"] = {**(self.extra or {}), **kwargs.get("extra", {})}
+        kwargs["extra"] = {**(self.extra or {}), **(kwargs.get("extra") or {})}
         return msg, kwargs
 
 

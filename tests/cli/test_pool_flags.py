@@ -83,10 +83,12 @@ def test_the_membership_secret_file_is_read_and_checked(
     monkeypatch.delenv("OPENRTC_MEMBERSHIP_SECRET", raising=False)
     secret = tmp_path / "secret"
     secret.write_text("k1:first-secret\nk2:second-secret\n")
-    flags = po.PoolFlags(membership_secret_file=secret)
+    flags = po.PoolFlags(membership_secret_file=secret, manifest="manifest.json")
+    assert po.PoolFlags(membership_secret_file=tmp_path / "missing").membership_secrets() is None
     assert flags.membership_secrets() == {"k1": "first-secret", "k2": "second-secret"}
     with pytest.raises(ConfigError, match="cannot read --membership-secret-file"):
-        po.PoolFlags(membership_secret_file=tmp_path / "missing").membership_secrets()
+        missing = tmp_path / "missing"
+        po.PoolFlags(membership_secret_file=missing, manifest="m.json").membership_secrets()
     monkeypatch.setenv("OPENRTC_MEMBERSHIP_SECRET", "inline")
     with pytest.raises(ConfigError, match="set only one of them"):
         flags.membership_secrets()

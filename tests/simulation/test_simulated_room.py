@@ -10,7 +10,7 @@ from livekit.agents.ipc.mock_room import create_mock_room
 
 from openrtc import AgentPool
 from openrtc.devserver import DispatchServer
-from openrtc.simulation import CallScript
+from openrtc.simulation import CallScript, SimulatedRoomError
 from openrtc.testing import FakeLLM, FakeSTT, FakeTTS
 from tests.harness import running
 
@@ -27,6 +27,12 @@ class RoomAware(Agent):
         ctx = get_job_context()
         await ctx.connect()
         caller = await ctx.wait_for_participant()
+        me = ctx.room.local_participant
+        await me.publish_data(b"state: listening", topic="ui")
+        try:
+            await me.perform_rpc(destination_identity=caller.identity, method="x", payload="")
+        except SimulatedRoomError as e:
+            rpc_error = str(e)
         SEEN.append(
             {
                 "job": ctx.job.id,
@@ -36,6 +42,10 @@ class RoomAware(Agent):
                 "connected": ctx.room.isconnected(),
                 "caller": caller.identity,
                 "attributes": dict(caller.attributes),
+                "by_identity": ctx.room.remote_participants.get(caller.identity) is caller,
+                "me": me.identity,
+                "sent": list(me.sent),
+                "rpc_error": rpc_error,
             }
         )
 
@@ -78,6 +88,9 @@ async def test_two_simulated_calls_each_see_their_own_room_and_caller(
         assert seen["caller"] == f"caller-{job.id}"
         assert seen["attributes"] == {"sip.phoneNumber": phones[room]}
         assert seen["room"] is not create_mock_room()
+        assert seen["by_identity"] and seen["me"] == f"agent-{job.id}"
+        assert seen["sent"] == [("publish_data", (b"state: listening",), {"topic": "ui"})]
+        assert seen["rpc_error"].startswith("perform_rpc() needs a LiveKit room with media")
     rooms = [s["room"] for s in SEEN]
     assert rooms[0] is not rooms[1] and rooms[0].name != rooms[1].name
 

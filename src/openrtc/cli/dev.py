@@ -12,7 +12,7 @@ import typer
 from ..errors import OpenRTCError
 from . import pool_options as po
 from .logs import setup_logging
-from .options import AgentsDir, ApiKey, ApiSecret, LogFormat, LogLevel
+from .options import AgentsDir, ApiKey, ApiSecret, FormatName, LevelName, LogFormat, LogLevel
 
 
 def _say(line: str) -> None:
@@ -108,8 +108,8 @@ def dev_command(
     exit_after_demo: Annotated[
         bool, typer.Option("--exit-after-demo", help="With --demo: drain and exit afterwards.")
     ] = False,
-    log_level: LogLevel = "INFO",
-    log_format: LogFormat = "text",
+    log_level: LogLevel = LevelName.INFO,
+    log_format: LogFormat = FormatName.text,
     watch: Annotated[
         bool,
         typer.Option(

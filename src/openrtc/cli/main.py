@@ -15,7 +15,7 @@ import typer
 from ..errors import OpenRTCError
 from . import pool_options as po
 from .logs import setup_logging
-from .options import AgentsDir, ApiKey, ApiSecret, LogFormat, LogLevel, Url
+from .options import AgentsDir, ApiKey, ApiSecret, FormatName, LevelName, LogFormat, LogLevel, Url
 
 app = typer.Typer(
     name="openrtc",
@@ -56,8 +56,8 @@ def start(
             help="File holding the API secret.",
         ),
     ] = None,
-    log_level: LogLevel = "INFO",
-    log_format: LogFormat = "text",
+    log_level: LogLevel = LevelName.INFO,
+    log_format: LogFormat = FormatName.text,
     flags: po.PoolFlags = po.DEFAULTS,
 ) -> None:
     """Run a production worker for the agents in AGENTS_DIR.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -27,12 +28,28 @@ ApiSecret = Annotated[
         show_default=False,
     ),
 ]
+
+
+class LevelName(StrEnum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+
+
+class FormatName(StrEnum):
+    text = "text"
+    json = "json"
+
+
 LogLevel = Annotated[
-    str,
-    typer.Option("--log-level", envvar="OPENRTC_LOG_LEVEL", help="DEBUG, INFO, WARNING, ERROR."),
+    LevelName,
+    typer.Option(
+        "--log-level", envvar="OPENRTC_LOG_LEVEL", case_sensitive=False, help="How much to log."
+    ),
 ]
 LogFormat = Annotated[
-    str,
+    FormatName,
     typer.Option(
         "--log-format",
         envvar="OPENRTC_LOG_FORMAT",

@@ -81,13 +81,15 @@ class PoolFlags:
         return os.environ.get("OPENRTC_TENANT_SECRET") or None
 
     def membership_secrets(self) -> Any:
-        """The secrets in --membership-secret-file; None leaves them to the pool's env."""
+        """The secrets in --membership-secret-file when a manifest is in use; None leaves
+        them to the pool, which reads the environment only when it needs them."""
         path = self.membership_secret_file
-        if path is None:
+        if path is None or self.manifest is None:
             return None
         if os.environ.get("OPENRTC_MEMBERSHIP_SECRET", "").strip():
             raise ConfigError(
-                "both OPENRTC_MEMBERSHIP_SECRET and --membership-secret-file are set; "
+                "both OPENRTC_MEMBERSHIP_SECRET and a membership secret file "
+                "(--membership-secret-file or OPENRTC_MEMBERSHIP_SECRET_FILE) are set; "
                 "set only one of them"
             )
         try:

@@ -9,6 +9,7 @@ from .media import (
     SpeechClip,
     speech_clips,
 )
+from .room import SimulatedLocalParticipant, SimulatedRoom, SimulatedRoomError
 from .script import MODES, CallMode, CallScript
 
 SIMULATED_CALL_KEY = "simulated_call"
@@ -26,6 +27,9 @@ __all__ = [
     "InputClosed",
     "SimulatedAudioInput",
     "SimulatedAudioOutput",
+    "SimulatedLocalParticipant",
+    "SimulatedRoom",
+    "SimulatedRoomError",
     "SpeechClip",
     "run_simulated_call",
     "speech_clips",
