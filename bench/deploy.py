@@ -54,7 +54,7 @@ from rich.table import Table
 from openrtc.audit import verify_chain
 from openrtc.devserver import DispatchServer
 from openrtc.devserver.records import DevEvent, JobRecord, JobState
-from openrtc.rehearsal.runner import _sigterm_to_full
+from openrtc.rehearsal.runner import sigterm_to_full
 from openrtc.rehearsal.workers import WorkerProcess
 from openrtc.simulation import MODES, CallMode, CallScript
 
@@ -352,7 +352,7 @@ def deploy_row(
         if w.exited_at is not None and w.sigterm_at is not None:
             exit_s = round(w.exited_at - w.sigterm_at, 3)
         per_worker["exit_codes"][w.name] = w.exit_code
-        per_worker["sigterm_to_full_ms"][w.name] = _sigterm_to_full(events, w)
+        per_worker["sigterm_to_full_ms"][w.name] = sigterm_to_full(events, w)
         per_worker["last_call_end_to_exit_ms"][w.name] = last_call_end_to_exit_ms(
             jobs, w.worker_id, w.exited_at
         )

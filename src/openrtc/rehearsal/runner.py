@@ -274,7 +274,7 @@ class Rehearsal:
         r.calls_by_version = by_version
         events = server.events()
         for w in old:
-            r.sigterm_to_full_ms[w.name] = _sigterm_to_full(events, w)
+            r.sigterm_to_full_ms[w.name] = sigterm_to_full(events, w)
             ends = [
                 j.ended_at for j in jobs if j.worker_id == w.worker_id and j.ended_at is not None
             ]
@@ -295,7 +295,7 @@ class Rehearsal:
         self.report.audit_records = records
 
 
-def _sigterm_to_full(events: list[Any], w: WorkerProcess) -> float | None:
+def sigterm_to_full(events: list[Any], w: WorkerProcess) -> float | None:
     """Milliseconds from SIGTERM to the server hearing the worker is full (None if it was)."""
     if w.sigterm_at is None:
         return None
