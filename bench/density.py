@@ -29,7 +29,7 @@ A mode stops growing when it no longer keeps up, or no longer fits: the worker d
 stops answering, calls fail or cannot all be held live, loop lag p99 exceeds 1 s, or the
 memory or time budget would be exceeded. The table says which, and why.
 
-    PYTHONPATH=src .venv/bin/python bench/density.py            # full run, ~9 min
+    PYTHONPATH=src .venv/bin/python bench/density.py            # full run, ~8.5 min
     PYTHONPATH=src .venv/bin/python bench/density.py --quick    # N=5, ~2 min
 """
 
