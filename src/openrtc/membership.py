@@ -259,13 +259,25 @@ def _parse_secret_text(text: str, origin: str) -> SecretSet:
     return result
 
 
+def _read_secret_file(path: Path, origin: str) -> SecretSet:
+    """Secrets from one file; every error names the file (and where its name came from)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8 text"
+        raise ValueError(f"cannot read secret file {path}{origin}: {reason}") from None
+    return _parse_secret_text(text, f"secret file {path}")
+
+
 def load_secrets(
     value: str | None = None,
     *,
+    path: str | os.PathLike[str] | None = None,
     env: str = "OPENRTC_MEMBERSHIP_SECRET",
     file_env: str = "OPENRTC_MEMBERSHIP_SECRET_FILE",
 ) -> SecretSet:
-    """Load signing secrets from `value`, else the file named by `file_env`, else `env`.
+    """Load signing secrets from `value`, else the file at `path`, else the file named by
+    `file_env`, else `env`.
 
     The text holds one secret per line (blank lines ignored, surrounding whitespace
     stripped). If every line reads ``kid:secret`` (kid: 1-64 letters, digits, '_', '-')
@@ -274,18 +286,14 @@ def load_secrets(
     """
     if value is not None:
         return _parse_secret_text(value, "the secret value")
+    if path is not None:
+        return _read_secret_file(Path(path), "")
     file_name = os.environ.get(file_env, "").strip()
     inline = os.environ.get(env, "")
     if file_name and inline.strip():
         raise ValueError(f"both {env} and {file_env} are set; set only one of them")
     if file_name:
-        path = Path(file_name)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8 text"
-            raise ValueError(f"cannot read secret file {path} ({file_env}): {reason}") from None
-        return _parse_secret_text(text, f"secret file {path}")
+        return _read_secret_file(Path(file_name), f" ({file_env})")
     if inline.strip():
         return _parse_secret_text(inline, f"${env}")
     raise ValueError(f"no membership secret configured; set {env} or {file_env}")

@@ -189,7 +189,7 @@ def test_manifest_verify_refuses_a_forged_manifest(tmp_path: Path, secret_file: 
     [
         (None, "cannot read secret file"),
         (b"\n\n", "secret file"),
-        (b"\xff\xfe not text", "secret file"),
+        (b"\xff\xfe not text", "cannot read secret file"),
     ],
     ids=["missing", "empty", "not-utf8"],
 )
@@ -245,5 +245,5 @@ def test_the_installed_entry_point_fails_in_one_line_without_a_traceback(tmp_pat
         timeout=120,
     )  # fmt: skip
     assert done.returncode == 2
-    assert done.stderr.strip() == f"error: secret file {bad} is not UTF-8 text"
+    assert done.stderr.strip() == f"error: cannot read secret file {bad}: it is not UTF-8 text"
     assert done.stdout == ""

@@ -86,7 +86,7 @@ def test_the_membership_secret_file_is_read_and_checked(
     flags = po.PoolFlags(membership_secret_file=secret, manifest="manifest.json")
     assert po.PoolFlags(membership_secret_file=tmp_path / "missing").membership_secrets() is None
     assert flags.membership_secrets() == {"k1": "first-secret", "k2": "second-secret"}
-    with pytest.raises(ConfigError, match="cannot read --membership-secret-file"):
+    with pytest.raises(ConfigError, match="--membership-secret-file: cannot read secret file"):
         missing = tmp_path / "missing"
         po.PoolFlags(membership_secret_file=missing, manifest="m.json").membership_secrets()
     monkeypatch.setenv("OPENRTC_MEMBERSHIP_SECRET", "inline")

@@ -31,21 +31,10 @@ def _error(message: str, code: int = 2) -> typer.Exit:
 def _secrets(secret_file: Path | None) -> list[str] | dict[str, str]:
     from ..membership import load_secrets
 
-    if secret_file is None:
-        try:
-            return load_secrets()
-        except ValueError as e:
-            raise _error(str(e)) from None
     try:
-        text = secret_file.read_bytes().decode("utf-8")
-    except OSError as e:
-        raise _error(f"cannot read secret file {secret_file}: {e.strerror}") from None
-    except UnicodeDecodeError:
-        raise _error(f"secret file {secret_file} is not UTF-8 text") from None
-    try:
-        return load_secrets(text)
+        return load_secrets(path=secret_file)
     except ValueError as e:
-        raise _error(f"secret file {secret_file}: {e}") from None
+        raise _error(str(e)) from None
 
 
 @manifest_app.command("sign")

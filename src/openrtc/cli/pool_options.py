@@ -93,12 +93,9 @@ class PoolFlags:
                 "set only one of them"
             )
         try:
-            return load_secrets(path.read_text(encoding="utf-8"))
-        except OSError as e:
-            reason = e.strerror
-            raise ConfigError(f"cannot read --membership-secret-file {path}: {reason}") from None
+            return load_secrets(path=path)
         except ValueError as e:
-            raise ConfigError(f"--membership-secret-file {path}: {e}") from None
+            raise ConfigError(f"--membership-secret-file: {e}") from None
 
     def build(self, agents_dir: Path) -> AgentPool:
         pool = AgentPool(
