@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 import pytest
 from livekit.agents.vad import VADEvent, VADEventType
-from livekit.plugins import silero
 
 from openrtc.vad import SharedVAD
 
@@ -28,16 +27,6 @@ from .signals import (
     signals,
     silence,
 )
-
-
-@pytest.fixture(scope="module")
-def stock() -> Any:
-    return silero.VAD.load()
-
-
-@pytest.fixture
-def shared(stock: Any) -> SharedVAD:
-    return SharedVAD.from_silero(stock)
 
 
 def _inference(events: list[VADEvent]) -> list[VADEvent]:

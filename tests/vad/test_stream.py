@@ -17,16 +17,6 @@ from openrtc.vad import SharedVAD
 from .signals import boundaries, clip, frames, run_stream, signals, silence
 
 
-@pytest.fixture(scope="module")
-def stock() -> Any:
-    return silero.VAD.load()
-
-
-@pytest.fixture
-def shared(stock: Any) -> SharedVAD:
-    return SharedVAD.from_silero(stock)
-
-
 def _batcher_tasks() -> list[asyncio.Task[Any]]:
     return [t for t in asyncio.all_tasks() if t.get_name() == "openrtc.vad_batcher"]
 
