@@ -58,6 +58,19 @@ def reloader_of(rp: Any) -> HotReloader:
     return reloader
 
 
+async def answering_call(
+    devserver: DispatchServer, pool: AgentPool, turns: tuple[str, ...]
+) -> tuple[str, Any]:
+    """Dispatch a call to alpha and wait until its agent has answered a first turn."""
+    job = (
+        await devserver.dispatch(metadata={"agent": "alpha"}, simulated_call=call(turns, 0.8))
+    ).id
+    await wait_until(lambda: session_of(pool, job) is not None)
+    session = session_of(pool, job)
+    await wait_until(lambda: answered(session) >= 1)
+    return job, session
+
+
 async def finish(devserver: DispatchServer, job_ids: list[str]) -> None:
     for job_id in job_ids:
         done = await devserver.wait_job(job_id, {"success", "failed"}, timeout=30)
@@ -133,12 +146,7 @@ async def test_a_syntax_error_changes_nothing_and_is_reported_with_its_line(
     turns = ("one", "two", "three", "four", "five")
     async with running(pool, devserver) as rp:
         reloader = reloader_of(rp)
-        job = (
-            await devserver.dispatch(metadata={"agent": "alpha"}, simulated_call=call(turns, 0.8))
-        ).id
-        await wait_until(lambda: session_of(pool, job) is not None)
-        session = session_of(pool, job)
-        await wait_until(lambda: answered(session) >= 1)
+        job, session = await answering_call(devserver, pool, turns)
 
         write_agent(alpha, "Alpha", "You are Alpha broken.", template=BROKEN)
         await wait_until(lambda: reloader.last_error is not None, timeout=5)
@@ -223,12 +231,7 @@ async def test_thread_isolation_moves_calls_on_their_own_loops(
     turns = ("one", "two", "three")
     async with running(pool, devserver) as rp:
         reloader = reloader_of(rp)
-        job = (
-            await devserver.dispatch(metadata={"agent": "alpha"}, simulated_call=call(turns, 0.8))
-        ).id
-        await wait_until(lambda: session_of(pool, job) is not None)
-        session = session_of(pool, job)
-        await wait_until(lambda: answered(session) >= 1)
+        job, _ = await answering_call(devserver, pool, turns)
         assert reloader.loops[job] is not asyncio.get_running_loop()
         write_agent(alpha, "Alpha", ALPHA_V2)
         await wait_until(lambda: any(e.ok for e in reloader.events), timeout=5)
