@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from livekit.agents import Agent, JobRequest
@@ -54,16 +55,9 @@ async def _noop_accept(args: object) -> None:
     return None
 
 
-async def readyz(url: str) -> tuple[int, dict[str, object]]:
-    async with aiohttp.ClientSession() as http, http.get(f"{url}/readyz") as resp:
-        return resp.status, json.loads(await resp.text())
-
-
-async def test_membership_follows_the_manifest(devserver: DispatchServer, tmp_path: Path) -> None:
-    manifest = tmp_path / "manifest.json"
-    publish(manifest, ["v1.0.0"])
-    events: list[dict[str, object]] = []
-    pool = AgentPool(
+def member_pool(manifest: Path, events: list[dict[str, object]], **kw: Any) -> AgentPool:
+    """v1.0.0 under `manifest` (polled every 0.1 s), auditing into `events`."""
+    return AgentPool(
         agents={"sales": Sales},
         deployment_version="v1.0.0",
         manifest=manifest,
@@ -74,7 +68,20 @@ async def test_membership_follows_the_manifest(devserver: DispatchServer, tmp_pa
         default_stt=FakeSTT(),
         default_llm=FakeLLM(),
         default_tts=FakeTTS(),
+        **kw,
     )
+
+
+async def readyz(url: str) -> tuple[int, dict[str, object]]:
+    async with aiohttp.ClientSession() as http, http.get(f"{url}/readyz") as resp:
+        return resp.status, json.loads(await resp.text())
+
+
+async def test_membership_follows_the_manifest(devserver: DispatchServer, tmp_path: Path) -> None:
+    manifest = tmp_path / "manifest.json"
+    publish(manifest, ["v1.0.0"])
+    events: list[dict[str, object]] = []
+    pool = member_pool(manifest, events)
     call = {"turns": ["hi"], "mode": "text", "pause_s": 0.0}
     async with running(pool, devserver, http_port=0) as worker:
         assert worker.lifespan.ops is not None
@@ -116,19 +123,7 @@ async def test_a_worker_set_to_drain_when_dropped_finishes_its_calls_and_exits_0
     manifest = tmp_path / "manifest.json"
     publish(manifest, ["v1.0.0"])
     events: list[dict[str, object]] = []
-    pool = AgentPool(
-        agents={"sales": Sales},
-        deployment_version="v1.0.0",
-        manifest=manifest,
-        membership_secrets=[SECRET],
-        manifest_poll_interval=0.1,
-        drain_when_not_member=True,
-        prewarm_models=False,
-        audit_sink=lambda e: events.append(e.to_dict()),
-        default_stt=FakeSTT(),
-        default_llm=FakeLLM(),
-        default_tts=FakeTTS(),
-    )
+    pool = member_pool(manifest, events, drain_when_not_member=True)
     held = {"turns": ["hi"], "mode": "text", "pause_s": 0.0, "hold_s": 60.0}
     async with running(pool, devserver) as worker:
         jobs = [await devserver.dispatch(simulated_call=held) for _ in range(2)]
