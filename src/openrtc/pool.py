@@ -29,6 +29,7 @@ from .lifecycle import Lifecycle, Transition, WorkerState
 from .lifecycle import logger as lifecycle_logger
 from .registry import AgentSpec, Registry, agent_files, spec_from_file, validate_agent_class
 from .sessions import LiveSession, Outcome, SessionInfo, SessionObserver, SessionOutcome, notify
+from .simulation.script import SIMULATED_CALL_KEY
 from .snapshot import RuntimeSnapshot
 
 if TYPE_CHECKING:
@@ -40,8 +41,6 @@ Isolation = Literal["coroutine", "thread", "process"]
 ISOLATIONS: tuple[Isolation, ...] = ("coroutine", "thread", "process")
 DEFAULT_DRAIN_TIMEOUT = 1800.0
 DEFAULT_VERSION = "unversioned"
-SIMULATED_CALL_KEY = "simulated_call"
-"""Job metadata key of a simulated caller's script (see openrtc.simulation)."""
 _PRIVATE_METADATA = frozenset({SIMULATED_CALL_KEY, "tenant_sig"})
 """Metadata the worker consumes and does not pass on to agents and observers."""
 

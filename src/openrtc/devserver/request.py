@@ -12,10 +12,10 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from ..simulation.script import SIMULATED_CALL_KEY
 from .errors import InvalidDispatchError
 from .records import new_id
 
-SIMULATED_CALL_KEY = "simulated_call"
 FIELDS = ("agent_name", "room", "metadata", "room_metadata", "simulated_call", "deadline")
 
 

@@ -10,10 +10,7 @@ from .media import (
     speech_clips,
 )
 from .room import SimulatedLocalParticipant, SimulatedRoom, SimulatedRoomError
-from .script import MODES, CallMode, CallScript
-
-SIMULATED_CALL_KEY = "simulated_call"
-"""The job metadata key under which a dispatch carries `CallScript.to_dict()`."""
+from .script import MODES, SIMULATED_CALL_KEY, CallMode, CallScript
 
 __all__ = [
     "CLIP_SAMPLE_RATE",

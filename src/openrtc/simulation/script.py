@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
+SIMULATED_CALL_KEY = "simulated_call"
+"""The job metadata key under which a dispatch carries `CallScript.to_dict()`."""
 CallMode = Literal["text", "audio"]
 MODES: tuple[CallMode, ...] = ("text", "audio")
 _FIELDS = (

@@ -16,8 +16,8 @@ from livekit.agents.voice.events import CloseEvent, CloseReason
 
 from .. import _lk, log_context, routing, tenancy
 from ..ops import call_stats
-from ..pool import SIMULATED_CALL_KEY
 from ..sessions import SessionInfo, notify
+from ..simulation.script import SIMULATED_CALL_KEY
 from .models import shared_models, shared_vad
 
 if TYPE_CHECKING:

@@ -34,8 +34,8 @@ def _room_for(info: RunningJobInfo) -> Any:
     """The job's simulated room when a simulated caller rides in its metadata, else its
     real (not yet connected) room."""
     from ..routing import parse_metadata
-    from ..simulation import SIMULATED_CALL_KEY
     from ..simulation.room import room_for_simulated_job
+    from ..simulation.script import SIMULATED_CALL_KEY
 
     script = parse_metadata(info.job.metadata).get(SIMULATED_CALL_KEY)
     room = room_for_simulated_job(info, script) if script is not None else None
