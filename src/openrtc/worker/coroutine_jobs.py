@@ -20,7 +20,10 @@ from livekit.agents.job import RunningJobInfo
 from livekit.protocol import agent as lk_proto
 
 from .. import _lk
+from ..routing import parse_metadata
 from ..sessions import Outcome
+from ..simulation.room import room_for_simulated_job
+from ..simulation.script import SIMULATED_CALL_KEY
 
 logger = logging.getLogger("openrtc.jobs")
 
@@ -33,10 +36,6 @@ PoolEvent = Literal[
 def _room_for(info: RunningJobInfo) -> Any:
     """The job's simulated room when a simulated caller rides in its metadata, else its
     real (not yet connected) room."""
-    from ..routing import parse_metadata
-    from ..simulation.room import room_for_simulated_job
-    from ..simulation.script import SIMULATED_CALL_KEY
-
     script = parse_metadata(info.job.metadata).get(SIMULATED_CALL_KEY)
     room = room_for_simulated_job(info, script) if script is not None else None
     return room if room is not None else _lk.room_for_job(info)
