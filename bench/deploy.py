@@ -52,10 +52,10 @@ from rich.console import Console
 from rich.table import Table
 
 from openrtc.audit import verify_chain
+from openrtc.deploy.rehearsal.runner import sigterm_to_full
+from openrtc.deploy.rehearsal.workers import WorkerProcess
 from openrtc.devserver import DispatchServer
 from openrtc.devserver.records import DevEvent, JobRecord, JobState
-from openrtc.rehearsal.runner import sigterm_to_full
-from openrtc.rehearsal.workers import WorkerProcess
 from openrtc.simulation import MODES, CallMode, CallScript
 
 console = Console()

@@ -174,6 +174,7 @@ async def _worker(stats_path: Path) -> int:
     from openrtc.testing import FakeLLM, FakeSTT, FakeTTS
     from openrtc.worker import models
     from openrtc.worker.lifespan import Lifespan, capture_signals
+    from openrtc.worker.server import PoolServer
 
     class BenchAgent(Agent):
         def __init__(self) -> None:
@@ -191,11 +192,12 @@ async def _worker(stats_path: Path) -> int:
     probe.live_calls = lambda: len(pool.live_sessions())
     probe.watch_gc()
     loaded = await asyncio.to_thread(models.shared_models)
-    if pool.shared_vad:
+    if pool.config.runtime.uses_shared_vad:
         probe.shared_stats = models.shared_vad().batcher().stats
     else:
         probe.watch_stock_vad(loaded.vad)
-    server = pool.build_server(
+    server = PoolServer(
+        pool,
         ws_url=os.environ["LIVEKIT_URL"],
         api_key=os.environ["LIVEKIT_API_KEY"],
         api_secret=os.environ["LIVEKIT_API_SECRET"],

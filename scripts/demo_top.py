@@ -11,25 +11,34 @@ import asyncio
 import sys
 
 from openrtc import AgentPool
+from openrtc.config import OpsEndpoint, PoolConfig, Runtime
 from openrtc.devserver import DispatchServer
-from openrtc.worker.lifespan import Lifespan
+from openrtc.worker.lifespan import Lifespan, until_started
+from openrtc.worker.server import PoolServer
 
 
 async def main() -> int:
     async with DispatchServer() as server:
         pool = AgentPool(
-            deployment_version="v2.0.0", max_concurrent_sessions=8, prewarm_models=False
+            deployment_version="v2.0.0",
+            max_concurrent_sessions=8,
+            config=PoolConfig.from_env(runtime=Runtime(prewarm_models=False)),
         )
         pool.discover("examples/agents")
-        worker = pool.build_server(
-            ws_url=server.ws_url, api_key=server.api_key, api_secret=server.api_secret
+        worker = PoolServer(
+            pool, ws_url=server.ws_url, api_key=server.api_key, api_secret=server.api_secret
         )
-        lifespan = Lifespan(pool, worker, http_port=0)
+        lifespan = Lifespan(pool, worker, ops=OpsEndpoint(port=0))
         task = asyncio.create_task(lifespan.run())
-        while not pool.worker_id:
-            await asyncio.sleep(0.05)
-        calls = [("sales", "acme"), ("support", "acme"), ("booking", "globex"),
-                 ("sales", "globex"), ("support", "initech")]
+        if not await until_started(lifespan, task):
+            return task.result()
+        calls = [
+            ("sales", "acme"),
+            ("support", "acme"),
+            ("booking", "globex"),
+            ("sales", "globex"),
+            ("support", "initech"),
+        ]
         for i, (agent, tenant) in enumerate(calls):
             await server.dispatch(
                 room=f"{agent}-call-{i + 1}",
@@ -40,7 +49,12 @@ async def main() -> int:
         await asyncio.sleep(1.0)
         assert lifespan.ops is not None
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "openrtc.cli.main", "top", lifespan.ops.url, "--once",
+            sys.executable,
+            "-m",
+            "openrtc.cli.main",
+            "top",
+            lifespan.ops.url,
+            "--once",
             env={"COLUMNS": "100", "PATH": ""},
         )
         code = await proc.wait()

@@ -8,8 +8,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from openrtc import AgentPool
+from openrtc.config import OpsEndpoint
 from openrtc.devserver import DispatchServer
-from openrtc.worker.lifespan import Lifespan
+from openrtc.worker.lifespan import Lifespan, until_started
 from openrtc.worker.server import PoolServer
 
 
@@ -29,16 +30,13 @@ async def running(
     pool: AgentPool, devserver: DispatchServer, *, http_port: int | None = None
 ) -> AsyncIterator[RunningPool]:
     """Run the pool's worker against the dispatch server until the block exits."""
-    server = pool.build_server(
-        ws_url=devserver.ws_url, api_key=devserver.api_key, api_secret=devserver.api_secret
+    server = PoolServer(
+        pool, ws_url=devserver.ws_url, api_key=devserver.api_key, api_secret=devserver.api_secret
     )
-    lifespan = Lifespan(pool, server, http_port=http_port)
+    lifespan = Lifespan(pool, server, ops=OpsEndpoint(port=http_port))
     task = asyncio.create_task(lifespan.run())
     try:
-        await wait_until(
-            lambda: task.done() or (bool(pool.worker_id) and pool.state.value != "starting")
-        )
-        if task.done():
+        if not await asyncio.wait_for(until_started(lifespan, task), 15):
             raise RuntimeError(f"the worker stopped while starting: {task.result()}")
         yield RunningPool(pool, server, lifespan, task)
     finally:

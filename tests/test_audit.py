@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from openrtc import audit as audit_module
 from openrtc.audit import (
     GENESIS_HASH,
     AuditEvent,
@@ -19,6 +18,7 @@ from openrtc.audit import (
     record_hash,
     verify_chain,
 )
+from openrtc.audit import verify as audit_module
 
 
 def _write_events(path: Path, count: int) -> list[AuditEvent]:

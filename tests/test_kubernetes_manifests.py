@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from openrtc.manifest import MANIFEST_FORMAT
+from openrtc.deploy.manifest import MANIFEST_FORMAT
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy" / "kubernetes"
 SECRET_NAME = re.compile(r"SECRET|TOKEN|PASSWORD|API_KEY", re.IGNORECASE)

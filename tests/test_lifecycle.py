@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
 
 import pytest
 from livekit.agents import Agent
 
 from openrtc import AgentPool, WorkerState
+from openrtc.config import PoolConfig, Runtime
+from openrtc.devserver import DispatchServer
 from openrtc.lifecycle import IllegalTransition, Lifecycle, Transition
+from tests.harness import running
 
 
 class Sales(Agent):
@@ -61,24 +63,33 @@ def test_a_raising_listener_does_not_stop_the_move() -> None:
     assert lc.state is WorkerState.ACCEPTING
 
 
-async def test_begin_drain_from_other_threads_is_applied_once_on_the_loop() -> None:
+async def test_begin_drain_from_other_threads_is_applied_once_on_the_loop(
+    devserver: DispatchServer,
+) -> None:
     events: list[str] = []
-    pool = AgentPool(agents={"sales": Sales}, audit_sink=lambda e: events.append(e.event))
-    pool.attach_loop(asyncio.get_running_loop())
-    pool.lifecycle.move(WorkerState.ACCEPTING, reason="test")
-    threads = [
-        threading.Thread(target=pool.begin_drain, kwargs={"reason": "ops", "actor": f"t{i}"})
-        for i in range(8)
+    pool = AgentPool(
+        agents={"sales": Sales},
+        audit_sink=lambda e: events.append(e.event),
+        config=PoolConfig.from_env(runtime=Runtime(prewarm_models=False)),
+    )
+    async with running(pool, devserver) as worker:
+        threads = [
+            threading.Thread(target=pool.begin_drain, kwargs={"reason": "ops", "actor": f"t{i}"})
+            for i in range(8)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert pool.runtime_snapshot().draining, "refusing from the moment it returns"
+        assert await worker.exit_code() == 0
+    assert [t.state for t in pool.lifecycle.history][-3:] == [
+        WorkerState.DRAINING,
+        WorkerState.DRAINED,
+        WorkerState.STOPPED,
     ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    await asyncio.wait_for(pool.wait_drain_requested(), 2)
-    assert pool.state is WorkerState.DRAINING
     assert events.count("deployment.drain_started") == 1
-    snap = pool.runtime_snapshot()
-    assert (snap.state, snap.draining) == ("draining", True)
+    assert pool.drain_request is not None and pool.drain_request.actor.startswith("t")
 
 
 def test_snapshot_is_frozen_and_json_ready() -> None:

@@ -59,3 +59,9 @@ def test_a_server_attribute_that_moved_is_named(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(_lk, "_SERVER_ATTRIBUTES", moved)
     with pytest.raises(_lk.UnsupportedLiveKitVersion, match=r"_outbox is no longer set in run\(\)"):
         _lk.check_internals()
+
+
+def test_a_hot_reload_hook_call_that_moved_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(_lk._HOOK_CALLS, "on_enter", "await self._agent.on_arrival()")
+    with pytest.raises(_lk.UnsupportedLiveKitVersion, match="on_arrival"):
+        _lk.check_internals()

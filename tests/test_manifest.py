@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from openrtc.manifest import (
+from openrtc.deploy.manifest import (
     Manifest,
     ManifestError,
     ManifestSource,

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from openrtc.membership import (
+from openrtc.deploy.membership import (
     MembershipError,
     MembershipVerifier,
     load_secrets,

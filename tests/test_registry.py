@@ -32,10 +32,6 @@ def test_add_list_get_remove() -> None:
         pool.get("sales")
 
 
-def test_single_agent_form() -> None:
-    assert AgentPool(agent=Sales).list_agents() == ["sales"]
-
-
 @pytest.mark.parametrize("name", ["", "  ", None, "has space", "-dash-first"])
 def test_bad_names_are_refused(name: object) -> None:
     with pytest.raises(RegistrationError, match="agent name"):

@@ -115,6 +115,7 @@ def check_internals() -> None:
         detached_participant("check", "check", {"k": "v"})
     except Exception as e:
         problems.append(f"livekit-rtc participants can no longer be built detached: {e!r}")
+    problems.extend(_agent_hook_problems())
     if problems:
         raise UnsupportedLiveKitVersion(
             f"livekit-agents {LK_AGENTS_VERSION} changed internals openrtc relies on: "
@@ -452,3 +453,31 @@ def per_call_provider(provider: Any) -> Any:
     clone = copy.copy(provider)
     clone._events = {}
     return clone
+
+
+# --- agent hooks skipped on a hot-reload swap ------------------------------------------------
+_HOOK_CALLS = {"on_enter": "await self._agent.on_enter()", "on_exit": "await self._agent.on_exit()"}
+
+
+def _agent_hook_problems() -> list[str]:
+    """livekit's AgentActivity must call the hooks through the agent instance, so an
+    instance attribute set by `skip_agent_hooks` is what runs."""
+    from livekit.agents.voice import agent_activity
+
+    src = inspect.getsource(agent_activity.AgentActivity)
+    return [
+        f"AgentActivity no longer calls {call!r}"
+        for call in _HOOK_CALLS.values()
+        if call not in src
+    ]
+
+
+async def _skip_hook() -> None:
+    return None
+
+
+def skip_agent_hooks(leaving: Any, entering: Any) -> None:
+    """A hot-reload swap: the old agent's on_exit and the new one's on_enter do not run,
+    so the caller hears no goodbye and no second greeting mid-call."""
+    vars(leaving)["on_exit"] = _skip_hook
+    vars(entering)["on_enter"] = _skip_hook

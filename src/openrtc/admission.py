@@ -7,10 +7,17 @@ check and the reservation: caps are exact even when many offers arrive together.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
+from .config import Limits
 from .lifecycle import WorkerState
+from .routing import Route
+
+if TYPE_CHECKING:
+    from livekit.agents import JobRequest
 
 
 class RejectReason(StrEnum):
@@ -30,11 +37,33 @@ class RejectReason(StrEnum):
     TENANT_CIRCUIT_OPEN = "tenant_circuit_open"
 
 
+Caps = Limits
+"""The caps admission checks are the pool's `Limits` group."""
+
+
 @dataclass(frozen=True)
-class Caps:
-    max_sessions: int | None = None
-    per_agent: int | None = None
-    per_tenant: int | None = None
+class Admit:
+    """The offer is taken: the call will run `agent` for `tenant`."""
+
+    route: Route
+    agent: str
+    tenant: str
+
+
+@dataclass(frozen=True)
+class Refuse:
+    """The offer is refused, with a reason (counted and audited) and a one-line detail."""
+
+    reason: RejectReason | str
+    detail: str
+
+    @property
+    def reason_name(self) -> str:
+        return str(getattr(self.reason, "value", self.reason))
+
+
+AdmissionCheck = Callable[["JobRequest", str, str], Refuse | None]
+"""check(request, agent, tenant) -> Refuse or None, run at offer time before the caps."""
 
 
 @dataclass

@@ -1,7 +1,10 @@
 """AgentPool: many standard LiveKit agents served by one worker.
 
 The pool holds the registry (which agents exist), the admission rules (which calls this
-worker takes), and the runtime record of the calls it runs. `worker/` turns it into a
+worker takes), and the runtime record of the calls it runs. It owns the lifecycle's
+state but never moves it: `begin_drain()`, a manifest's verdict and the server's
+registration are recorded here as requests, and the worker's lifespan
+(`openrtc.worker.lifespan`) carries them out. `openrtc.worker` turns a pool into a
 running LiveKit worker; `openrtc.cli` runs that worker as a process.
 """
 
@@ -17,13 +20,15 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
 from livekit.agents import Agent, JobRequest
 from livekit.protocol import agent as lk_proto
 
-from . import admission, log_context, routing
+from . import admission, log_context, routing, tenancy
+from .admission import AdmissionCheck, Admit, Refuse
 from .audit import AuditEvent, AuditLog
+from .config import DEFAULT_VERSION, ISOLATIONS, Isolation, PoolConfig
 from .errors import ConfigError, RegistrationError
 from .lifecycle import Lifecycle, Transition, WorkerState
 from .lifecycle import logger as lifecycle_logger
@@ -32,181 +37,75 @@ from .sessions import LiveSession, Outcome, SessionInfo, SessionObserver, Sessio
 from .simulation.script import SIMULATED_CALL_KEY
 from .snapshot import RuntimeSnapshot
 
-if TYPE_CHECKING:
-    from .worker.server import PoolServer
-
 logger = logging.getLogger("openrtc.pool")
 
-Isolation = Literal["coroutine", "thread", "process"]
-ISOLATIONS: tuple[Isolation, ...] = ("coroutine", "thread", "process")
-DEFAULT_DRAIN_TIMEOUT = 1800.0
-DEFAULT_VERSION = "unversioned"
+__all__ = [
+    "DEFAULT_VERSION",
+    "ISOLATIONS",
+    "AdmissionCheck",
+    "Admit",
+    "AgentPool",
+    "DrainRequest",
+    "Isolation",
+    "PoolConfig",
+    "Refuse",
+]
+
 _PRIVATE_METADATA = frozenset({SIMULATED_CALL_KEY, "tenant_sig"})
 """Metadata the worker consumes and does not pass on to agents and observers."""
 
-
-def _env_float(name: str) -> float | None:
-    raw = os.environ.get(name)
-    if raw is None or not raw.strip():
-        return None
-    try:
-        return float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number of seconds") from None
-
-
-def _env_bool(name: str) -> bool | None:
-    raw = os.environ.get(name)
-    if raw is None or not raw.strip():
-        return None
-    value = raw.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"{name}={raw!r} is not a boolean; use 1/true/on or 0/false/off")
-
-
-@dataclass(frozen=True)
-class Admit:
-    route: routing.Route
-    agent: str
-    tenant: str
-
-
-@dataclass(frozen=True)
-class Refuse:
-    reason: admission.RejectReason | str
-    detail: str
-
-    @property
-    def reason_name(self) -> str:
-        return str(getattr(self.reason, "value", self.reason))
-
-
-AdmissionCheck = Callable[[JobRequest, str, str], Refuse | None]
 SessionOptionHook = Callable[[AgentSpec, SessionInfo, dict[str, Any]], None]
 
 
+@dataclass(frozen=True)
+class DrainRequest:
+    """Who asked this worker to drain, and why (the first request wins)."""
+
+    reason: str
+    actor: str
+
+
 class AgentPool:
-    """Register plain `livekit.agents.Agent` subclasses; one worker serves them all."""
+    """Register plain `livekit.agents.Agent` subclasses; one worker serves them all.
+
+    The common settings are keywords; every other one lives in a typed group of
+    `config` (`openrtc.config.PoolConfig`). With no `config`, the groups are read from
+    the `OPENRTC_*` variables (`PoolConfig.from_env()`); a keyword given here wins over
+    the same setting in `config`.
+    """
 
     def __init__(
         self,
         agents: Mapping[str, type[Agent]] | None = None,
         *,
-        agent: type[Agent] | None = None,
+        deployment_version: str | None = None,
+        drain_timeout: float | None = None,
+        isolation: Isolation | None = None,
+        max_concurrent_sessions: int | None = None,
         default_stt: Any = None,
         default_llm: Any = None,
         default_tts: Any = None,
-        default_greeting: str | None = None,
-        isolation: Isolation = "coroutine",
-        max_concurrent_sessions: int | None = None,
-        max_sessions_per_agent: int | None = None,
-        max_sessions_per_tenant: int | None = None,
-        deployment_version: str | None = None,
-        drain_timeout: float | None = None,
-        router: routing.Router | None = None,
-        request_fnc: Callable[[JobRequest], Any] | None = None,
-        accept_only_registered_rooms: bool = False,
-        agent_name: str = "",
-        observers: Iterable[SessionObserver] = (),
         audit_sink: Callable[[AuditEvent], None] | None = None,
-        audit_path: str | os.PathLike[str] | None = None,
-        prewarm_models: bool = True,
-        shared_vad: bool | None = None,
-        session_close_timeout: float = 15.0,
-        manifest: str | os.PathLike[str] | None = None,
-        membership_secrets: Any = None,
-        manifest_poll_interval: float | None = None,
-        drain_when_not_member: bool = False,
-        http_host: str | None = None,
-        http_port: int | None = None,
-        tenant_secret: str | bytes | None = None,
-        tenant_config: Mapping[str, Mapping[str, Any]] | Callable[[str], Any] | None = None,
-        unknown_tenant: Literal["refuse", "defaults"] = "refuse",
-        enable_tenant_circuit_breaker: bool = False,
-        tenant_breaker_failures: int = 5,
-        tenant_breaker_window_s: float = 60.0,
-        tenant_breaker_cooldown_s: float = 30.0,
-        memory_warn_mb: float | None = None,
-        memory_limit_mb: float | None = None,
-        consecutive_failure_limit: int | None = None,
-        slow_call_threshold_ms: float | None = None,
-        metrics_jsonl: str | os.PathLike[str] | None = None,
-        metrics_jsonl_interval: float = 5.0,
-        enable_hot_reload: bool = False,
-        watch_paths: Iterable[str | os.PathLike[str]] = (),
+        observers: Iterable[SessionObserver] = (),
+        config: PoolConfig | None = None,
     ) -> None:
-        if isolation not in ISOLATIONS:
-            raise ConfigError(
-                f"isolation must be one of {', '.join(ISOLATIONS)}, got {isolation!r}"
-            )
-        for flag, value in (
-            ("max_concurrent_sessions", max_concurrent_sessions),
-            ("max_sessions_per_agent", max_sessions_per_agent),
-            ("max_sessions_per_tenant", max_sessions_per_tenant),
+        cfg = PoolConfig.from_env() if config is None else config
+        for group, changes in (
+            ("deployment", {"version": deployment_version}),
+            ("drain", {"timeout": drain_timeout}),
+            ("runtime", {"isolation": isolation}),
+            ("limits", {"max_sessions": max_concurrent_sessions}),
+            ("providers", {"stt": default_stt, "llm": default_llm, "tts": default_tts}),
+            ("audit", {"sink": audit_sink}),
         ):
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ConfigError(f"{flag} must be a whole number of at least 1, got {value!r}")
-        version = deployment_version or os.environ.get("OPENRTC_DEPLOYMENT_VERSION") or ""
-        self.deployment_version = version.strip() or DEFAULT_VERSION
-        timeout = (
-            drain_timeout if drain_timeout is not None else _env_float("OPENRTC_DRAIN_TIMEOUT")
-        )
-        self.drain_timeout = DEFAULT_DRAIN_TIMEOUT if timeout is None else float(timeout)
-        if not self.drain_timeout > 0:
-            raise ConfigError(f"drain_timeout must be a positive number of seconds, got {timeout}")
+            given = {k: v for k, v in changes.items() if v is not None}
+            if given:
+                cfg = cfg.replace(group, **given)
+        self.config: PoolConfig = cfg
+        """Every setting of this pool, one frozen group per concern."""
 
         self.registry = Registry()
-        self.default_stt = default_stt
-        self.default_llm = default_llm
-        self.default_tts = default_tts
-        self.default_greeting = default_greeting
-        self.isolation: Isolation = isolation
-        self.caps = admission.Caps(
-            max_concurrent_sessions, max_sessions_per_agent, max_sessions_per_tenant
-        )
-        self.router = router
-        self.request_fnc = request_fnc
-        self.accept_only_registered_rooms = accept_only_registered_rooms
-        self.agent_name = agent_name
         self.observers: list[SessionObserver] = list(observers)
-        self.prewarm_models = prewarm_models
-        if shared_vad is None:
-            shared_vad = _env_bool("OPENRTC_SHARED_VAD")
-        self.shared_vad: bool = isolation == "coroutine" if shared_vad is None else shared_vad
-        """One batched VAD serves every call (openrtc.vad.SharedVAD); default: coroutine."""
-        self.session_close_timeout = session_close_timeout
-
-        self.manifest = manifest or os.environ.get("OPENRTC_MANIFEST") or None
-        self.membership_secrets = membership_secrets
-        interval = manifest_poll_interval
-        if interval is None:
-            interval = _env_float("OPENRTC_MANIFEST_POLL_INTERVAL")
-        self.manifest_poll_interval = 5.0 if interval is None else float(interval)
-        self.drain_when_not_member = drain_when_not_member
-        self.http_host = http_host or os.environ.get("OPENRTC_HTTP_HOST") or "127.0.0.1"
-        port = http_port if http_port is not None else _env_float("OPENRTC_HTTP_PORT")
-        self.http_port = None if port is None else int(port)
-
-        self.tenant_secret = tenant_secret
-        self.tenant_config = tenant_config
-        self.unknown_tenant = unknown_tenant
-        self.enable_tenant_circuit_breaker = enable_tenant_circuit_breaker
-        self.tenant_breaker_failures = tenant_breaker_failures
-        self.tenant_breaker_window_s = tenant_breaker_window_s
-        self.tenant_breaker_cooldown_s = tenant_breaker_cooldown_s
-        self.memory_warn_mb = memory_warn_mb
-        self.memory_limit_mb = memory_limit_mb
-        self.consecutive_failure_limit = consecutive_failure_limit
-        self.slow_call_threshold_ms = slow_call_threshold_ms
-        jsonl = metrics_jsonl or os.environ.get("OPENRTC_METRICS_JSONL") or None
-        self.metrics_jsonl = None if jsonl is None else Path(jsonl)
-        self.metrics_jsonl_interval = metrics_jsonl_interval
-        self.enable_hot_reload = enable_hot_reload
-        self.watch_paths = [Path(p) for p in watch_paths]
-
         self.log = log_context.FieldsAdapter(
             logger, {"deployment_version": self.deployment_version}
         )
@@ -216,8 +115,15 @@ class AgentPool:
             )
         )
         self.lifecycle.subscribe(self._on_transition)
-        self.audit_log = AuditLog(version=self.deployment_version, sink=audit_sink, path=audit_path)
+        self.audit_log = AuditLog(
+            version=self.deployment_version, sink=cfg.audit.sink, path=cfg.audit.path
+        )
         self.member: bool | None = None
+        """What the manifest last said of this version (None: no manifest in use)."""
+        self.membership_reason = ""
+        self.drain_request: DrainRequest | None = None
+        self.registered = False
+        """The server accepted this worker's registration (it may take calls)."""
 
         self._lock = threading.Lock()
         self._ledger = admission.Ledger()
@@ -229,10 +135,8 @@ class AgentPool:
         self._outcomes: Counter[str] = Counter()
         self._started_at = time.time()
         self._worker_id = ""
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._server: PoolServer | None = None
-        self._drain_requested: asyncio.Event | None = None
-        self._drain_listeners: list[Callable[[], None]] = []
+        self._request_listeners: list[Callable[[], None]] = []
+        self._load_listeners: list[Callable[[], None]] = []
         self._end_listeners: list[Callable[[SessionInfo, SessionOutcome], None]] = []
         self._start_listeners: list[Callable[[SessionInfo], None]] = []
         self._admission_checks: list[AdmissionCheck] = []
@@ -240,13 +144,30 @@ class AgentPool:
         self._bg: set[asyncio.Task[Any]] = set()
         self.transcripts: dict[str, Any] = {}
 
-        if agent is not None:
-            self.add(getattr(agent, "__name__", "agent").lower(), agent)
         for name, cls in (agents or {}).items():
             self.add(name, cls)
-        from . import tenancy
+        self.tenant_breaker = tenancy.install(
+            self, cfg.tenancy, isolation=self.isolation, emit=self.audit_log.emit
+        )
 
-        self.tenant_breaker = tenancy.install(self)
+    # --- the settings most code asks for ---------------------------------------------------
+    @property
+    def deployment_version(self) -> str:
+        return self.config.deployment.version
+
+    @property
+    def drain_timeout(self) -> float:
+        return self.config.drain.timeout
+
+    @property
+    def isolation(self) -> Isolation:
+        return self.config.runtime.isolation
+
+    def update_config(self, group: str, **changes: Any) -> None:
+        """Change some fields of one group before the worker starts (e.g. `openrtc dev`)."""
+        if self.registered:
+            raise ConfigError("the worker is already serving; settings are fixed once it starts")
+        self.config = self.config.replace(group, **changes)
 
     # --- registration ---------------------------------------------------------------
     def add(
@@ -307,16 +228,26 @@ class AgentPool:
         """hook(spec, info, options) may edit the AgentSession options of one call."""
         self._session_option_hooks.append(hook)
 
+    def add_load_listener(self, listener: Callable[[], None]) -> None:
+        """listener() after the admitted calls or the state changed (any thread)."""
+        self._load_listeners.append(listener)
+
+    def add_request_listener(self, listener: Callable[[], None]) -> None:
+        """listener() after a drain, membership or registration was recorded (any thread,
+        or a signal handler: it must only schedule work)."""
+        self._request_listeners.append(listener)
+
     def add_observer(self, observer: SessionObserver) -> None:
         self.observers.append(observer)
 
     # --- providers for a session ----------------------------------------------------
     def session_options(self, spec: AgentSpec, info: SessionInfo | None = None) -> dict[str, Any]:
         opts: dict[str, Any] = {}
+        defaults = self.config.providers
         for slot, default in (
-            ("stt", self.default_stt),
-            ("llm", self.default_llm),
-            ("tts", self.default_tts),
+            ("stt", defaults.stt),
+            ("llm", defaults.llm),
+            ("tts", defaults.tts),
         ):
             value = getattr(spec, slot) if getattr(spec, slot) is not None else default
             if value is not None:
@@ -328,18 +259,33 @@ class AgentPool:
         return opts
 
     def greeting_for(self, spec: AgentSpec) -> str | None:
-        return spec.greeting if spec.greeting is not None else self.default_greeting
+        return spec.greeting if spec.greeting is not None else self.config.providers.greeting
 
     # --- admission (runs on the worker's loop, synchronously) --------------------------
+    def admission_state(self) -> WorkerState:
+        """The state offers are judged by: a recorded request counts before it is applied."""
+        state = self.lifecycle.state
+        if self.drain_request is not None and state not in (
+            WorkerState.DRAINED,
+            WorkerState.STOPPED,
+        ):
+            return WorkerState.DRAINING
+        if state is WorkerState.ACCEPTING and self.member is False:
+            return WorkerState.NOT_MEMBER
+        return state
+
     def decide(self, request: JobRequest) -> Admit | Refuse:
         job = request.job
-        state = self.lifecycle.state
+        state = self.admission_state()
         tenant = routing.tenant_of(job)
         reason = admission.check(state, admission.Ledger(), admission.Caps(), "", tenant)
         if reason is not None:
             return Refuse(reason, f"worker is {state}")
+        dispatch = self.config.dispatch
         try:
-            route = routing.resolve(job, self.registry.names(), router=self.router, request=request)
+            route = routing.resolve(
+                job, self.registry.names(), router=dispatch.router, request=request
+            )
         except Exception as e:
             self.log.exception("router raised for job %s", job.id)
             return Refuse(admission.RejectReason.UNKNOWN_AGENT, f"router raised {e!r}")
@@ -348,7 +294,7 @@ class AgentPool:
                 admission.RejectReason.UNKNOWN_AGENT,
                 f"job names agent {route.agent!r}, which this worker does not run",
             )
-        if self.accept_only_registered_rooms and not route.explicit:
+        if dispatch.accept_only_registered_rooms and not route.explicit:
             return Refuse(
                 admission.RejectReason.UNREGISTERED_ROOM,
                 "job does not name one of this pool's agents",
@@ -358,12 +304,14 @@ class AgentPool:
             if refusal is not None:
                 return refusal
         with self._lock:
-            reason = admission.check(state, self._ledger, self.caps, route.agent, tenant)
+            reason = admission.check(
+                self.admission_state(), self._ledger, self.config.limits, route.agent, tenant
+            )
             if reason is not None:
                 return Refuse(reason, f"{self._ledger.total} calls admitted")
             self._ledger.admit(job.id, route.agent, tenant)
             self._routes[job.id] = route
-        self._after_ledger_change()
+        self._load_changed()
         return Admit(route, route.agent, tenant)
 
     def record_rejection(self, job_id: str, refusal: Refuse, room: str = "") -> None:
@@ -386,7 +334,7 @@ class AgentPool:
             released = self._ledger.release(job_id)
             self._routes.pop(job_id, None)
         if released:
-            self._after_ledger_change()
+            self._load_changed()
 
     def route_of(self, job_id: str) -> routing.Route | None:
         with self._lock:
@@ -396,11 +344,15 @@ class AgentPool:
     def admitted(self) -> int:
         return self._ledger.total
 
+    def is_admitted(self, job_id: str) -> bool:
+        with self._lock:
+            return job_id in self._routes
+
     def exact_load(self) -> float:
         """Load reported to the server: admitted/cap, and 1.0 (full) when not accepting."""
-        if not self.lifecycle.state.takes_calls:
+        if not self.admission_state().takes_calls:
             return 1.0
-        cap = self.caps.max_sessions
+        cap = self.config.limits.max_sessions
         if cap is None:
             return 0.0
         return min(1.0, self._ledger.total / cap)
@@ -487,55 +439,35 @@ class AgentPool:
         with self._lock:
             return list(self._live.values())
 
-    # --- lifecycle ----------------------------------------------------------------------
+    # --- lifecycle: requests recorded here, carried out by the lifespan ---------------------
     @property
     def state(self) -> WorkerState:
         return self.lifecycle.state
 
     @property
+    def draining(self) -> bool:
+        """A drain was requested or is under way: no new call will be taken."""
+        return self.drain_request is not None or self.lifecycle.state.is_draining
+
+    @property
     def worker_id(self) -> str:
         return self._worker_id
-
-    def set_worker_id(self, worker_id: str) -> None:
-        self._worker_id = worker_id
-        self.audit_log.worker_id = worker_id
 
     def begin_drain(self, reason: str = "requested", actor: str = "operator") -> None:
         """Stop taking new calls; live calls run to hang-up, then the worker exits.
 
-        Idempotent, and safe from any thread and from a signal handler. Off the loop, or
-        while one of the locks a drain takes is held (a handler may have interrupted its
-        holder on this very thread), the drain is handed to the loop instead of waiting.
+        Only records the request (the first one wins) and wakes the worker's lifespan,
+        which moves the state. Takes no lock, so it is safe from any thread and from a
+        signal handler; offers are refused from the moment it returns.
         """
-        loop = self._loop
-        if loop is not None and loop.is_running() and (not _on_loop(loop) or self._busy()):
-            loop.call_soon_threadsafe(self._start_drain, reason, actor)
-            return
-        self._start_drain(reason, actor)
-
-    def _busy(self) -> bool:
-        return self._lock.locked() or self.lifecycle.busy() or self.audit_log.busy()
-
-    def _start_drain(self, reason: str, actor: str) -> None:
-        if not self.lifecycle.can_move(WorkerState.DRAINING):
-            return
-        self.lifecycle.move(WorkerState.DRAINING, reason=reason, actor=actor)
-        if self._drain_requested is not None:
-            self._drain_requested.set()
-        for listener in list(self._drain_listeners):
-            listener()
-
-    def on_drain(self, listener: Callable[[], None]) -> None:
-        self._drain_listeners.append(listener)
+        if self.drain_request is None:
+            self.drain_request = DrainRequest(reason, actor)
+        self._requests_changed()
 
     def set_membership(self, member: bool, *, reason: str, actor: str = "manifest") -> None:
         """A manifest named (or stopped naming) this worker's version."""
         previous, self.member = self.member, member
-        state = self.lifecycle.state
-        if member and state is WorkerState.NOT_MEMBER:
-            self.lifecycle.move(WorkerState.ACCEPTING, reason=reason, actor=actor)
-        elif not member and state in (WorkerState.ACCEPTING, WorkerState.STARTING):
-            self.lifecycle.move(WorkerState.NOT_MEMBER, reason=reason, actor=actor)
+        self.membership_reason = reason
         if previous != member:
             self.audit_log.emit(
                 "membership.changed",
@@ -544,7 +476,29 @@ class AgentPool:
                 member=member,
                 reason=reason,
             )
-            self._after_ledger_change(force=True)
+            self._load_changed()
+        self._requests_changed()
+
+    def mark_registered(self, worker_id: str) -> None:
+        """The server accepted our registration (again, after a reconnect)."""
+        first = not self.registered
+        self._worker_id = worker_id
+        self.audit_log.worker_id = worker_id
+        self.registered = True
+        if first:
+            self._started_at = time.time()
+            self.audit_log.emit(
+                "worker.started",
+                target=worker_id,
+                agents=self.registry.names(),
+                isolation=self.isolation,
+                max_concurrent_sessions=self.config.limits.max_sessions,
+            )
+        self._requests_changed()
+
+    def _requests_changed(self) -> None:
+        for listener in list(self._request_listeners):
+            listener()
 
     def _on_transition(self, tr: Transition) -> None:
         event = {
@@ -563,17 +517,14 @@ class AgentPool:
             reason=tr.reason,
             active_sessions=self._ledger.total,
         )
-        self._after_ledger_change(force=True)
+        self._load_changed()
 
-    def _after_ledger_change(self, force: bool = False) -> None:
-        server = self._server
-        loop = self._loop
-        if server is None or loop is None or not loop.is_running():
-            return
-        if _on_loop(loop):
-            self._spawn(server.push_worker_status())
-        else:
-            loop.call_soon_threadsafe(lambda: self._spawn(server.push_worker_status()))
+    def _load_changed(self) -> None:
+        for listener in list(self._load_listeners):
+            try:
+                listener()
+            except Exception:
+                self.log.exception("load listener failed")
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -594,7 +545,7 @@ class AgentPool:
         return RuntimeSnapshot(
             deployment_version=self.deployment_version,
             state=state.value,
-            draining=state.is_draining,
+            draining=self.draining,
             member=self.member,
             worker_id=self._worker_id,
             active_sessions=len(live),
@@ -603,7 +554,7 @@ class AgentPool:
             accepted_total=accepted,
             rejected_total=MappingProxyType(rejected),
             outcomes_total=MappingProxyType(outcomes),
-            max_concurrent_sessions=self.caps.max_sessions,
+            max_concurrent_sessions=self.config.limits.max_sessions,
             isolation=self.isolation,
             started_at=self._started_at,
             taken_at=now,
@@ -611,54 +562,3 @@ class AgentPool:
             agents=tuple(self.registry.names()),
             sessions=tuple(s.to_dict(now) for s in live),
         )
-
-    # --- running ------------------------------------------------------------------------
-    def build_server(
-        self,
-        *,
-        ws_url: str | None = None,
-        api_key: str | None = None,
-        api_secret: str | None = None,
-    ) -> PoolServer:
-        """The livekit AgentServer that serves this pool (one per pool run)."""
-        from .worker.server import PoolServer
-
-        if not len(self.registry):
-            raise ConfigError("the pool has no agents; add one with pool.add() or discover()")
-        if self._server is not None and not self.lifecycle.state == WorkerState.STOPPED:
-            raise ConfigError("this pool is already serving; build one worker per pool")
-        self._server = PoolServer(self, ws_url=ws_url, api_key=api_key, api_secret=api_secret)
-        return self._server
-
-    def attach_loop(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._drain_requested = asyncio.Event()
-        if self.lifecycle.state.is_draining:
-            self._drain_requested.set()
-
-    async def wait_drain_requested(self) -> None:
-        assert self._drain_requested is not None, "attach_loop() first"
-        await self._drain_requested.wait()
-
-    def mark_started(self) -> None:
-        """The worker registered with the server: it takes calls unless told otherwise."""
-        self._started_at = time.time()
-        self.audit_log.emit(
-            "worker.started",
-            target=self._worker_id,
-            agents=self.registry.names(),
-            isolation=self.isolation,
-            max_concurrent_sessions=self.caps.max_sessions,
-        )
-        if self.lifecycle.state is WorkerState.STARTING:
-            if self.member is False:
-                self.lifecycle.move(WorkerState.NOT_MEMBER, reason="not in manifest")
-            else:
-                self.lifecycle.move(WorkerState.ACCEPTING, reason="registered")
-
-
-def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
-    try:
-        return asyncio.get_running_loop() is loop
-    except RuntimeError:
-        return False

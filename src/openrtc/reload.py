@@ -34,6 +34,7 @@ from livekit.agents import Agent
 from livekit.agents.llm import AgentHandoff
 from watchfiles import Change, DefaultFilter, awatch
 
+from . import _lk
 from .errors import AgentLoadError
 from .registry import agent_class_in, config_of, failing_line, import_agent_file
 
@@ -199,10 +200,6 @@ def _between_turns(session: Any) -> bool:
     )
 
 
-async def _skip_hook() -> None:
-    return None
-
-
 class _CallMove:
     """Moves one live call to the latest class of its agent at its next turn boundary.
 
@@ -299,8 +296,7 @@ class _CallMove:
             return
         if _PINS.pinned(session):
             return
-        vars(old)["on_exit"] = _skip_hook
-        vars(new)["on_enter"] = _skip_hook
+        _lk.skip_agent_hooks(old, new)
         handed = asyncio.Event()
 
         def on_item(ev: Any) -> None:
@@ -377,7 +373,7 @@ class _Observer:
 class HotReloader:
     """Watches a pool's agent files and swaps saved ones into new and live calls.
 
-    Watched: every registered agent's source file, plus `pool.watch_paths` (files or
+    Watched: every registered agent's source file, plus `pool.config.runtime.watch_paths` (files or
     directories; a change there re-imports every agent file). `events` keeps the recent
     reloads and `last_error` the latest rejected save (None once a save loads again).
     """
@@ -417,7 +413,7 @@ class HotReloader:
         return files
 
     def _extra_paths(self) -> list[Path]:
-        return [Path(p).resolve() for p in self.pool.watch_paths]
+        return [Path(p).resolve() for p in self.pool.config.runtime.watch_paths]
 
     def _roots(self) -> list[Path]:
         roots = {p.parent for p in self.agent_files()}
@@ -456,10 +452,11 @@ class HotReloader:
         self._watch_task = asyncio.create_task(self._watch(roots), name="openrtc_hot_reload")
         await asyncio.sleep(0)  # awatch sets its watches up before its first await
         self.watching = True
+        extra = self._extra_paths()
         logger.info(
             "hot reload watching %d agent file(s)%s",
             len(self._digests),
-            f" and {len(self._extra_paths())} extra path(s)" if self.pool.watch_paths else "",
+            f" and {len(extra)} extra path(s)" if extra else "",
         )
 
     async def aclose(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections.abc import Mapping
@@ -106,3 +107,42 @@ async def notify(
             logger.warning("session observer %r.%s took over %.1fs; skipped", obs, method, timeout)
         except Exception:
             logger.exception("session observer %r.%s raised; skipped", obs, method)
+
+
+# --- the call whose code is running -------------------------------------------------------
+DEFAULT_TENANT = "default"
+
+
+@dataclass(frozen=True)
+class CallTag:
+    """Which call the running code belongs to; inherited by every task the call spawns."""
+
+    job_id: str
+    agent: str
+    tenant: str
+
+
+_current_call: contextvars.ContextVar[CallTag | None] = contextvars.ContextVar(
+    "openrtc_current_call", default=None
+)
+
+
+def enter_call(info: SessionInfo) -> None:
+    """Bind the call to the current task's context (the call's entrypoint task)."""
+    _current_call.set(CallTag(info.job_id, info.agent, info.tenant))
+
+
+def current_call() -> CallTag | None:
+    """The call whose code is running, or None outside a call."""
+    return _current_call.get()
+
+
+def call_in(context: contextvars.Context) -> CallTag | None:
+    """The call a context (a task's) belongs to, or None."""
+    return context.get(_current_call)
+
+
+def current_tenant_id() -> str:
+    """The tenant of the call whose code is running ("default" outside a call)."""
+    tag = _current_call.get()
+    return tag.tenant if tag is not None else DEFAULT_TENANT

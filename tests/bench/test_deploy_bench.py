@@ -22,9 +22,9 @@ from deploy import (
     summarize,
     window_of,
 )
+from openrtc.deploy.rehearsal.workers import WorkerProcess
 from openrtc.devserver import DispatchServer
 from openrtc.devserver.records import DevEvent, JobRecord, JobState
-from openrtc.rehearsal.workers import WorkerProcess
 from tests.harness import wait_until
 
 T0 = 1_000.0

@@ -10,10 +10,10 @@ from typing import Any
 import typer
 from typer.testing import CliRunner, Result
 
+from openrtc.deploy.rehearsal.workers import free_port
 from openrtc.ops.http import OpsServer
 from openrtc.ops.loop_lag import LoopLagMonitor
 from openrtc.pool import AgentPool
-from openrtc.rehearsal.workers import free_port
 
 
 @contextlib.asynccontextmanager

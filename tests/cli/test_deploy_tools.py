@@ -12,7 +12,7 @@ from typer.testing import CliRunner, Result
 
 from openrtc.audit import AuditLog, head_path
 from openrtc.cli.main import app
-from openrtc.manifest import ManifestError, ManifestWatcher, verify_manifest
+from openrtc.deploy.manifest import ManifestError, ManifestWatcher, verify_manifest
 
 SECRET = "rotate-me-2026"
 

@@ -6,6 +6,7 @@ import pytest
 from livekit.agents import Agent
 
 from openrtc import AgentPool
+from openrtc.config import PoolConfig, Runtime
 from openrtc.devserver import DispatchServer
 from openrtc.testing import FakeLLM, FakeSTT, FakeTTS
 from openrtc.worker.lifespan import EXIT_DRAIN_TIMEOUT
@@ -24,13 +25,13 @@ async def test_drain_timeout_cut_is_cancelled_in_every_isolation(
     events: list[dict[str, object]] = []
     pool = AgentPool(
         agents={"sales": Sales},
-        isolation=isolation,  # type: ignore[arg-type]
+        isolation=isolation,
         drain_timeout=0.5,
-        prewarm_models=False,
         default_stt=FakeSTT(),
         default_llm=FakeLLM(),
         default_tts=FakeTTS(),
         audit_sink=lambda e: events.append(e.to_dict()),
+        config=PoolConfig.from_env(runtime=Runtime(prewarm_models=False)),
     )
     hold = {"turns": ["hello"], "mode": "text", "pause_s": 0.0, "hold_s": 60}
     async with running(pool, devserver) as worker:

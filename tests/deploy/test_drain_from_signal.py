@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from livekit.agents import Agent
 
 from openrtc import AgentPool
+from openrtc.config import PoolConfig, Runtime
 from openrtc.devserver import DispatchServer
 from openrtc.testing import FakeLLM, FakeSTT, FakeTTS
 from tests.harness import running, wait_until
@@ -49,10 +50,10 @@ def signal_self_and_wait(handled: list[int]) -> None:
 def make_pool() -> AgentPool:
     return AgentPool(
         agents={"sales": Sales},
-        prewarm_models=False,
         default_stt=FakeSTT(),
         default_llm=FakeLLM(),
         default_tts=FakeTTS(),
+        config=PoolConfig.from_env(runtime=Runtime(prewarm_models=False)),
     )
 
 
@@ -83,9 +84,16 @@ async def test_a_signal_while_the_audit_log_writes_drains_without_deadlock(
         await wait_until(lambda: pool.state.value in ("draining", "drained", "stopped"))
 
 
-async def test_on_the_loop_and_unlocked_the_drain_is_immediate(devserver: DispatchServer) -> None:
+async def test_offers_are_refused_from_the_moment_begin_drain_returns(
+    devserver: DispatchServer,
+) -> None:
     pool = make_pool()
     async with running(pool, devserver):
         await wait_until(lambda: pool.state.value == "accepting")
         pool.begin_drain(reason="now")
-        assert pool.state.value == "draining"
+        assert pool.runtime_snapshot().draining
+        assert pool.admission_state().value == "draining"
+        job = await devserver.dispatch(simulated_call={"turns": ["hi"], "mode": "text"})
+        done = await devserver.wait_job(job.id, {"success", "failed", "unserved"}, timeout=15)
+        assert done.state.value == "unserved"
+        await wait_until(lambda: pool.state.value in ("draining", "drained", "stopped"))

@@ -7,6 +7,7 @@ import asyncio
 from livekit.agents import Agent, get_job_context
 
 from openrtc import AgentPool
+from openrtc.config import PoolConfig, Runtime
 from openrtc.devserver import DispatchServer
 from openrtc.testing import FakeLLM, FakeSTT, FakeTTS
 from openrtc.worker.lifespan import EXIT_DRAIN_TIMEOUT, EXIT_OK
@@ -37,9 +38,9 @@ def pool_at(version: str, **kw: object) -> AgentPool:
     return AgentPool(
         agents={"sales": Sales},
         deployment_version=version,
-        prewarm_models=False,
-        **FAKES,  # type: ignore[arg-type]
-        **kw,  # type: ignore[arg-type]
+        **FAKES,
+        **kw,
+        config=PoolConfig.from_env(runtime=Runtime(prewarm_models=False)),
     )
 
 

@@ -8,8 +8,9 @@ from pathlib import Path
 from livekit.agents import Agent
 
 from openrtc import AgentPool, SessionInfo, SessionOutcome
+from openrtc.config import Deployment, OpsEndpoint, PoolConfig, Runtime, SelfProtection
+from openrtc.deploy.manifest import sign_manifest
 from openrtc.devserver import DispatchServer
-from openrtc.manifest import sign_manifest
 from openrtc.testing import FakeLLM, FakeSTT, FakeTTS
 from openrtc.worker.lifespan import EXIT_OK
 from tests.harness import running, wait_until
@@ -37,14 +38,16 @@ async def test_a_drained_worker_exits_promptly_after_its_last_call_ends(
         default_stt=FakeSTT(),
         default_llm=FakeLLM(),
         default_tts=FakeTTS(),
-        prewarm_models=False,
-        manifest=manifest,
-        membership_secrets=[SECRET],
-        manifest_poll_interval=SLOW_TICK_S,
-        metrics_jsonl=tmp_path / "metrics.jsonl",
-        metrics_jsonl_interval=SLOW_TICK_S,
-        memory_limit_mb=1_000_000,
-        slow_call_threshold_ms=1000,
+        config=PoolConfig.from_env(
+            runtime=Runtime(prewarm_models=False),
+            deployment=Deployment(
+                manifest=manifest, membership_secrets=[SECRET], manifest_poll_interval=SLOW_TICK_S
+            ),
+            ops=OpsEndpoint(
+                metrics_jsonl=tmp_path / "metrics.jsonl", metrics_jsonl_interval=SLOW_TICK_S
+            ),
+            protection=SelfProtection(memory_limit_mb=1_000_000, slow_call_threshold_ms=1000),
+        ),
     )
     call_ended: list[float] = []
 

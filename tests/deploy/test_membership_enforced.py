@@ -13,8 +13,9 @@ from livekit.protocol import agent as lk_proto
 from livekit.protocol import models
 
 from openrtc import AgentPool
+from openrtc.config import Deployment, PoolConfig, Runtime
+from openrtc.deploy.manifest import sign_manifest
 from openrtc.devserver import DispatchServer
-from openrtc.manifest import sign_manifest
 from openrtc.pool import Refuse
 from openrtc.testing import FakeLLM, FakeSTT, FakeTTS
 from openrtc.worker.lifespan import EXIT_OK
@@ -60,15 +61,17 @@ def member_pool(manifest: Path, events: list[dict[str, object]], **kw: Any) -> A
     return AgentPool(
         agents={"sales": Sales},
         deployment_version="v1.0.0",
-        manifest=manifest,
-        membership_secrets=[SECRET],
-        manifest_poll_interval=0.1,
-        prewarm_models=False,
         audit_sink=lambda e: events.append(e.to_dict()),
         default_stt=FakeSTT(),
         default_llm=FakeLLM(),
         default_tts=FakeTTS(),
         **kw,
+        config=PoolConfig.from_env(
+            deployment=Deployment(
+                manifest=manifest, membership_secrets=[SECRET], manifest_poll_interval=0.1
+            ),
+            runtime=Runtime(prewarm_models=False),
+        ),
     )
 
 

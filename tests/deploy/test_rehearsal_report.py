@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from openrtc.rehearsal import RehearsalReport
+from openrtc.deploy.rehearsal import RehearsalReport
 
 
 def _clean_report() -> RehearsalReport:

@@ -12,8 +12,9 @@ from livekit.agents import Agent
 from prometheus_client.parser import text_string_to_metric_families
 
 from openrtc import AgentPool
+from openrtc.config import Deployment, Limits, PoolConfig, Runtime
+from openrtc.deploy.manifest import sign_manifest
 from openrtc.devserver import DispatchServer
-from openrtc.manifest import sign_manifest
 from openrtc.ops.http import HEALTH_STALL_LIMIT
 from openrtc.testing import FakeLLM, FakeSTT, FakeTTS
 from tests.harness import running, wait_until
@@ -59,14 +60,16 @@ async def test_endpoints_across_the_lifecycle(
     pool = AgentPool(
         agents={"sales": Sales},
         deployment_version="v1.0.0",
-        manifest=manifest,
-        membership_secrets=[SECRET],
-        manifest_poll_interval=0.1,
-        max_sessions_per_tenant=1,
-        prewarm_models=False,
         default_stt=FakeSTT(),
         default_llm=FakeLLM(),
         default_tts=FakeTTS(),
+        config=PoolConfig.from_env(
+            deployment=Deployment(
+                manifest=manifest, membership_secrets=[SECRET], manifest_poll_interval=0.1
+            ),
+            limits=Limits(per_tenant=1),
+            runtime=Runtime(prewarm_models=False),
+        ),
     )
     async with running(pool, devserver, http_port=0) as worker:
         assert worker.lifespan.ops is not None
@@ -147,7 +150,11 @@ async def test_drain_over_http_is_off_without_a_token(
 ) -> None:
     monkeypatch.delenv("OPENRTC_ADMIN_TOKEN", raising=False)
     monkeypatch.delenv("OPENRTC_ADMIN_TOKEN_FILE", raising=False)
-    pool = AgentPool(agents={"sales": Sales}, prewarm_models=False, default_llm=FakeLLM())
+    pool = AgentPool(
+        agents={"sales": Sales},
+        default_llm=FakeLLM(),
+        config=PoolConfig.from_env(runtime=Runtime(prewarm_models=False)),
+    )
     async with running(pool, devserver, http_port=0) as worker:
         assert worker.lifespan.ops is not None
         assert await post(f"{worker.lifespan.ops.url}/drain", "anything") == 403
@@ -161,7 +168,11 @@ async def test_the_admin_token_can_come_from_a_file(
     token_file.write_text(TOKEN + "\n")
     monkeypatch.delenv("OPENRTC_ADMIN_TOKEN", raising=False)
     monkeypatch.setenv("OPENRTC_ADMIN_TOKEN_FILE", str(token_file))
-    pool = AgentPool(agents={"sales": Sales}, prewarm_models=False, default_llm=FakeLLM())
+    pool = AgentPool(
+        agents={"sales": Sales},
+        default_llm=FakeLLM(),
+        config=PoolConfig.from_env(runtime=Runtime(prewarm_models=False)),
+    )
     async with running(pool, devserver, http_port=0) as worker:
         assert worker.lifespan.ops is not None
         assert await post(f"{worker.lifespan.ops.url}/drain", "wrong") == 401
@@ -170,7 +181,11 @@ async def test_the_admin_token_can_come_from_a_file(
 
 
 async def test_healthz_fails_while_the_loop_keeps_stalling(devserver: DispatchServer) -> None:
-    pool = AgentPool(agents={"sales": Sales}, prewarm_models=False, default_llm=FakeLLM())
+    pool = AgentPool(
+        agents={"sales": Sales},
+        default_llm=FakeLLM(),
+        config=PoolConfig.from_env(runtime=Runtime(prewarm_models=False)),
+    )
     async with running(pool, devserver, http_port=0) as worker:
         ops = worker.lifespan.ops
         assert ops is not None

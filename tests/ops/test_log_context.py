@@ -10,6 +10,7 @@ from livekit.agents import Agent
 
 from openrtc import AgentPool
 from openrtc.cli.logs import JsonFormatter, TextFormatter
+from openrtc.config import PoolConfig, Runtime
 from openrtc.devserver import DispatchServer
 from openrtc.log_context import LogContextFilter, bind, unbind
 from openrtc.testing import FakeLLM, FakeSTT, FakeTTS
@@ -32,10 +33,10 @@ async def test_call_lines_carry_job_agent_tenant_and_version(
     pool = AgentPool(
         agents={"sales": Sales},
         deployment_version="v7.1.0",
-        prewarm_models=False,
         default_stt=FakeSTT(),
         default_llm=FakeLLM(),
         default_tts=FakeTTS(),
+        config=PoolConfig.from_env(runtime=Runtime(prewarm_models=False)),
     )
     async with running(pool, devserver):
         job = await devserver.dispatch(

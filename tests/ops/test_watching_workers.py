@@ -10,6 +10,7 @@ from pathlib import Path
 from livekit.agents import Agent
 
 from openrtc import AgentPool
+from openrtc.config import PoolConfig, Runtime
 from openrtc.devserver import DispatchServer
 from openrtc.testing import FakeLLM, FakeSTT, FakeTTS
 from tests.harness import running, wait_until
@@ -24,11 +25,11 @@ def pool_at(version: str, **kw: object) -> AgentPool:
     return AgentPool(
         agents={"sales": Sales},
         deployment_version=version,
-        prewarm_models=False,
         default_stt=FakeSTT(),
         default_llm=FakeLLM(),
         default_tts=FakeTTS(),
-        **kw,  # type: ignore[arg-type]
+        **kw,
+        config=PoolConfig.from_env(runtime=Runtime(prewarm_models=False)),
     )
 
 

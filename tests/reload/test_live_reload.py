@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from openrtc import AgentPool, SessionInfo, SessionOutcome, pin_reload
+from openrtc.config import PoolConfig, Runtime
 from openrtc.devserver import DispatchServer
 from openrtc.reload import HotReloader, ReloadPin
 from openrtc.testing import FakeLLM, FakeSTT, FakeTTS
@@ -24,9 +25,8 @@ def hot_pool(agents: Path, llm_latency: float, **kwargs: Any) -> AgentPool:
         default_stt=FakeSTT(),
         default_llm=FakeLLM(latency=llm_latency),
         default_tts=FakeTTS(),
-        prewarm_models=False,
-        enable_hot_reload=True,
         **kwargs,
+        config=PoolConfig.from_env(runtime=Runtime(prewarm_models=False, hot_reload=True)),
     )
     pool.discover(agents)
     return pool

@@ -14,6 +14,7 @@ import pytest
 from livekit.agents import AgentSession, llm
 
 from openrtc import AgentLoadError, AgentPool, SessionInfo
+from openrtc.config import PoolConfig, Runtime
 from openrtc.reload import HotReloader, is_reload_pinned, load_replacement, pin_reload
 from openrtc.testing import FakeLLM, FakeTTS
 from tests.harness import wait_until
@@ -46,8 +47,11 @@ def instructions_of(cls: Any) -> str:
     return str(cls().instructions)
 
 
-def pool_of(directory: Path, **kwargs: Any) -> AgentPool:
-    pool = AgentPool(prewarm_models=False, **kwargs)
+def pool_of(
+    directory: Path, *, isolation: Any = "coroutine", watch_paths: tuple[Path, ...] = ()
+) -> AgentPool:
+    runtime = Runtime(isolation=isolation, prewarm_models=False, watch_paths=watch_paths)
+    pool = AgentPool(config=PoolConfig.from_env(runtime=runtime))
     pool.discover(directory)
     return pool
 
@@ -124,7 +128,7 @@ async def test_a_helper_under_watch_paths_reloads_the_agents_that_import_it(
     (agents / "helped.py").write_text(FROM_HELPER)
     monkeypatch.syspath_prepend(str(helpers))
     monkeypatch.delitem(sys.modules, "prompts", raising=False)
-    pool = pool_of(agents, watch_paths=[helpers])
+    pool = pool_of(agents, watch_paths=(helpers,))
     async with HotReloader(pool, debounce_ms=50) as reloader:
         assert reloader.watching
         (helpers / "prompts.py").write_text('PROMPT = "You are Helped v22."\n')

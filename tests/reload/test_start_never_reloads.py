@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from openrtc import AgentPool
 from openrtc.cli import main as cli_main
-from openrtc.cli.pool_options import PoolFlags
+from openrtc.cli.pool_options import build_pool
+from openrtc.config import Dispatch, PoolConfig
 from openrtc.devserver import DispatchServer
 from openrtc.worker import lifespan
 from tests.harness import running, wait_until
@@ -38,7 +39,7 @@ def agents_dir(tmp_path: Path) -> Path:
 async def reply_from(devserver: DispatchServer, pool: AgentPool) -> str:
     """The reply to one simulated call placed on the worker registered as pool.agent_name."""
     job = await devserver.dispatch(
-        agent_name=pool.agent_name,
+        agent_name=pool.config.dispatch.agent_name,
         simulated_call={"turns": ["hi"], "mode": "text", "pause_s": 0.0},
     )
     done = await devserver.wait_job(job.id, {"success", "failed"}, timeout=20)
@@ -50,10 +51,10 @@ async def test_a_start_worker_keeps_its_class_while_a_dev_worker_reloads_the_sam
     tmp_path: Path, devserver: DispatchServer
 ) -> None:
     agents = agents_dir(tmp_path)
-    start_pool = PoolFlags(agent_name="start").build(agents)
-    assert start_pool.enable_hot_reload is False
-    dev_pool = PoolFlags(agent_name="dev").build(agents)
-    dev_pool.enable_hot_reload = True  # what `openrtc dev` does with its --watch default
+    start_pool = build_pool(PoolConfig.from_env(dispatch=Dispatch(agent_name="start")), agents)
+    assert start_pool.config.runtime.hot_reload is False
+    dev_pool = build_pool(PoolConfig.from_env(dispatch=Dispatch(agent_name="dev")), agents)
+    dev_pool.update_config("runtime", hot_reload=True)  # what `openrtc dev --watch` does
     started_class = start_pool.get("alpha").agent_cls
     dev_class = dev_pool.get("alpha").agent_cls
     async with running(start_pool, devserver) as start, running(dev_pool, devserver) as dev:
@@ -90,7 +91,7 @@ def test_the_start_command_builds_its_pool_with_hot_reload_off(
     assert result.exit_code == 0, result.output
     (pool,) = served
     assert pool.list_agents() == ["alpha"]
-    assert (pool.enable_hot_reload, pool.watch_paths) == (False, [])
+    assert (pool.config.runtime.hot_reload, pool.config.runtime.watch_paths) == (False, ())
 
     refused = CliRunner().invoke(cli_main.app, ["start", str(agents), "--watch"], env=env)
     assert refused.exit_code == 2

@@ -8,6 +8,7 @@ import pytest
 from livekit.agents import Agent
 
 from openrtc import AgentPool
+from openrtc.config import PoolConfig, Runtime
 from openrtc.devserver import DispatchServer
 from openrtc.testing import FakeLLM, FakeSTT, FakeTTS
 from tests.harness import running
@@ -33,7 +34,7 @@ async def test_only_a_dispatch_with_a_simulated_caller_runs_on_simulated_media(
         default_stt=FakeSTT(),
         default_llm=FakeLLM(),
         default_tts=FakeTTS(),
-        prewarm_models=False,
+        config=PoolConfig.from_env(runtime=Runtime(prewarm_models=False)),
     )
     async with running(pool, devserver):
         simulated = await devserver.dispatch(

@@ -9,6 +9,7 @@ from livekit.agents import Agent, get_job_context
 from livekit.agents.ipc.mock_room import create_mock_room
 
 from openrtc import AgentPool
+from openrtc.config import PoolConfig, Runtime
 from openrtc.devserver import DispatchServer
 from openrtc.simulation import CallScript, SimulatedRoomError
 from openrtc.testing import FakeLLM, FakeSTT, FakeTTS
@@ -56,10 +57,10 @@ async def test_two_simulated_calls_each_see_their_own_room_and_caller(
     SEEN.clear()
     pool = AgentPool(
         agents={"rooms": RoomAware},
-        prewarm_models=False,
         default_stt=FakeSTT(),
         default_llm=FakeLLM(),
         default_tts=FakeTTS(),
+        config=PoolConfig.from_env(runtime=Runtime(prewarm_models=False)),
     )
     phones = {"room-a": "+15550100", "room-b": "+15550199"}
     async with running(pool, devserver):

@@ -9,6 +9,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from openrtc import AgentPool, ConfigError
+from openrtc.config import PoolConfig, Runtime, Tenancy
 from openrtc.devserver import DispatchServer
 from openrtc.ops.metrics import PoolMetrics
 from openrtc.sessions import Outcome
@@ -92,15 +93,15 @@ def test_half_open_lets_one_trial_through_which_closes_or_reopens_the_circuit() 
 
 
 def test_breaker_options_are_checked() -> None:
-    with pytest.raises(ConfigError, match="tenant_breaker_failures"):
-        AgentPool(
-            agents={"t": TenantAgent}, enable_tenant_circuit_breaker=True, tenant_breaker_failures=0
-        )
-    with pytest.raises(ConfigError, match="tenant_breaker_cooldown_s"):
+    with pytest.raises(ConfigError, match="--breaker-failures"):
         AgentPool(
             agents={"t": TenantAgent},
-            enable_tenant_circuit_breaker=True,
-            tenant_breaker_cooldown_s=-1,
+            config=PoolConfig.from_env(tenancy=Tenancy(breaker=True, breaker_failures=0)),
+        )
+    with pytest.raises(ConfigError, match="--breaker-cooldown"):
+        AgentPool(
+            agents={"t": TenantAgent},
+            config=PoolConfig.from_env(tenancy=Tenancy(breaker=True, breaker_cooldown_s=-1)),
         )
     assert AgentPool(agents={"t": TenantAgent}).tenant_breaker is None
 
@@ -111,13 +112,14 @@ async def test_a_failing_tenant_is_cut_off_while_others_are_served_and_recovers(
     events: list[dict[str, Any]] = []
     pool = AgentPool(
         agents={"t": TenantAgent},
-        enable_tenant_circuit_breaker=True,
-        tenant_breaker_failures=3,
-        tenant_breaker_window_s=30,
-        tenant_breaker_cooldown_s=1.5,
-        prewarm_models=False,
         audit_sink=lambda e: events.append(e.to_dict()),
-        **fakes(),  # type: ignore[arg-type]
+        **fakes(),
+        config=PoolConfig.from_env(
+            tenancy=Tenancy(
+                breaker=True, breaker_failures=3, breaker_window_s=30, breaker_cooldown_s=1.5
+            ),
+            runtime=Runtime(prewarm_models=False),
+        ),
     )
     breaker = pool.tenant_breaker
     assert breaker is not None

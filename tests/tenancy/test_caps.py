@@ -6,6 +6,7 @@ import asyncio
 from collections import Counter
 
 from openrtc import AgentPool
+from openrtc.config import Limits, PoolConfig, Runtime, Tenancy
 from openrtc.devserver import DispatchServer
 from tests.harness import running
 
@@ -33,9 +34,11 @@ async def test_two_tenants_with_caps_of_two_and_five_get_exactly_that_under_a_bu
 ) -> None:
     pool = AgentPool(
         agents={"t": TenantAgent},
-        tenant_config={"a": {"max_sessions": 2}, "b": {"max_sessions": 5}},
-        prewarm_models=False,
-        **fakes(),  # type: ignore[arg-type]
+        **fakes(),
+        config=PoolConfig.from_env(
+            tenancy=Tenancy(settings={"a": {"max_sessions": 2}, "b": {"max_sessions": 5}}),
+            runtime=Runtime(prewarm_models=False),
+        ),
     )
     async with running(pool, devserver):
         ended = await burst(devserver, [{"tenant": "a"}, {"tenant": "b"}] * 10)
@@ -54,10 +57,10 @@ async def test_pool_wide_agent_and_tenant_caps_hold_together_under_a_burst(
     pool = AgentPool(
         agents={"sales": TenantAgent, "support": TenantAgent},
         max_concurrent_sessions=6,
-        max_sessions_per_agent=4,
-        max_sessions_per_tenant=3,
-        prewarm_models=False,
-        **fakes(),  # type: ignore[arg-type]
+        **fakes(),
+        config=PoolConfig.from_env(
+            limits=Limits(per_agent=4, per_tenant=3), runtime=Runtime(prewarm_models=False)
+        ),
     )
     calls = (
         [{"tenant": "a", "agent": "sales"}] * 5

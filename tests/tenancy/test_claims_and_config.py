@@ -9,12 +9,12 @@ import logging
 import pytest
 
 from openrtc import AgentPool, ConfigError, current_tenant_id
+from openrtc.config import PoolConfig, Runtime, Tenancy
 from openrtc.devserver import DispatchServer
-from openrtc.sessions import SessionInfo
+from openrtc.sessions import SessionInfo, enter_call
 from openrtc.tenancy import (
     ClaimVerifier,
     TenantDirectory,
-    enter_call,
     sign_tenant,
     verify_tenant,
 )
@@ -51,20 +51,37 @@ def test_bad_tenant_options_are_refused_when_the_pool_is_built() -> None:
     shared = FakeLLM()
     with pytest.raises(ConfigError, match="same llm object to tenants 'a' and 'b'"):
         AgentPool(
-            agents={"t": TenantAgent}, tenant_config={"a": {"llm": shared}, "b": {"llm": shared}}
+            agents={"t": TenantAgent},
+            config=PoolConfig.from_env(
+                tenancy=Tenancy(settings={"a": {"llm": shared}, "b": {"llm": shared}})
+            ),
         )
     with pytest.raises(ConfigError, match="unknown key"):
-        AgentPool(agents={"t": TenantAgent}, tenant_config={"a": {"lmm": FakeLLM()}})
+        AgentPool(
+            agents={"t": TenantAgent},
+            config=PoolConfig.from_env(tenancy=Tenancy(settings={"a": {"lmm": FakeLLM()}})),
+        )
     with pytest.raises(ConfigError, match="max_sessions"):
-        AgentPool(agents={"t": TenantAgent}, tenant_config={"a": {"max_sessions": 0}})
+        AgentPool(
+            agents={"t": TenantAgent},
+            config=PoolConfig.from_env(tenancy=Tenancy(settings={"a": {"max_sessions": 0}})),
+        )
     with pytest.raises(ConfigError, match="isolation='coroutine' or 'thread'"):
-        AgentPool(agents={"t": TenantAgent}, isolation="process", tenant_config={"a": {"llm": 1}})
+        AgentPool(
+            agents={"t": TenantAgent},
+            isolation="process",
+            config=PoolConfig.from_env(tenancy=Tenancy(settings={"a": {"llm": 1}})),
+        )
     capped = AgentPool(
-        agents={"t": TenantAgent}, isolation="process", tenant_config={"a": {"max_sessions": 1}}
+        agents={"t": TenantAgent},
+        isolation="process",
+        config=PoolConfig.from_env(tenancy=Tenancy(settings={"a": {"max_sessions": 1}})),
     )
-    assert capped.tenant_config is not None
-    with pytest.raises(ConfigError, match="unknown_tenant"):
-        AgentPool(agents={"t": TenantAgent}, unknown_tenant="allow")  # type: ignore[arg-type]
+    assert capped.config.tenancy.settings is not None
+    with pytest.raises(ConfigError, match="--unknown-tenant"):
+        AgentPool(
+            agents={"t": TenantAgent}, config=PoolConfig.from_env(tenancy=Tenancy(unknown="allow"))
+        )  # type: ignore[arg-type]
 
 
 def test_a_callable_config_that_hands_one_tenants_provider_to_another_fails_the_call() -> None:
@@ -96,10 +113,11 @@ async def test_only_a_validly_signed_tenant_claim_is_served(
     events: list[dict[str, object]] = []
     pool = AgentPool(
         agents={"t": TenantAgent},
-        tenant_secret=SECRET,
-        prewarm_models=False,
         audit_sink=lambda e: events.append(e.to_dict()),
-        **fakes(),  # type: ignore[arg-type]
+        **fakes(),
+        config=PoolConfig.from_env(
+            tenancy=Tenancy(secret=SECRET), runtime=Runtime(prewarm_models=False)
+        ),
     )
     async with running(pool, devserver):
         valid = await devserver.dispatch(
@@ -150,8 +168,12 @@ async def test_each_tenant_gets_its_own_providers_and_an_unknown_tenant_is_refus
         default_stt=FakeSTT(),
         default_llm=OwnedLLM("pool"),
         default_tts=FakeTTS(),
-        tenant_config={"acme": {"llm": OwnedLLM("acme")}, "globex": {"llm": OwnedLLM("globex")}},
-        prewarm_models=False,
+        config=PoolConfig.from_env(
+            tenancy=Tenancy(
+                settings={"acme": {"llm": OwnedLLM("acme")}, "globex": {"llm": OwnedLLM("globex")}}
+            ),
+            runtime=Runtime(prewarm_models=False),
+        ),
     )
     async with running(pool, devserver):
         jobs = [
@@ -181,9 +203,13 @@ async def test_unknown_tenants_can_use_the_pool_defaults_and_it_is_logged(
         default_stt=FakeSTT(),
         default_llm=OwnedLLM("pool"),
         default_tts=FakeTTS(),
-        tenant_config=lambda tenant: {"llm": acme_llm} if tenant == "acme" else None,
-        unknown_tenant="defaults",
-        prewarm_models=False,
+        config=PoolConfig.from_env(
+            tenancy=Tenancy(
+                settings=lambda tenant: {"llm": acme_llm} if tenant == "acme" else None,
+                unknown="defaults",
+            ),
+            runtime=Runtime(prewarm_models=False),
+        ),
     )
     async with running(pool, devserver):
         acme, other = [

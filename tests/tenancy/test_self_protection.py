@@ -11,6 +11,7 @@ import psutil
 import pytest
 
 from openrtc import AgentPool, ConfigError
+from openrtc.config import PoolConfig, Runtime
 from openrtc.devserver import DispatchServer
 from openrtc.ops.self_protection import MemoryGuard, MemoryReading, SelfProtection, read_memory
 from openrtc.worker.lifespan import EXIT_OK
@@ -24,9 +25,9 @@ ENDED = {"success", "failed", "unserved", "cancelled"}
 def pool_with(**options: Any) -> AgentPool:
     return AgentPool(
         agents={"t": TenantAgent, "broken": Broken, "blocker": Blocker},
-        prewarm_models=False,
-        **fakes(),  # type: ignore[arg-type]
+        **fakes(),
         **options,
+        config=PoolConfig.from_env(runtime=Runtime(prewarm_models=False)),
     )
 
 
@@ -73,7 +74,7 @@ async def test_the_memory_limit_drains_the_worker_and_live_calls_still_finish(
         await wait_until(lambda: pool.runtime_snapshot().active_sessions == 3)
         reading = protection.memory
         assert reading is not None and reading["uss_mb"] is not None
-        pool.memory_limit_mb = reading["uss_mb"] / 2
+        pool.config = pool.config.replace("protection", memory_limit_mb=reading["uss_mb"] / 2)
         await wait_until(lambda: pool.state.value == "draining", timeout=3)
         assert pool.runtime_snapshot().active_sessions == 3
         done = await asyncio.gather(*(devserver.wait_job(j.id, ENDED, 15) for j in jobs))

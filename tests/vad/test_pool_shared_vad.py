@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from openrtc import AgentPool
 from openrtc.cli import pool_options as po
+from openrtc.config import PoolConfig, Runtime
 from openrtc.devserver import DispatchServer
 from openrtc.errors import ConfigError
 from openrtc.sessions import SessionInfo, SessionOutcome
@@ -34,21 +35,36 @@ def _no_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_on_by_default_in_coroutine_isolation_only() -> None:
-    assert AgentPool(AGENTS).shared_vad is True
-    assert AgentPool(AGENTS, isolation="thread").shared_vad is False
-    assert AgentPool(AGENTS, isolation="process").shared_vad is False
-    assert AgentPool(AGENTS, shared_vad=False).shared_vad is False
-    assert AgentPool(AGENTS, isolation="thread", shared_vad=True).shared_vad is True
+    assert AgentPool(AGENTS).config.runtime.uses_shared_vad is True
+    assert AgentPool(AGENTS, isolation="thread").config.runtime.uses_shared_vad is False
+    assert AgentPool(AGENTS, isolation="process").config.runtime.uses_shared_vad is False
+    assert (
+        AgentPool(
+            AGENTS, config=PoolConfig.from_env(runtime=Runtime(shared_vad=False))
+        ).config.runtime.uses_shared_vad
+        is False
+    )
+    assert (
+        AgentPool(
+            AGENTS, isolation="thread", config=PoolConfig.from_env(runtime=Runtime(shared_vad=True))
+        ).config.runtime.uses_shared_vad
+        is True
+    )
 
 
 def test_the_environment_sets_it_and_a_bad_value_is_refused(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("OPENRTC_SHARED_VAD", "off")
-    assert AgentPool(AGENTS).shared_vad is False
-    assert AgentPool(AGENTS, shared_vad=True).shared_vad is True, "the argument wins"
+    assert AgentPool(AGENTS).config.runtime.uses_shared_vad is False
+    assert (
+        AgentPool(
+            AGENTS, config=PoolConfig.from_env(runtime=Runtime(shared_vad=True))
+        ).config.runtime.uses_shared_vad
+        is True
+    ), "the argument wins"
     monkeypatch.setenv("OPENRTC_SHARED_VAD", "1")
-    assert AgentPool(AGENTS, isolation="thread").shared_vad is True
+    assert AgentPool(AGENTS, isolation="thread").config.runtime.uses_shared_vad is True
     monkeypatch.setenv("OPENRTC_SHARED_VAD", "maybe")
     with pytest.raises(ConfigError, match="OPENRTC_SHARED_VAD"):
         AgentPool(AGENTS)
@@ -61,7 +77,7 @@ def test_the_cli_flag_reaches_the_pool(monkeypatch: pytest.MonkeyPatch) -> None:
     @app.command()
     @po.pool_flags()
     def start(flags: po.PoolFlags = po.DEFAULTS) -> None:
-        seen.append(flags.build(EXAMPLES).shared_vad)
+        seen.append(flags.build(EXAMPLES).config.runtime.uses_shared_vad)
 
     runner = CliRunner()
     assert runner.invoke(app, ["--no-shared-vad"]).exit_code == 0
@@ -94,7 +110,7 @@ async def test_audio_calls_complete_with_speech_heard_by_the_shared_vad(
         default_tts=FakeTTS(seconds_per_char=0.01),
         observers=[kinds],
     )
-    assert pool.shared_vad
+    assert pool.config.runtime.uses_shared_vad
     turns = ["I would like to book a table", "thank you, goodbye"]
     script = {"turns": turns, "mode": "audio", "pause_s": 0.1}
     async with running(pool, devserver):
@@ -125,11 +141,11 @@ async def test_with_the_shared_vad_off_calls_get_stock_silero(devserver: Dispatc
     kinds = _VADKinds()
     pool = AgentPool(
         AGENTS,
-        shared_vad=False,
         default_stt=FakeSTT(),
         default_llm=FakeLLM(),
         default_tts=FakeTTS(),
         observers=[kinds],
+        config=PoolConfig.from_env(runtime=Runtime(shared_vad=False)),
     )
     script = {"turns": ["hello"], "mode": "text", "pause_s": 0.0}
     async with running(pool, devserver):

@@ -9,6 +9,7 @@ import pytest
 from livekit.agents import JobRequest
 
 from openrtc import AgentPool, SessionInfo, SessionOutcome
+from openrtc.config import Dispatch, PoolConfig, Runtime
 from openrtc.devserver import DispatchServer
 from openrtc.testing import FakeLLM, FakeSTT, FakeTTS
 from tests.harness import running, wait_until
@@ -82,7 +83,11 @@ async def test_request_fnc_decides_and_its_rejections_are_counted(
         else:
             await req.reject(terminate=False)
 
-    pool = AgentPool(agents={"sales": SalesAgent}, request_fnc=only_vip, **FAKES)
+    pool = AgentPool(
+        agents={"sales": SalesAgent},
+        **FAKES,
+        config=PoolConfig.from_env(dispatch=Dispatch(request_fnc=only_vip)),
+    )
     async with running(pool, devserver):
         vip = await devserver.dispatch(room="vip-1", simulated_call=CALL)
         other = await devserver.dispatch(room="lobby-1", simulated_call=CALL, deadline=1.0)
@@ -100,8 +105,8 @@ async def test_request_fnc_decides_and_its_rejections_are_counted(
 async def test_accept_only_registered_rooms_drops_the_fallback(devserver: DispatchServer) -> None:
     pool = AgentPool(
         agents={"sales": SalesAgent, "support": SupportAgent},
-        accept_only_registered_rooms=True,
         **FAKES,
+        config=PoolConfig.from_env(dispatch=Dispatch(accept_only_registered_rooms=True)),
     )
     async with running(pool, devserver):
         named = await devserver.dispatch(room="support-9", simulated_call=CALL)
@@ -116,7 +121,11 @@ async def test_accept_only_registered_rooms_drops_the_fallback(devserver: Dispat
 
 
 async def test_agent_name_registers_for_explicit_dispatch(devserver: DispatchServer) -> None:
-    pool = AgentPool(agents={"sales": SalesAgent}, agent_name="front-desk", **FAKES)
+    pool = AgentPool(
+        agents={"sales": SalesAgent},
+        **FAKES,
+        config=PoolConfig.from_env(dispatch=Dispatch(agent_name="front-desk")),
+    )
     async with running(pool, devserver):
         assert devserver.worker(pool.worker_id).agent_name == "front-desk"
         explicit = await devserver.dispatch(agent_name="front-desk", simulated_call=CALL)
@@ -131,7 +140,9 @@ async def test_agent_name_registers_for_explicit_dispatch(devserver: DispatchSer
 async def test_livekit_executors_serve_the_pool_with_honest_outcomes(
     devserver: DispatchServer, isolation: str
 ) -> None:
-    pool = AgentPool(isolation=isolation, prewarm_models=False)  # type: ignore[arg-type]
+    pool = AgentPool(
+        isolation=isolation, config=PoolConfig.from_env(runtime=Runtime(prewarm_models=False))
+    )  # type: ignore[arg-type]
     pool.discover("examples/agents")
     async with running(pool, devserver):
         ok = await devserver.dispatch(metadata={"agent": "sales"}, simulated_call=CALL)

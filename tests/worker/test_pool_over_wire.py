@@ -12,6 +12,7 @@ from livekit.local_inference import init_eot
 from livekit.plugins import silero
 
 from openrtc import AgentPool
+from openrtc.config import PoolConfig, Runtime
 from openrtc.devserver import DispatchServer
 from openrtc.testing import FakeLLM, FakeSTT, FakeTTS
 from openrtc.worker import models
@@ -35,8 +36,8 @@ async def test_three_agents_are_routed_by_job_metadata_room_metadata_and_room_pr
 ) -> None:
     pool = AgentPool(
         agents={"sales": SalesAgent, "support": SupportAgent, "booking": BookingAgent},
-        prewarm_models=False,
         **FAKES,
+        config=PoolConfig.from_env(runtime=Runtime(prewarm_models=False)),
     )
     async with running(pool, devserver):
         by_job_meta = await devserver.dispatch(
@@ -59,8 +60,16 @@ async def test_three_agents_are_routed_by_job_metadata_room_metadata_and_room_pr
 async def test_a_job_naming_an_unknown_agent_is_refused_and_taken_elsewhere(
     devserver: DispatchServer,
 ) -> None:
-    front = AgentPool(agents={"sales": SalesAgent}, prewarm_models=False, **FAKES)
-    billing = AgentPool(agents={"billing": BillingAgent}, prewarm_models=False, **FAKES)
+    front = AgentPool(
+        agents={"sales": SalesAgent},
+        **FAKES,
+        config=PoolConfig.from_env(runtime=Runtime(prewarm_models=False)),
+    )
+    billing = AgentPool(
+        agents={"billing": BillingAgent},
+        **FAKES,
+        config=PoolConfig.from_env(runtime=Runtime(prewarm_models=False)),
+    )
     async with running(front, devserver), running(billing, devserver):
         job = await devserver.dispatch(metadata={"agent": "billing"}, simulated_call=call())
         done = await devserver.wait_job(job.id, {"success", "failed", "unserved"}, timeout=20)
@@ -75,7 +84,11 @@ async def test_a_job_naming_an_unknown_agent_is_refused_and_taken_elsewhere(
 
 
 async def test_an_unknown_agent_alone_is_never_accepted(devserver: DispatchServer) -> None:
-    pool = AgentPool(agents={"sales": SalesAgent}, prewarm_models=False, **FAKES)
+    pool = AgentPool(
+        agents={"sales": SalesAgent},
+        **FAKES,
+        config=PoolConfig.from_env(runtime=Runtime(prewarm_models=False)),
+    )
     async with running(pool, devserver):
         job = await devserver.dispatch(
             metadata={"agent": "nobody"}, simulated_call=call(), deadline=1.0
@@ -113,7 +126,10 @@ async def test_a_burst_of_twenty_offers_against_a_cap_of_five_admits_exactly_fiv
     devserver: DispatchServer,
 ) -> None:
     pool = AgentPool(
-        agents={"sales": SalesAgent}, max_concurrent_sessions=5, prewarm_models=False, **FAKES
+        agents={"sales": SalesAgent},
+        max_concurrent_sessions=5,
+        **FAKES,
+        config=PoolConfig.from_env(runtime=Runtime(prewarm_models=False)),
     )
     async with running(pool, devserver):
         jobs = await asyncio.gather(
@@ -134,7 +150,9 @@ async def test_a_crashing_call_ends_failed_and_its_siblings_succeed(
     devserver: DispatchServer,
 ) -> None:
     pool = AgentPool(
-        agents={"sales": SalesAgent, "broken": CrashingAgent}, prewarm_models=False, **FAKES
+        agents={"sales": SalesAgent, "broken": CrashingAgent},
+        **FAKES,
+        config=PoolConfig.from_env(runtime=Runtime(prewarm_models=False)),
     )
     async with running(pool, devserver):
         siblings = [
@@ -205,7 +223,10 @@ async def test_a_capped_worker_reports_live_calls_over_its_cap_as_its_load(
     devserver: DispatchServer,
 ) -> None:
     pool = AgentPool(
-        agents={"sales": SalesAgent}, max_concurrent_sessions=4, prewarm_models=False, **FAKES
+        agents={"sales": SalesAgent},
+        max_concurrent_sessions=4,
+        **FAKES,
+        config=PoolConfig.from_env(runtime=Runtime(prewarm_models=False)),
     )
     async with running(pool, devserver):
         record = devserver.worker(pool.worker_id)

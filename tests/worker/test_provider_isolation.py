@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from openrtc import AgentPool
+from openrtc.config import PoolConfig, Runtime
 from openrtc.devserver import DispatchServer
 from openrtc.testing import FakeLLM, FakeSTT, FakeTTS
 from tests.harness import running, wait_until
@@ -17,10 +18,10 @@ async def test_failing_calls_do_not_close_a_healthy_call_sharing_their_llm(
 ) -> None:
     pool = AgentPool(
         agents={"sales": SalesAgent},
-        default_llm=FakeLLM(),  # one object for every call
+        default_llm=FakeLLM(),
         default_stt=FakeSTT(),
         default_tts=FakeTTS(),
-        prewarm_models=False,
+        config=PoolConfig.from_env(runtime=Runtime(prewarm_models=False)),
     )
     healthy_script = {"turns": ["one", "two", "three", "four"], "mode": "text", "pause_s": 0.4}
     failing_script = {"turns": ["[fail] now"], "mode": "text", "pause_s": 0.0}

@@ -9,6 +9,7 @@ from livekit.agents import Agent, llm
 from livekit.agents.utils import http_context
 
 from openrtc import AgentPool
+from openrtc.config import PoolConfig, Providers, Runtime
 from openrtc.devserver import DispatchServer
 from openrtc.sessions import SessionInfo, SessionOutcome
 from openrtc.testing import FakeLLM, FakeSTT, FakeTTS
@@ -66,7 +67,11 @@ async def call_each_agent(pool: AgentPool, devserver: DispatchServer) -> dict[st
 async def test_an_agents_own_greeting_wins_over_the_pools_default_greeting(
     devserver: DispatchServer,
 ) -> None:
-    pool = AgentPool(default_greeting=POOL_GREETING, prewarm_models=False)
+    pool = AgentPool(
+        config=PoolConfig.from_env(
+            providers=Providers(greeting=POOL_GREETING), runtime=Runtime(prewarm_models=False)
+        )
+    )
     pool.discover(EXAMPLES)
     transcripts = await call_each_agent(pool, devserver)
     assert {agent: t.greeting for agent, t in transcripts.items()} == {
@@ -85,7 +90,7 @@ async def test_without_any_greeting_the_agent_waits_for_the_caller(
         default_stt=FakeSTT(),
         default_llm=FakeLLM(),
         default_tts=FakeTTS(),
-        prewarm_models=False,
+        config=PoolConfig.from_env(runtime=Runtime(prewarm_models=False)),
     )
     pool.add("support", SupportAgent, greeting="Support speaking.")
     transcripts = await call_each_agent(pool, devserver)
@@ -102,7 +107,7 @@ async def test_session_kwargs_reach_the_session_of_their_agent_only(
         default_llm=FakeLLM(),
         default_tts=FakeTTS(),
         observers=[recorder],
-        prewarm_models=False,
+        config=PoolConfig.from_env(runtime=Runtime(prewarm_models=False)),
     )
     pool.add("sales", SalesAgent, session_kwargs={"max_tool_steps": 7, "user_away_timeout": 42.5})
     pool.add("support", SupportAgent)
@@ -121,7 +126,7 @@ async def test_per_agent_providers_override_the_pool_defaults(devserver: Dispatc
         default_llm=FakeLLM(),
         default_tts=default_tts,
         observers=[recorder],
-        prewarm_models=False,
+        config=PoolConfig.from_env(runtime=Runtime(prewarm_models=False)),
     )
     pool.add("sales", SalesAgent)
     pool.add(
@@ -217,7 +222,7 @@ async def test_a_coroutine_call_has_the_http_session_provider_plugins_use(
         default_stt=FakeSTT(),
         default_llm=FakeLLM(),
         default_tts=FakeTTS(),
-        prewarm_models=False,
+        config=PoolConfig.from_env(runtime=Runtime(prewarm_models=False)),
     )
     await call_each_agent(pool, devserver)
     assert HttpSessionAgent.seen == ["ok"]

@@ -29,7 +29,7 @@ def _error(message: str, code: int = 2) -> typer.Exit:
 
 
 def _secrets(secret_file: Path | None) -> list[str] | dict[str, str]:
-    from ..membership import load_secrets
+    from ..deploy.membership import load_secrets
 
     try:
         return load_secrets(path=secret_file)
@@ -60,7 +60,7 @@ def manifest_sign(
 
     Workers whose version is not named stop taking new calls within one poll.
     """
-    from ..manifest import sign_manifest
+    from ..deploy.manifest import sign_manifest
 
     secrets = _secrets(secret_file)
     if isinstance(secrets, dict):
@@ -100,7 +100,7 @@ def manifest_verify(
     ] = None,
 ) -> None:
     """Check a manifest's signature and age; exit 0 when a worker would accept it."""
-    from ..manifest import ManifestError, verify_manifest
+    from ..deploy.manifest import ManifestError, verify_manifest
 
     secrets = _secrets(secret_file)
     try:

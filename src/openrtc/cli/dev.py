@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from ..config import PoolConfig
 from ..errors import OpenRTCError
 from . import pool_options as po
 from .logs import setup_logging
@@ -43,7 +44,7 @@ async def _place_demo_calls(devserver: Any, pool: Any, turns: list[str]) -> bool
 
 
 async def _run_dev(
-    flags: po.PoolFlags,
+    config: PoolConfig,
     agents_dir: Path,
     *,
     url: str | None,
@@ -55,7 +56,8 @@ async def _run_dev(
     watch_paths: list[Path] | None = None,
 ) -> int:
     from ..devserver import DispatchServer
-    from ..worker.lifespan import Lifespan, capture_signals
+    from ..worker.lifespan import Lifespan, capture_signals, until_started
+    from ..worker.server import PoolServer
 
     async with contextlib.AsyncExitStack() as stack:
         devserver = None
@@ -65,19 +67,21 @@ async def _run_dev(
             _say(f"embedded dispatch server on {url} (LIVEKIT_URL unset)")
             _say(f"control API: {devserver.http_url}/openrtc/  (API key {api_key})")
         try:
-            pool = flags.build(agents_dir)
-            pool.enable_hot_reload = watch
-            pool.watch_paths = [*pool.watch_paths, *(watch_paths or [])]
-            server = pool.build_server(ws_url=url, api_key=api_key, api_secret=api_secret)
+            runtime = config.runtime
+            config = config.replace(
+                "runtime",
+                hot_reload=watch,
+                watch_paths=(*runtime.watch_paths, *(watch_paths or [])),
+            )
+            pool = po.build_pool(config, agents_dir)
+            server = PoolServer(pool, ws_url=url, api_key=api_key, api_secret=api_secret)
         except OpenRTCError as e:
             typer.secho(f"error: {e}", err=True, fg="red")
             return 2
         lifespan = Lifespan(pool, server, devmode=True)
         with capture_signals(asyncio.get_running_loop(), lifespan.on_signal):
             task = asyncio.create_task(lifespan.run())
-            while not pool.worker_id and not task.done():
-                await asyncio.sleep(0.05)
-            if task.done():
+            if not await until_started(lifespan, task):
                 return task.result()
             _say(f"worker {pool.worker_id} serving: {', '.join(pool.list_agents())}")
             if demo and devserver is not None:
@@ -93,7 +97,7 @@ async def _run_dev(
     return 0
 
 
-@po.pool_flags(drain_timeout=30.0)
+@po.pool_flags
 def dev_command(
     agents_dir: AgentsDir,
     url: Annotated[
@@ -124,13 +128,13 @@ def dev_command(
             help="Also watch this file or directory (repeatable); a change reloads every agent.",
         ),
     ] = None,
-    flags: po.PoolFlags = po.DEFAULTS,
+    config: PoolConfig = po.DEFAULTS,
 ) -> None:
     """Run the agents locally: against LIVEKIT_URL, or an embedded dispatch server."""
     setup_logging(log_level, log_format)
     code = asyncio.run(
         _run_dev(
-            flags,
+            config,
             agents_dir,
             url=url,
             api_key=api_key,

@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from ..config import PoolConfig
 from ..errors import OpenRTCError
 from . import pool_options as po
 from .logs import setup_logging
@@ -42,7 +43,7 @@ def _secret(value: str | None, file: Path | None) -> str | None:
 
 
 @app.command()
-@po.pool_flags(http_port=8081)
+@po.pool_flags
 def start(
     agents_dir: AgentsDir,
     url: Url = None,
@@ -58,7 +59,7 @@ def start(
     ] = None,
     log_level: LogLevel = LevelName.INFO,
     log_format: LogFormat = FormatName.text,
-    flags: po.PoolFlags = po.DEFAULTS,
+    config: PoolConfig = po.DEFAULTS,
 ) -> None:
     """Run a production worker for the agents in AGENTS_DIR.
 
@@ -80,12 +81,12 @@ def start(
         raise fail(
             f"set {', '.join(missing)} (or pass the matching flag); see openrtc start --help"
         )
-    code = _run_worker(flags, agents_dir, url=url, api_key=api_key, api_secret=secret)
+    code = _run_worker(config, agents_dir, url=url, api_key=api_key, api_secret=secret)
     raise typer.Exit(code)
 
 
 def _run_worker(
-    flags: po.PoolFlags,
+    config: PoolConfig,
     agents_dir: Path,
     *,
     url: str | None,
@@ -93,10 +94,11 @@ def _run_worker(
     api_secret: str | None,
 ) -> int:
     from ..worker.lifespan import serve
+    from ..worker.server import PoolServer
 
     try:
-        pool = flags.build(agents_dir)
-        server = pool.build_server(ws_url=url, api_key=api_key, api_secret=api_secret)
+        pool = po.build_pool(config, agents_dir)
+        server = PoolServer(pool, ws_url=url, api_key=api_key, api_secret=api_secret)
     except OpenRTCError as e:
         raise fail(str(e)) from None
     logging.getLogger("openrtc").info(

@@ -45,7 +45,7 @@ def rehearse_command(
     Exits 0 only when no call was dropped, unserved or failed, no call was accepted on
     the old version after the cutover, and every audit chain is whole.
     """
-    from ..rehearsal import Rehearsal, RehearsalConfig
+    from ..deploy.rehearsal import Rehearsal, RehearsalConfig
     from .logs import setup_logging
 
     setup_logging("WARNING")

@@ -24,11 +24,12 @@ def _error(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _pool(agents_dir: Path, **kw: Any) -> Any:
+def _pool(agents_dir: Path) -> Any:
+    from ..config import PoolConfig, Runtime
     from ..pool import AgentPool
 
-    pool = AgentPool(prewarm_models=False, **kw)
     try:
+        pool = AgentPool(config=PoolConfig.from_env(runtime=Runtime(prewarm_models=False)))
         pool.discover(agents_dir)
     except OpenRTCError as e:
         raise _error(str(e)) from None
@@ -178,15 +179,15 @@ async def _connect(
     pool: Any, agent: str, room: str, url: Any, api_key: Any, api_secret: Any
 ) -> int:
     from .. import _lk
-    from ..worker.lifespan import Lifespan, capture_signals
+    from ..config import OpsEndpoint
+    from ..worker.lifespan import Lifespan, capture_signals, until_started
+    from ..worker.server import PoolServer
 
-    server = pool.build_server(ws_url=url, api_key=api_key, api_secret=api_secret)
-    lifespan = Lifespan(pool, server, devmode=True)
+    server = PoolServer(pool, ws_url=url, api_key=api_key, api_secret=api_secret)
+    lifespan = Lifespan(pool, server, devmode=True, ops=OpsEndpoint(port=None))
     with capture_signals(asyncio.get_running_loop(), lifespan.on_signal):
         task = asyncio.create_task(lifespan.run())
-        while not pool.worker_id and not task.done():
-            await asyncio.sleep(0.05)
-        if task.done():
+        if not await until_started(lifespan, task):
             return int(task.result())
         job_id = await _lk.launch_into_room(
             server, room=room, metadata={"agent": agent}, api_key=api_key, api_secret=api_secret

@@ -99,7 +99,7 @@ class OpsServer:
         return web.json_response({"ok": True, "state": self.pool.state.value})
 
     async def readyz(self, request: web.Request) -> web.Response:
-        state = self.pool.state
+        state = self.pool.admission_state()
         if state is WorkerState.ACCEPTING:
             return web.json_response({"ready": True, "state": state.value})
         reason = {
@@ -142,4 +142,5 @@ class OpsServer:
             return web.json_response({"error": "a valid admin token is required"}, status=401)
         actor = request.headers.get("X-OpenRTC-Actor", "http")[:64]
         self.pool.begin_drain(reason="POST /drain", actor=actor)
-        return web.json_response({"draining": True, "state": self.pool.state.value}, status=202)
+        state = self.pool.admission_state().value
+        return web.json_response({"draining": True, "state": state}, status=202)

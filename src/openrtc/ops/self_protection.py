@@ -32,9 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from ..errors import ConfigError
-from ..sessions import Outcome
-from ..tenancy import CallTag, call_in, current_call
+from ..sessions import CallTag, Outcome, call_in, current_call
 
 if TYPE_CHECKING:
     from ..pool import AgentPool
@@ -44,15 +42,6 @@ logger = logging.getLogger("openrtc.self_protection")
 
 MB = 1024 * 1024
 ACTOR = "self_protection"
-
-
-def _positive(name: str, value: Any, *, whole: bool = False) -> None:
-    if value is None:
-        return
-    ok = isinstance(value, int) if whole else isinstance(value, int | float)
-    if isinstance(value, bool) or not ok or not value > 0:
-        kind = "a whole number of at least 1" if whole else "a positive number"
-        raise ConfigError(f"{name} must be {kind}, got {value!r}")
 
 
 # --- memory ---------------------------------------------------------------------------
@@ -100,7 +89,10 @@ class MemoryGuard:
     def check(self) -> MemoryReading:
         reading = self._read()
         if self.last is None:
-            marks = (("warn", self.pool.memory_warn_mb), ("limit", self.pool.memory_limit_mb))
+            marks = (
+                ("warn", self.pool.config.protection.memory_warn_mb),
+                ("limit", self.pool.config.protection.memory_limit_mb),
+            )
             logger.info(
                 "memory watermarks (%s) are measured as %s%s",
                 ", ".join(f"{name} {mb:g} MB" for name, mb in marks if mb is not None),
@@ -109,7 +101,10 @@ class MemoryGuard:
             )
         self.last = reading
         used, measure = reading.used_mb, reading.measure
-        warn, limit = self.pool.memory_warn_mb, self.pool.memory_limit_mb
+        warn, limit = (
+            self.pool.config.protection.memory_warn_mb,
+            self.pool.config.protection.memory_limit_mb,
+        )
         if warn is not None and used >= warn:
             if not self._warned:
                 logger.warning(
@@ -380,34 +375,25 @@ class SelfProtection:
         memory_interval_s: float = 1.0,
         memory_reader: Callable[[], MemoryReading] | None = None,
     ) -> None:
-        _positive("memory_warn_mb", pool.memory_warn_mb)
-        _positive("memory_limit_mb", pool.memory_limit_mb)
-        _positive("consecutive_failure_limit", pool.consecutive_failure_limit, whole=True)
-        _positive("slow_call_threshold_ms", pool.slow_call_threshold_ms)
         self.pool = pool
         self.memory_interval_s = memory_interval_s
+        group = pool.config.protection
         self.memory_guard: MemoryGuard | None = None
-        if pool.memory_warn_mb is not None or pool.memory_limit_mb is not None:
+        if group.memory_warn_mb is not None or group.memory_limit_mb is not None:
             self.memory_guard = MemoryGuard(pool, memory_reader)
         self.failures: FailureRun | None = None
-        if pool.consecutive_failure_limit is not None:
-            self.failures = FailureRun(pool, pool.consecutive_failure_limit)
+        if group.consecutive_failure_limit is not None:
+            self.failures = FailureRun(pool, group.consecutive_failure_limit)
         self.slow_calls: SlowCallDetector | None = None
-        if pool.slow_call_threshold_ms is not None:
-            self.slow_calls = SlowCallDetector(pool.slow_call_threshold_ms, agent_of=self._agent_of)
+        if group.slow_call_threshold_ms is not None:
+            self.slow_calls = SlowCallDetector(
+                group.slow_call_threshold_ms, agent_of=self._agent_of
+            )
         self._sampler: asyncio.Task[None] | None = None
 
     @staticmethod
     def wanted(pool: AgentPool) -> bool:
-        return any(
-            v is not None
-            for v in (
-                pool.memory_warn_mb,
-                pool.memory_limit_mb,
-                pool.consecutive_failure_limit,
-                pool.slow_call_threshold_ms,
-            )
-        )
+        return pool.config.protection.enabled
 
     @property
     def memory(self) -> dict[str, float | None] | None:

@@ -14,28 +14,39 @@ import asyncio
 import math
 import time
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from livekit import rtc
 from livekit.agents.metrics import VADMetrics
 from livekit.agents.metrics.base import Metadata
 from livekit.agents.types import NOT_GIVEN, NotGivenOr
-from livekit.agents.vad import VADEvent, VADEventType, VADStream
+from livekit.agents.vad import VAD, VADEvent, VADEventType, VADStream
 
 from .detector import SpeechDetector
 from .framing import FLUSH, Flush, Framer, Window
+from .model import BatchModel
+from .options import VADOptions
 
-if TYPE_CHECKING:
-    from .batcher import VADBatcher
-    from .vad import SharedVAD
+
+class StreamHost(Protocol):
+    """What a stream needs of the batcher that serves it (a `VADBatcher`)."""
+
+    model: BatchModel
+    frames_pushed: int
+
+    def register(self, stream: BatchedVADStream) -> None: ...
+
+    def unregister(self, stream: BatchedVADStream) -> None: ...
+
+    def ready(self, stream: BatchedVADStream) -> None: ...
 
 
 class BatchedVADStream(VADStream):
-    def __init__(self, vad: SharedVAD, batcher: VADBatcher) -> None:
+    def __init__(self, vad: VAD, options: VADOptions, batcher: StreamHost) -> None:
         self._vad = vad
         self._owner = vad
         self._batcher = batcher
-        self._opts = vad.options
+        self._opts = options
         self._last_activity_time = time.perf_counter()
         model = batcher.model
         self.pending: deque[Window | Flush] = deque()
@@ -54,7 +65,7 @@ class BatchedVADStream(VADStream):
         batcher.register(self)
 
     @property
-    def owner(self) -> SharedVAD:
+    def owner(self) -> VAD:
         """The VAD view this stream belongs to (one per session)."""
         return self._owner
 

@@ -141,7 +141,7 @@ class SharedVAD(VAD):
         return self._engine.batcher(loop or asyncio.get_running_loop())
 
     def stream(self) -> BatchedVADStream:
-        stream = BatchedVADStream(self, self.batcher())
+        stream = BatchedVADStream(self, self.options, self.batcher())
         self._streams.add(stream)
         return stream
 

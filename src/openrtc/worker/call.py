@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from livekit.agents import AgentSession, JobContext
 from livekit.agents.voice.events import CloseEvent, CloseReason
 
-from .. import _lk, log_context, routing, tenancy
+from .. import _lk, log_context, routing, sessions
 from ..ops import call_stats
 from ..sessions import SessionInfo, notify
 from ..simulation.script import SIMULATED_CALL_KEY
@@ -69,11 +69,13 @@ def _build_session(pool: AgentPool, spec: Any, info: SessionInfo) -> AgentSessio
     for slot in ("stt", "llm", "tts"):
         if slot in opts:
             opts[slot] = _lk.per_call_provider(opts[slot])
-    if pool.prewarm_models:
+    if pool.config.runtime.prewarm_models:
         models = shared_models()
         if "vad" not in opts:
             # one batched VAD for every call on this loop; a view each for its own metrics
-            opts["vad"] = shared_vad().for_session() if pool.shared_vad else models.vad
+            opts["vad"] = (
+                shared_vad().for_session() if pool.config.runtime.uses_shared_vad else models.vad
+            )
         _share_turn_detector(opts, models.turn_detector)
     if "vad" in opts:
         opts["vad"] = call_stats.watch_vad(opts["vad"])
@@ -86,7 +88,7 @@ async def run_call(pool: AgentPool, ctx: JobContext) -> None:
     if info is None:
         raise CallFailed(f"job {job.id} names no agent this worker runs")
     spec = pool.registry.get(info.agent)
-    tenancy.enter_call(info)
+    sessions.enter_call(info)
     script = routing.parse_metadata(job.metadata).get(SIMULATED_CALL_KEY)
     fields = {"job_id": job.id, "agent": spec.name, "tenant": info.tenant}
     log_context.bind(deployment_version=pool.deployment_version, **fields)

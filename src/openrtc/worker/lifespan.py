@@ -1,11 +1,13 @@
 """A worker's whole life, top to bottom: start, serve, and what happens on SIGTERM.
 
-1. start: load the shared models, connect and register; the pool goes to accepting.
+1. start: load the shared models, connect and register; the pool goes to accepting
+   (or not_member, when a manifest does not name our version) and `started` is set.
 2. serve until a drain is requested: `pool.begin_drain()`, POST /drain, a manifest that
-   drops our version (when configured to), or SIGTERM/SIGINT. The signal handler only
-   records the request (it runs on the loop, via the loop's own signal plumbing), so it
-   never raises into a running call and a signal that lands while a call's code blocks
-   the loop is handled as soon as the loop runs again.
+   drops our version (when configured to), or SIGTERM/SIGINT. Every one of them only
+   records the request on the pool; this module alone moves the lifecycle
+   (`_apply_requests`), on the loop. The signal handler runs on the loop, via the loop's
+   own signal plumbing, so it never raises into a running call, and a signal that lands
+   while a call's code blocks the loop is handled as soon as the loop runs again.
 3. drain: the server is told we are full at once and every new offer is refused
    (`worker.rejected`, reason `draining`); in-flight calls run to hang-up.
 4. exit: when the last call ends, the final job statuses are flushed, the connection is
@@ -26,12 +28,13 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from .. import log_context
+from ..config import OpsEndpoint
+from ..deploy.follower import membership_watcher
 from ..lifecycle import WorkerState
 from ..ops import self_protection
 from ..ops.http import OpsServer, load_admin_token
 from ..ops.jsonl import MetricsJsonl
 from ..ops.loop_lag import LoopLagMonitor
-from .membership_sync import membership_watcher
 from .models import shared_models
 
 if TYPE_CHECKING:
@@ -84,25 +87,33 @@ class Lifespan:
         server: PoolServer,
         *,
         devmode: bool = False,
-        http_host: str | None = None,
-        http_port: int | None = None,
+        ops: OpsEndpoint | None = None,
     ) -> None:
         self.pool = pool
-        http_host = http_host or pool.http_host
-        http_port = http_port if http_port is not None else pool.http_port
         self.server = server
         self.devmode = devmode
+        self.ops_config = pool.config.ops if ops is None else ops
+        self.started = asyncio.Event()
+        """Set once the worker registered and the lifecycle left `starting`."""
         self._force = asyncio.Event()
+        self._drain_started = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.cut_jobs: list[str] = []
         self.lag = LoopLagMonitor()
         self.watcher: Any = None
         self.jsonl: MetricsJsonl | None = None
         self.reloader: Any = None
+        self.protection: Any = None
         self.ops: OpsServer | None = None
-        if http_port is not None:
+        if self.ops_config.port is not None:
             self.ops = OpsServer(
-                pool, self.lag, host=http_host, port=http_port, admin_token=load_admin_token()
+                pool,
+                self.lag,
+                host=self.ops_config.host,
+                port=self.ops_config.port,
+                admin_token=load_admin_token(),
             )
+        pool.add_request_listener(self._wake)
 
     def on_signal(self, sig: signal.Signals, count: int) -> None:
         if count == 1:
@@ -117,57 +128,96 @@ class Lifespan:
         """Take the drain-timeout path now (a second signal does this)."""
         self._force.set()
 
-    async def run(self, *, ready: Callable[[], Awaitable[None]] | None = None) -> int:
-        loop = asyncio.get_running_loop()
-        log_context.bind(deployment_version=self.pool.deployment_version)
-        self.pool.attach_loop(loop)
-        self.lag.start()
-        if self.pool.metrics_jsonl is not None:
-            self.jsonl = MetricsJsonl(
-                self.pool,
-                self.pool.metrics_jsonl,
-                self.lag,
-                interval=self.pool.metrics_jsonl_interval,
-            )
-            self.jsonl.start()
-        self.protection = self_protection.start(self.pool)
-        if self.ops is not None:
-            await self.ops.start()
-        self.watcher = membership_watcher(self.pool)
-        if self.watcher is not None:
-            await self.watcher.start()
-            if self.watcher.current is None:
-                # fail closed: a worker that cannot verify a manifest takes no calls
-                self.pool.set_membership(False, reason="no valid manifest yet")
-        if self.pool.prewarm_models:
-            await asyncio.to_thread(shared_models)
-        run_task = asyncio.create_task(self.server.run(devmode=self.devmode), name="agent_server")
-        drain_task = asyncio.create_task(self.pool.wait_drain_requested())
-        try:
-            if self.pool.enable_hot_reload:
-                from ..reload import HotReloader
+    # --- the one place the lifecycle moves -----------------------------------------------
+    def _wake(self) -> None:
+        """A request was recorded (any thread, or a signal handler): apply it on the loop."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._apply_requests)
 
-                self.reloader = HotReloader(self.pool)
-                await self.reloader.start()
-                if self.ops is not None:
-                    self.ops.hot_reload = self.reloader.status
+    def _apply_requests(self) -> None:
+        pool, lifecycle = self.pool, self.pool.lifecycle
+        state = lifecycle.state
+        drain = pool.drain_request
+        if drain is not None:
+            if lifecycle.can_move(WorkerState.DRAINING):
+                lifecycle.move(WorkerState.DRAINING, reason=drain.reason, actor=drain.actor)
+            if state is not WorkerState.STOPPED:
+                self._drain_started.set()
+            return
+        if not pool.registered:
+            return
+        if pool.member is False and state in (WorkerState.STARTING, WorkerState.ACCEPTING):
+            reason = pool.membership_reason or "not in manifest"
+            lifecycle.move(WorkerState.NOT_MEMBER, reason=reason, actor="manifest")
+        elif state is WorkerState.STARTING:
+            lifecycle.move(WorkerState.ACCEPTING, reason="registered")
+        elif state is WorkerState.NOT_MEMBER and pool.member:
+            lifecycle.move(WorkerState.ACCEPTING, reason=pool.membership_reason, actor="manifest")
+        if lifecycle.state is not WorkerState.STARTING:
+            self.started.set()
+
+    # --- start, serve, drain, exit ---------------------------------------------------------
+    async def run(self, *, ready: Callable[[], Awaitable[None]] | None = None) -> int:
+        pool = self.pool
+        self._loop = asyncio.get_running_loop()
+        log_context.bind(deployment_version=pool.deployment_version)
+        run_task: asyncio.Task[None] | None = None
+        drain_task = asyncio.create_task(self._drain_started.wait())
+        code = EXIT_FAILED
+        try:
+            self._apply_requests()
+            await self._start()
+            run_task = asyncio.create_task(self.server.run(devmode=self.devmode), name="server")
             done, _ = await asyncio.wait(
                 {run_task, drain_task}, return_when=asyncio.FIRST_COMPLETED
             )
             if run_task in done:
-                drain_task.cancel()
-                return self._server_ended(run_task)
-            code = await self._drain()
+                code = self._server_ended(run_task)
+            else:
+                code = await self._drain()
         finally:
             drain_task.cancel()
             await self._close()
-            if not run_task.done():
+            if run_task is not None and not run_task.done():
                 run_task.cancel()
-            with contextlib.suppress(BaseException):
-                await run_task
-            if self.pool.lifecycle.can_move(WorkerState.STOPPED):
-                self.pool.lifecycle.move(WorkerState.STOPPED, reason="exited")
+            if run_task is not None:
+                with contextlib.suppress(BaseException):
+                    await run_task
+            if pool.lifecycle.can_move(WorkerState.STOPPED):
+                pool.lifecycle.move(WorkerState.STOPPED, reason="exited")
         return code
+
+    async def _start(self) -> None:
+        """Everything a worker needs before it registers; undone by `_close()`."""
+        pool = self.pool
+        self.lag.start()
+        if self.ops_config.metrics_jsonl is not None:
+            self.jsonl = MetricsJsonl(
+                pool,
+                self.ops_config.metrics_jsonl,
+                self.lag,
+                interval=self.ops_config.metrics_jsonl_interval,
+            )
+            self.jsonl.start()
+        self.protection = self_protection.start(pool)
+        if self.ops is not None:
+            await self.ops.start()
+        self.watcher = membership_watcher(pool)
+        if self.watcher is not None:
+            await self.watcher.start()
+            if self.watcher.current is None:
+                # fail closed: a worker that cannot verify a manifest takes no calls
+                pool.set_membership(False, reason="no valid manifest yet")
+        if pool.config.runtime.prewarm_models:
+            await asyncio.to_thread(shared_models)
+        if pool.config.runtime.hot_reload:
+            from ..reload import HotReloader
+
+            self.reloader = HotReloader(pool)
+            await self.reloader.start()
+            if self.ops is not None:
+                self.ops.hot_reload = self.reloader.status
 
     def _server_ended(self, run_task: asyncio.Task[None]) -> int:
         exc = None if run_task.cancelled() else run_task.exception()
@@ -208,7 +258,7 @@ class Lifespan:
             reason=why,
             drain_timeout=deadline,
         )
-        with contextlib.suppress(Exception):
+        if self.pool.lifecycle.can_move(WorkerState.DRAINED):
             self.pool.lifecycle.move(WorkerState.DRAINED, reason=f"cut {len(self.cut_jobs)}")
         return EXIT_DRAIN_TIMEOUT
 
@@ -236,19 +286,23 @@ class Lifespan:
         if self.jsonl is not None:
             await self.jsonl.aclose()
         await self.lag.aclose()
+        self.started.set()
         if self.protection is not None:
             await self.protection.aclose()
 
 
-async def serve(
-    pool: AgentPool,
-    server: PoolServer,
-    *,
-    devmode: bool = False,
-    http_host: str | None = None,
-    http_port: int | None = None,
-) -> int:
+async def until_started(lifespan: Lifespan, task: asyncio.Task[int]) -> bool:
+    """Wait until the worker started (True) or its run ended first (False)."""
+    started = asyncio.create_task(lifespan.started.wait())
+    try:
+        await asyncio.wait({started, task}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        started.cancel()
+    return not task.done()
+
+
+async def serve(pool: AgentPool, server: PoolServer, *, devmode: bool = False) -> int:
     """Run a worker in this process, with SIGTERM/SIGINT handled; returns the exit code."""
-    lifespan = Lifespan(pool, server, devmode=devmode, http_host=http_host, http_port=http_port)
+    lifespan = Lifespan(pool, server, devmode=devmode)
     with capture_signals(asyncio.get_running_loop(), lifespan.on_signal):
         return await lifespan.run()

@@ -7,6 +7,7 @@ importable class) and its provider settings, rebuilt once per job process.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import pickle
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from livekit.agents import JobContext
 
+from ..config import Deployment, OpsEndpoint, PoolConfig
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
@@ -38,10 +40,7 @@ class AgentBlueprint:
 @dataclass(frozen=True)
 class PoolBlueprint:
     agents: tuple[AgentBlueprint, ...]
-    defaults: dict[str, Any]
-    deployment_version: str
-    prewarm_models: bool
-    shared_vad: bool
+    config: PoolConfig
 
 
 def blueprint_of(pool: AgentPool) -> PoolBlueprint:
@@ -61,15 +60,7 @@ def blueprint_of(pool: AgentPool) -> PoolBlueprint:
     )
     blueprint = PoolBlueprint(
         agents=agents,
-        defaults={
-            "default_stt": pool.default_stt,
-            "default_llm": pool.default_llm,
-            "default_tts": pool.default_tts,
-            "default_greeting": pool.default_greeting,
-        },
-        deployment_version=pool.deployment_version,
-        prewarm_models=pool.prewarm_models,
-        shared_vad=pool.shared_vad,
+        config=_for_job_process(pool.config),
     )
     try:
         pickle.dumps(blueprint)
@@ -79,6 +70,21 @@ def blueprint_of(pool: AgentPool) -> PoolBlueprint:
             f"process (pickled): {e}; use agents discovered from files, or coroutine isolation"
         ) from None
     return blueprint
+
+
+def _for_job_process(config: PoolConfig) -> PoolConfig:
+    """The settings a job process runs a call with: providers, models, version.
+
+    Everything the parent alone does (admission, tenancy, audit, the endpoint, the
+    manifest) is left at its default, so a job process neither serves nor audits.
+    """
+    return PoolConfig(
+        providers=config.providers,
+        deployment=Deployment(version=config.deployment.version),
+        drain=config.drain,
+        runtime=dataclasses.replace(config.runtime, hot_reload=False, watch_paths=()),
+        ops=OpsEndpoint(port=None),
+    )
 
 
 _built: dict[bytes, AgentPool] = {}
@@ -95,12 +101,7 @@ def _build(blueprint: PoolBlueprint) -> AgentPool:
     from ..pool import AgentPool
     from ..registry import spec_from_file
 
-    pool = AgentPool(
-        deployment_version=blueprint.deployment_version,
-        prewarm_models=blueprint.prewarm_models,
-        shared_vad=blueprint.shared_vad,
-        **blueprint.defaults,
-    )
+    pool = AgentPool(config=blueprint.config)
     for a in blueprint.agents:
         if a.source is not None:
             spec = spec_from_file(a.source)

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 from livekit.agents import JobExecutorType, JobProcess, JobRequest
 
 from .. import _lk
+from ..admission import Refuse, RejectReason
+from ..errors import ConfigError
 from ..sessions import Outcome
 from .call import FAILED_ERROR_FIELD, FAILED_JOB_FIELD, run_call
 from .coroutine_jobs import CoroutineJob, CoroutineJobPool
@@ -34,25 +36,33 @@ def _prewarm(proc: JobProcess) -> None:
 
 
 class PoolServer(_lk.ServerInternals):
+    """One per pool run: build it with the pool and the server's address and keys."""
+
     def __init__(
         self,
         pool: AgentPool,
         *,
-        ws_url: str | None,
-        api_key: str | None,
-        api_secret: str | None,
+        ws_url: str | None = None,
+        api_key: str | None = None,
+        api_secret: str | None = None,
     ) -> None:
         _lk.check_internals()
+        if not len(pool.registry):
+            raise ConfigError("the pool has no agents; add one with pool.add() or discover()")
+        if pool.registered:
+            raise ConfigError("this pool is already serving; build one worker per pool")
         self.pool = pool
+        runtime, drain = pool.config.runtime, pool.config.drain
         self._cut: dict[str, str] = {}
         """Thread/process jobs closed by a drain cut, and why: they end CANCELLED."""
-        executor = _EXECUTORS.get(pool.isolation, JobExecutorType.THREAD)
+        executor = _EXECUTORS.get(runtime.isolation, JobExecutorType.THREAD)
         kwargs: dict[str, Any] = {}
-        if pool.isolation == "coroutine":
+        if runtime.isolation == "coroutine":
             kwargs["num_idle_processes"] = 0
         else:
             # a job process imports livekit and loads the models: seconds on a busy box
             kwargs["initialize_process_timeout"] = 60.0
+        prewarm = runtime.isolation != "coroutine" and runtime.prewarm_models
         super().__init__(
             ws_url=ws_url,
             api_key=api_key,
@@ -60,34 +70,57 @@ class PoolServer(_lk.ServerInternals):
             job_executor_type=executor,
             load_fnc=pool.exact_load,
             load_threshold=1.0,
-            drain_timeout=int(pool.drain_timeout),
+            drain_timeout=int(drain.timeout),
             host="127.0.0.1",
             port=0,
-            setup_fnc=_prewarm if pool.isolation != "coroutine" and pool.prewarm_models else None,
-            shutdown_process_timeout=pool.session_close_timeout,
+            setup_fnc=_prewarm if prewarm else None,
+            shutdown_process_timeout=drain.session_close_timeout,
             **kwargs,
         )
         entrypoint: Any = self._entrypoint
-        if pool.isolation == "process":
+        if runtime.isolation == "process":
             entrypoint = functools.partial(process_entrypoint, blueprint_of(pool))
-        self.rtc_session(entrypoint, agent_name=pool.agent_name, on_request=self._on_request)
+        self.rtc_session(
+            entrypoint, agent_name=pool.config.dispatch.agent_name, on_request=self._on_request
+        )
         self.on("worker_registered", self._on_registered)
         self._outcomes = _OutcomeRecorder(pool)
         logging.getLogger("openrtc.call").addHandler(self._outcomes)
+        self._status_loop: asyncio.AbstractEventLoop | None = None
+        self._pushes: set[asyncio.Task[None]] = set()
+        pool.add_load_listener(self._load_changed)
+
+    def _load_changed(self) -> None:
+        """Tell the server our load now, not at the next status tick (any thread)."""
+        loop = self._status_loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            on_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            self._push_status()
+        else:
+            loop.call_soon_threadsafe(self._push_status)
+
+    def _push_status(self) -> None:
+        task = asyncio.ensure_future(self.push_worker_status())
+        self._pushes.add(task)
+        task.add_done_callback(self._pushes.discard)
+
+    async def run(self, *args: Any, **kwargs: Any) -> None:
+        self._status_loop = asyncio.get_running_loop()
+        await super().run(*args, **kwargs)
 
     async def _entrypoint(self, ctx: Any) -> None:
         await run_call(self.pool, ctx)
 
     def _on_registered(self, worker_id: str, _server_info: Any) -> None:
-        first = not self.pool.worker_id
-        self.pool.set_worker_id(worker_id)
-        if first:
-            self.pool.mark_started()
+        self.pool.mark_registered(worker_id)
 
     # --- admission --------------------------------------------------------------------
     async def _on_request(self, req: JobRequest) -> None:
-        from ..pool import Refuse
-
         decision = self.pool.decide(req)
         if isinstance(decision, Refuse):
             self.pool.record_rejection(req.id, decision, room=req.room.name)
@@ -95,7 +128,7 @@ class PoolServer(_lk.ServerInternals):
             return
         accepted = False
         try:
-            if self.pool.request_fnc is not None:
+            if self.pool.config.dispatch.request_fnc is not None:
                 accepted = await self._ask_user_hook(req)
             else:
                 await req.accept(
@@ -116,9 +149,6 @@ class PoolServer(_lk.ServerInternals):
 
     async def _ask_user_hook(self, req: JobRequest) -> bool:
         """Run the user's request_fnc; it accepts or rejects through our bookkeeping."""
-        from ..admission import RejectReason
-        from ..pool import Refuse
-
         answer: dict[str, bool] = {}
 
         async def on_accept(args: Any) -> None:
@@ -135,8 +165,9 @@ class PoolServer(_lk.ServerInternals):
             await req.reject(terminate=terminate)
 
         proxy = JobRequest(job=req.job, on_reject=on_reject, on_accept=on_accept)
-        assert self.pool.request_fnc is not None
-        result = self.pool.request_fnc(proxy)
+        request_fnc = self.pool.config.dispatch.request_fnc
+        assert request_fnc is not None
+        result = request_fnc(proxy)
         if asyncio.iscoroutine(result):
             await result
         if "accepted" not in answer:
@@ -171,7 +202,8 @@ class PoolServer(_lk.ServerInternals):
         pool: Any = stock_pool
         if self.pool.isolation == "coroutine":
             pool = CoroutineJobPool(
-                entrypoint=self._entrypoint, close_timeout=self.pool.session_close_timeout
+                entrypoint=self._entrypoint,
+                close_timeout=self.pool.config.drain.session_close_timeout,
             )
         pool.on("process_job_launched", self._on_job_launched)
         pool.on("process_closed", self._on_job_closed)

@@ -28,13 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..audit import AuditLog, verify_chain
-from ..devserver import DispatchServer
+from ...audit import AuditLog, verify_chain
+from ...devserver import DispatchServer
 from ..manifest import sign_manifest
 from .report import RehearsalReport, TimelineEntry
 from .workers import WorkerProcess
 
-logger = logging.getLogger("openrtc.rehearsal")
+logger = logging.getLogger("openrtc.deploy.rehearsal")
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from typing import Any
 
 import aiohttp
 
-from openrtc.membership import KeyRing, Secrets, SecretSet, check_key_id, load_secrets
+from .membership import KeyRing, Secrets, SecretSet, check_key_id, load_secrets
 
 __all__ = [
     "MANIFEST_FORMAT",

@@ -1,0 +1,583 @@
+"""A worker's settings, in one typed group per concern.
+
+Each group is a frozen dataclass that validates itself and holds the only copy of its
+defaults. A field that an operator may set carries a `Setting`: its `OPENRTC_*`
+variable, its command-line flag and its help. `PoolConfig.from_env()` reads every
+variable in one place; the CLI derives its flags from the same fields
+(`openrtc.cli.pool_options`), so `AgentPool(...)`, `openrtc start` and `openrtc dev`
+cannot disagree on a default. `docs/configuration.md` is generated from these groups.
+
+Precedence: a flag on the command line, then the variable, then the default here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import types
+import typing
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args, get_origin
+
+from .errors import ConfigError
+
+Isolation = Literal["coroutine", "thread", "process"]
+ISOLATIONS: tuple[Isolation, ...] = get_args(Isolation)
+UnknownTenant = Literal["refuse", "defaults"]
+DEFAULT_VERSION = "unversioned"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """How one field is set from outside: its variable(s), its flag, its help."""
+
+    env: tuple[str, ...]
+    flag: str | None
+    help: str
+    min: float | None = None
+
+    @property
+    def variable(self) -> str:
+        return self.env[0]
+
+    @property
+    def option_name(self) -> str | None:
+        """The flag's long name without its negative form (`--shared-vad`)."""
+        return None if self.flag is None else self.flag.split("/")[0]
+
+
+def setting(
+    default: Any,
+    env: str | tuple[str, ...],
+    help: str,
+    *,
+    flag: str | None = None,
+    min: float | None = None,
+) -> Any:
+    """A dataclass field an operator sets by variable and (unless flag is '') by flag."""
+    envs = (env,) if isinstance(env, str) else env
+    name = envs[0].removeprefix("OPENRTC_").lower().replace("_", "-")
+    decl = f"--{name}" if flag is None else (flag or None)
+    return field(default=default, metadata={"setting": Setting(envs, decl, help, min)})
+
+
+def in_code(default: Any, help: str, *, repr: bool = True) -> Any:
+    """A dataclass field set only from Python (an object, a callable or a secret)."""
+    return field(default=default, repr=repr, metadata={"doc": help})
+
+
+def doc_of(f: dataclasses.Field[Any]) -> str:
+    meta = setting_of(f)
+    return meta.help if meta is not None else str(f.metadata.get("doc", ""))
+
+
+def setting_of(f: dataclasses.Field[Any]) -> Setting | None:
+    value = f.metadata.get("setting")
+    return value if isinstance(value, Setting) else None
+
+
+# --- parsing one variable -----------------------------------------------------------------
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def base_type(hint: Any) -> tuple[Any, bool]:
+    """(the type without None, whether None is allowed)."""
+    if get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in get_args(hint) if a is not type(None)]
+        return (args[0] if len(args) == 1 else hint), True
+    return hint, False
+
+
+def parse_value(raw: str, hint: Any, where: str) -> Any:
+    """Turn a variable's text into the field's type; errors name `where`."""
+    base, _ = base_type(hint)
+    text = raw.strip()
+    if get_origin(base) is Literal:
+        choices = get_args(base)
+        if text not in choices:
+            raise ConfigError(f"{where}={raw!r} is not one of {', '.join(map(str, choices))}")
+        return text
+    if base is bool:
+        if text.lower() in _TRUE:
+            return True
+        if text.lower() in _FALSE:
+            return False
+        raise ConfigError(f"{where}={raw!r} is not a boolean; use 1/true/on or 0/false/off")
+    if base is int:
+        try:
+            return int(text)
+        except ValueError:
+            raise ConfigError(f"{where}={raw!r} is not a whole number") from None
+    if base is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise ConfigError(f"{where}={raw!r} is not a number") from None
+    if base is Path:
+        return Path(text)
+    return text
+
+
+G = TypeVar("G")
+
+
+def _hints(cls: type[Any]) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def group_from_env(cls: type[G], environ: Mapping[str, str], **given: Any) -> G:
+    """An instance of a group: `given` values, else its variables, else its defaults."""
+    hints = _hints(cls)
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name in given:
+            values[f.name] = given[f.name]
+            continue
+        meta = setting_of(f)
+        if meta is None:
+            continue
+        for var in meta.env:
+            raw = environ.get(var)
+            if raw is not None and raw.strip():
+                values[f.name] = parse_value(raw, hints[f.name], var)
+                break
+    return cls(**values)
+
+
+def _where(cls: type[Any], name: str) -> str:
+    f = {f.name: f for f in dataclasses.fields(cls)}[name]
+    meta = setting_of(f)
+    if meta is None:
+        return name
+    if meta.option_name is None:
+        return f"{name} ({meta.variable})"
+    return f"{name} ({meta.option_name}, {meta.variable})"
+
+
+def _check_positive(cls: type[Any], name: str, value: float | None, *, whole: bool) -> None:
+    if value is None:
+        return
+    if whole:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(
+                f"{_where(cls, name)} must be a whole number of at least 1, got {value!r}"
+            )
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{_where(cls, name)} must be a number, got {value!r}")
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(
+            f"{_where(cls, name)} must be a finite number greater than 0, got {value!r}"
+        )
+
+
+def _check_choice(cls: type[Any], name: str, value: object, choices: Iterable[str]) -> None:
+    allowed = tuple(choices)
+    if value not in allowed:
+        raise ConfigError(f"{_where(cls, name)} must be one of {', '.join(allowed)}, got {value!r}")
+
+
+# --- the groups -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Providers:
+    """What an agent without its own providers or greeting uses."""
+
+    stt: Any = in_code(
+        None, "Speech-to-text for agents without their own (object or 'provider/model')."
+    )
+    llm: Any = in_code(None, "LLM for agents without their own (object or 'provider/model').")
+    tts: Any = in_code(
+        None, "Text-to-speech for agents without their own (object or 'provider/model')."
+    )
+    greeting: str | None = setting(
+        None,
+        "OPENRTC_DEFAULT_GREETING",
+        "What an agent without its own greeting says when a call starts (default: "
+        "nothing; the caller speaks first).",
+    )
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Exact caps on live calls, checked when an offer arrives."""
+
+    max_sessions: int | None = setting(
+        None,
+        "OPENRTC_MAX_CONCURRENT_SESSIONS",
+        "Exact cap on live calls; offers past it are refused at once. Default: no cap.",
+        min=1,
+    )
+    per_agent: int | None = setting(
+        None,
+        "OPENRTC_MAX_SESSIONS_PER_AGENT",
+        "Exact cap on live calls of any one agent.",
+        min=1,
+    )
+    per_tenant: int | None = setting(
+        None,
+        "OPENRTC_MAX_SESSIONS_PER_TENANT",
+        "Exact cap on live calls of any one tenant (dispatch metadata 'tenant').",
+        min=1,
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("max_sessions", "per_agent", "per_tenant"):
+            _check_positive(Limits, name, getattr(self, name), whole=True)
+
+
+@dataclass(frozen=True)
+class DrainPolicy:
+    """How long a drain waits for live calls, and a hung-up call for its session."""
+
+    timeout: float = setting(
+        1800.0,
+        "OPENRTC_DRAIN_TIMEOUT",
+        "Seconds a drain waits for live calls before cutting them (exit code 3).",
+        min=0.001,
+    )
+    session_close_timeout: float = setting(
+        15.0,
+        "OPENRTC_SESSION_CLOSE_TIMEOUT",
+        "Seconds a hung-up call may take to close its session before it is cut.",
+        min=0.1,
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("timeout", "session_close_timeout"):
+            _check_positive(DrainPolicy, name, getattr(self, name), whole=False)
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """Which version this worker is, and the signed manifest that says if it is wanted."""
+
+    version: str = setting(
+        DEFAULT_VERSION,
+        "OPENRTC_DEPLOYMENT_VERSION",
+        "Version tag of this build, shown in snapshots, logs, metrics and audit events.",
+    )
+    manifest: str | None = setting(
+        None,
+        "OPENRTC_MANIFEST",
+        "Signed manifest of active versions (file path or http(s) URL), polled; the "
+        "secret comes from OPENRTC_MEMBERSHIP_SECRET(_FILE).",
+    )
+    membership_secret_file: Path | None = setting(
+        None,
+        "OPENRTC_MEMBERSHIP_SECRET_FILE",
+        "File with the manifest's signing secret(s), one per line, or kid:secret lines "
+        "(also OPENRTC_MEMBERSHIP_SECRET).",
+    )
+    membership_secrets: Any = in_code(
+        None, "The manifest's signing secrets themselves (never logged).", repr=False
+    )
+    manifest_poll_interval: float = setting(
+        5.0,
+        "OPENRTC_MANIFEST_POLL_INTERVAL",
+        "Seconds between manifest reads.",
+        min=0.05,
+    )
+    drain_when_not_member: bool = setting(
+        False,
+        "OPENRTC_DRAIN_WHEN_NOT_MEMBER",
+        "When the manifest drops this version: drain and exit, or wait for a rollback.",
+        flag="--drain-when-not-member/--wait-when-not-member",
+    )
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "version", (self.version or "").strip() or DEFAULT_VERSION)
+        if self.manifest is not None and not str(self.manifest).strip():
+            object.__setattr__(self, "manifest", None)
+        _check_positive(
+            Deployment, "manifest_poll_interval", self.manifest_poll_interval, whole=False
+        )
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """Which offers this worker answers, and who picks the agent for a call."""
+
+    agent_name: str = setting(
+        "",
+        ("OPENRTC_AGENT_NAME", "LIVEKIT_AGENT_NAME"),
+        "Register for explicit dispatch under this name (empty: automatic dispatch).",
+    )
+    accept_only_registered_rooms: bool = setting(
+        False,
+        "OPENRTC_ACCEPT_ONLY_REGISTERED_ROOMS",
+        "Accept only jobs that name one of this pool's agents (no fallback agent).",
+        flag="--accept-only-registered-rooms/--accept-any-room",
+    )
+    router: Any = in_code(None, "router(job, agent_names) -> the agent that takes the call.")
+    request_fnc: Any = in_code(
+        None, "livekit's request_fnc(JobRequest): accept or reject after the pool admitted."
+    )
+
+
+@dataclass(frozen=True)
+class OpsEndpoint:
+    """The operations endpoint (/healthz, /readyz, /metrics, /snapshot, POST /drain)."""
+
+    host: str = setting(
+        "127.0.0.1",
+        "OPENRTC_HTTP_HOST",
+        "Bind address of the operations endpoint (loopback unless you need more).",
+    )
+    port: int | None = setting(
+        8081,
+        "OPENRTC_HTTP_PORT",
+        "Port of /healthz, /readyz, /metrics, /snapshot and POST /drain (0: any free).",
+    )
+    metrics_jsonl: Path | None = setting(
+        None,
+        "OPENRTC_METRICS_JSONL",
+        "Append snapshots (every --metrics-jsonl-interval) and call start/end events here, "
+        "one JSON a line.",
+    )
+    metrics_jsonl_interval: float = setting(
+        5.0,
+        "OPENRTC_METRICS_JSONL_INTERVAL",
+        "Seconds between snapshots in the --metrics-jsonl file.",
+        min=0.05,
+    )
+
+    def __post_init__(self) -> None:
+        port = self.port
+        if port is not None and (
+            isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535
+        ):
+            raise ConfigError(f"{_where(OpsEndpoint, 'port')} must be 0 to 65535, got {port!r}")
+        _check_positive(
+            OpsEndpoint, "metrics_jsonl_interval", self.metrics_jsonl_interval, whole=False
+        )
+
+
+@dataclass(frozen=True)
+class Tenancy:
+    """Whose calls these are: signed tenant claims, per-tenant settings, the breaker."""
+
+    secret_file: Path | None = setting(
+        None,
+        "OPENRTC_TENANT_SECRET_FILE",
+        "Accept only calls whose metadata carries a valid tenant_sig made with this "
+        "secret (also OPENRTC_TENANT_SECRET).",
+    )
+    secret: str | bytes | None = in_code(
+        None, "The claim secret itself (else OPENRTC_TENANT_SECRET; never logged).", repr=False
+    )
+    settings: Mapping[str, Mapping[str, Any]] | Callable[[str], Any] | None = in_code(
+        None, "Per-tenant providers (stt/llm/tts) and max_sessions: a mapping or tenant -> mapping."
+    )
+    unknown: UnknownTenant = setting(
+        "refuse",
+        "OPENRTC_UNKNOWN_TENANT",
+        "A tenant missing from the tenant settings: refuse its calls, or use the defaults.",
+    )
+    breaker: bool = setting(
+        False,
+        "OPENRTC_TENANT_CIRCUIT_BREAKER",
+        "Refuse a tenant's new calls for a cooldown after repeated failed calls.",
+        flag="--tenant-circuit-breaker/--no-tenant-circuit-breaker",
+    )
+    breaker_failures: int = setting(
+        5,
+        "OPENRTC_BREAKER_FAILURES",
+        "Failed calls within the window that open a tenant's breaker.",
+        min=1,
+    )
+    breaker_window_s: float = setting(
+        60.0,
+        "OPENRTC_BREAKER_WINDOW_S",
+        "Seconds over which failures are counted.",
+        flag="--breaker-window",
+        min=0.1,
+    )
+    breaker_cooldown_s: float = setting(
+        30.0,
+        "OPENRTC_BREAKER_COOLDOWN_S",
+        "Seconds an open breaker refuses the tenant before one trial call.",
+        flag="--breaker-cooldown",
+        min=0.1,
+    )
+
+    def __post_init__(self) -> None:
+        _check_choice(Tenancy, "unknown", self.unknown, get_args(UnknownTenant))
+        _check_positive(Tenancy, "breaker_failures", self.breaker_failures, whole=True)
+        for name in ("breaker_window_s", "breaker_cooldown_s"):
+            _check_positive(Tenancy, name, getattr(self, name), whole=False)
+
+    def claim_secret(self, environ: Mapping[str, str] | None = None) -> str | bytes | None:
+        """The secret tenant claims are signed with: given, its file, or the variable."""
+        if self.secret is not None:
+            return self.secret
+        if self.secret_file is not None:
+            try:
+                return self.secret_file.read_text().strip() or None
+            except OSError as e:
+                raise ConfigError(
+                    f"cannot read --tenant-secret-file {self.secret_file}: {e.strerror}"
+                ) from None
+        env = os.environ if environ is None else environ
+        return env.get("OPENRTC_TENANT_SECRET") or None
+
+
+@dataclass(frozen=True)
+class SelfProtection:
+    """What the worker does when it is itself in trouble (memory, failures, slow code)."""
+
+    memory_warn_mb: float | None = setting(
+        None,
+        "OPENRTC_MEMORY_WARN_MB",
+        "Log a warning when the worker's USS crosses this many MiB.",
+        min=1,
+    )
+    memory_limit_mb: float | None = setting(
+        None,
+        "OPENRTC_MEMORY_LIMIT_MB",
+        "Drain (never cut calls) when the worker's USS crosses this many MiB.",
+        min=1,
+    )
+    consecutive_failure_limit: int | None = setting(
+        None,
+        "OPENRTC_CONSECUTIVE_FAILURE_LIMIT",
+        "Drain after this many failed calls in a row.",
+        min=1,
+    )
+    slow_call_threshold_ms: float | None = setting(
+        None,
+        "OPENRTC_SLOW_CALL_THRESHOLD_MS",
+        "Log the call whose code blocks the event loop longer than this.",
+        min=1,
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("memory_warn_mb", "memory_limit_mb", "slow_call_threshold_ms"):
+            _check_positive(SelfProtection, name, getattr(self, name), whole=False)
+        _check_positive(
+            SelfProtection, "consecutive_failure_limit", self.consecutive_failure_limit, whole=True
+        )
+
+    @property
+    def enabled(self) -> bool:
+        return any(getattr(self, f.name) is not None for f in dataclasses.fields(self))
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """How calls run in this process: isolation, shared models, hot reload."""
+
+    isolation: Isolation = setting(
+        "coroutine",
+        "OPENRTC_ISOLATION",
+        "How calls run: coroutine (asyncio tasks in this process, shared models), "
+        "thread or process (livekit-agents' own executors).",
+    )
+    shared_vad: bool | None = setting(
+        None,
+        "OPENRTC_SHARED_VAD",
+        "One batched Silero VAD for every call in the process (much less CPU per call). "
+        "Default: on with --isolation coroutine, off otherwise.",
+        flag="--shared-vad/--no-shared-vad",
+    )
+    prewarm_models: bool = setting(
+        True,
+        "OPENRTC_PREWARM_MODELS",
+        "Load the VAD and end-of-turn models at start, once, for every call. Off: each "
+        "agent brings its own (its session_kwargs), and none are loaded.",
+        flag="--prewarm-models/--no-prewarm-models",
+    )
+    hot_reload: bool = in_code(
+        False, "Reload a saved agent file into live calls (`openrtc dev --watch`)."
+    )
+    watch_paths: tuple[Path, ...] = in_code(
+        (), "More files or folders whose changes reload the agents (`--watch-path`)."
+    )
+
+    def __post_init__(self) -> None:
+        _check_choice(Runtime, "isolation", self.isolation, ISOLATIONS)
+        object.__setattr__(self, "watch_paths", tuple(Path(p) for p in self.watch_paths))
+
+    @property
+    def uses_shared_vad(self) -> bool:
+        """One batched VAD serves every call; default: with coroutine isolation."""
+        return self.isolation == "coroutine" if self.shared_vad is None else self.shared_vad
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    """Where audit events go besides the log: a hash-chained file and a callable."""
+
+    path: Path | None = setting(
+        None,
+        "OPENRTC_AUDIT_PATH",
+        "Append audit events to this hash-chained JSON Lines file.",
+    )
+    sink: Any = in_code(
+        None, "sink(AuditEvent) for every event (a failing sink is counted, never fatal)."
+    )
+
+
+GROUPS: dict[str, type[Any]] = {
+    "providers": Providers,
+    "limits": Limits,
+    "drain": DrainPolicy,
+    "deployment": Deployment,
+    "dispatch": Dispatch,
+    "ops": OpsEndpoint,
+    "tenancy": Tenancy,
+    "protection": SelfProtection,
+    "runtime": Runtime,
+    "audit": AuditSettings,
+}
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    """Every setting of a pool, one group per concern."""
+
+    providers: Providers = field(default_factory=Providers)
+    limits: Limits = field(default_factory=Limits)
+    drain: DrainPolicy = field(default_factory=DrainPolicy)
+    deployment: Deployment = field(default_factory=Deployment)
+    dispatch: Dispatch = field(default_factory=Dispatch)
+    ops: OpsEndpoint = field(default_factory=OpsEndpoint)
+    tenancy: Tenancy = field(default_factory=Tenancy)
+    protection: SelfProtection = field(default_factory=SelfProtection)
+    runtime: Runtime = field(default_factory=Runtime)
+    audit: AuditSettings = field(default_factory=AuditSettings)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **groups: Any) -> PoolConfig:
+        """Every group from its `OPENRTC_*` variables, except the groups given here."""
+        env = os.environ if environ is None else environ
+        unknown = set(groups) - set(GROUPS)
+        if unknown:
+            raise TypeError(f"not config groups: {', '.join(sorted(unknown))}")
+        return cls(
+            **{
+                name: groups[name] if name in groups else group_from_env(group, env)
+                for name, group in GROUPS.items()
+            }
+        )
+
+    def replace(self, group: str, **changes: Any) -> PoolConfig:
+        """A copy with some fields of one group changed (validated again)."""
+        current = getattr(self, group)
+        return dataclasses.replace(self, **{group: dataclasses.replace(current, **changes)})
+
+
+def settings() -> Iterator[tuple[str, dataclasses.Field[Any], Setting]]:
+    """Every (group name, field, setting) an operator can set, in declaration order."""
+    for name, group in GROUPS.items():
+        for f in dataclasses.fields(group):
+            meta = setting_of(f)
+            if meta is not None:
+                yield name, f, meta
+
+
+def field_type(group: str, name: str) -> Any:
+    return _hints(GROUPS[group])[name]

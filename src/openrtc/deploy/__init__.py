@@ -1,0 +1,1 @@
+"""Deploys: signed membership, the manifest of active versions, its follower, the rehearsal."""
