@@ -35,7 +35,7 @@ def make_pool(version: str, calls: int, *, draining: bool = False) -> AgentPool:
         )
         pool.session_started(info, session=None)
     if draining:
-        pool.begin_drain(reason="test")
+        pool.lifecycle.move(WorkerState.DRAINING, reason="test")
     return pool
 
 

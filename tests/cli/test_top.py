@@ -82,7 +82,7 @@ async def test_once_shows_version_state_capacity_and_one_row_per_call() -> None:
         assert row_order(out) == ["room-c", "room-b", "room-a"]  # longest call first
         assert "3:20" in out  # j2 has run 200 s
 
-        pool.begin_drain(reason="test")
+        pool.lifecycle.move(WorkerState.DRAINING, reason="test")
         pool.session_ended("j2", Outcome.SUCCESS, None, "test")
         result = await top(server.url, "--once")
         assert "draining" in result.stdout
