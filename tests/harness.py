@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from openrtc import AgentPool
-from openrtc.config import OpsEndpoint
 from openrtc.devserver import DispatchServer
 from openrtc.worker.lifespan import Lifespan, until_started
 from openrtc.worker.server import PoolServer
@@ -33,7 +33,7 @@ async def running(
     server = PoolServer(
         pool, ws_url=devserver.ws_url, api_key=devserver.api_key, api_secret=devserver.api_secret
     )
-    lifespan = Lifespan(pool, server, ops=OpsEndpoint(port=http_port))
+    lifespan = Lifespan(pool, server, ops=dataclasses.replace(pool.config.ops, port=http_port))
     task = asyncio.create_task(lifespan.run())
     try:
         if not await asyncio.wait_for(until_started(lifespan, task), 15):

@@ -56,6 +56,8 @@ async def test_drain_lets_live_calls_finish_and_sends_new_calls_to_the_new_versi
         async with running(new, devserver):
             old.begin_drain(reason="deploy v2", actor="test")
             old.begin_drain(reason="again", actor="test")  # idempotent
+            assert old.runtime_snapshot().draining, "refusing from the moment it returns"
+            await wait_until(lambda: old.state.value == "draining", timeout=1)
             snap = old.runtime_snapshot()
             assert (snap.state, snap.draining, snap.active_sessions) == ("draining", True, 3)
             await wait_until(lambda: devserver.worker(old.worker_id).status == "WS_FULL", timeout=2)

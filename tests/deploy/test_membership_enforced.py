@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 from livekit.agents import Agent, JobRequest
@@ -56,7 +55,9 @@ async def _noop_accept(args: object) -> None:
     return None
 
 
-def member_pool(manifest: Path, events: list[dict[str, object]], **kw: Any) -> AgentPool:
+def member_pool(
+    manifest: Path, events: list[dict[str, object]], *, drain_when_not_member: bool = False
+) -> AgentPool:
     """v1.0.0 under `manifest` (polled every 0.1 s), auditing into `events`."""
     return AgentPool(
         agents={"sales": Sales},
@@ -65,10 +66,12 @@ def member_pool(manifest: Path, events: list[dict[str, object]], **kw: Any) -> A
         default_stt=FakeSTT(),
         default_llm=FakeLLM(),
         default_tts=FakeTTS(),
-        **kw,
         config=PoolConfig.from_env(
             deployment=Deployment(
-                manifest=manifest, membership_secrets=[SECRET], manifest_poll_interval=0.1
+                manifest=manifest,
+                membership_secrets=[SECRET],
+                manifest_poll_interval=0.1,
+                drain_when_not_member=drain_when_not_member,
             ),
             runtime=Runtime(prewarm_models=False),
         ),

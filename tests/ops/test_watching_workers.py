@@ -10,7 +10,7 @@ from pathlib import Path
 from livekit.agents import Agent
 
 from openrtc import AgentPool
-from openrtc.config import PoolConfig, Runtime
+from openrtc.config import OpsEndpoint, PoolConfig, Runtime
 from openrtc.devserver import DispatchServer
 from openrtc.testing import FakeLLM, FakeSTT, FakeTTS
 from tests.harness import running, wait_until
@@ -21,15 +21,19 @@ class Sales(Agent):
         super().__init__(instructions="You are Sales.")
 
 
-def pool_at(version: str, **kw: object) -> AgentPool:
+def pool_at(
+    version: str, ops: OpsEndpoint | None = None, max_concurrent_sessions: int | None = None
+) -> AgentPool:
     return AgentPool(
         agents={"sales": Sales},
         deployment_version=version,
+        max_concurrent_sessions=max_concurrent_sessions,
         default_stt=FakeSTT(),
         default_llm=FakeLLM(),
         default_tts=FakeTTS(),
-        **kw,
-        config=PoolConfig.from_env(runtime=Runtime(prewarm_models=False)),
+        config=PoolConfig.from_env(
+            runtime=Runtime(prewarm_models=False), ops=ops or OpsEndpoint(port=None)
+        ),
     )
 
 
@@ -86,7 +90,7 @@ async def test_metrics_jsonl_records_snapshots_and_each_call(
     devserver: DispatchServer, tmp_path: Path
 ) -> None:
     path = tmp_path / "metrics.jsonl"
-    pool = pool_at("v1.0.0", metrics_jsonl=path, metrics_jsonl_interval=0.1)
+    pool = pool_at("v1.0.0", OpsEndpoint(port=None, metrics_jsonl=path, metrics_jsonl_interval=0.1))
     async with running(pool, devserver):
         job = await devserver.dispatch(simulated_call={"turns": ["hi"], "mode": "text"})
         await devserver.wait_job(job.id, {"success"}, timeout=20)

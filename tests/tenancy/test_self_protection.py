@@ -12,6 +12,7 @@ import pytest
 
 from openrtc import AgentPool, ConfigError
 from openrtc.config import PoolConfig, Runtime
+from openrtc.config import SelfProtection as ConfiguredProtection
 from openrtc.devserver import DispatchServer
 from openrtc.ops.self_protection import MemoryGuard, MemoryReading, SelfProtection, read_memory
 from openrtc.worker.lifespan import EXIT_OK
@@ -22,12 +23,15 @@ from .agents import Blocker, Broken, TenantAgent, call, fakes
 ENDED = {"success", "failed", "unserved", "cancelled"}
 
 
-def pool_with(**options: Any) -> AgentPool:
+def pool_with(audit_sink: Any = None, **protection: Any) -> AgentPool:
     return AgentPool(
         agents={"t": TenantAgent, "broken": Broken, "blocker": Blocker},
         **fakes(),
-        **options,
-        config=PoolConfig.from_env(runtime=Runtime(prewarm_models=False)),
+        audit_sink=audit_sink,
+        config=PoolConfig.from_env(
+            runtime=Runtime(prewarm_models=False),
+            protection=ConfiguredProtection(**protection),
+        ),
     )
 
 

@@ -75,9 +75,9 @@ def test_the_cli_flag_reaches_the_pool(monkeypatch: pytest.MonkeyPatch) -> None:
     app = typer.Typer()
 
     @app.command()
-    @po.pool_flags()
-    def start(flags: po.PoolFlags = po.DEFAULTS) -> None:
-        seen.append(flags.build(EXAMPLES).config.runtime.uses_shared_vad)
+    @po.pool_flags
+    def start(config: PoolConfig = po.DEFAULTS) -> None:
+        seen.append(po.build_pool(config, EXAMPLES).config.runtime.uses_shared_vad)
 
     runner = CliRunner()
     assert runner.invoke(app, ["--no-shared-vad"]).exit_code == 0

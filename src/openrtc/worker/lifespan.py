@@ -136,24 +136,24 @@ class Lifespan:
             loop.call_soon_threadsafe(self._apply_requests)
 
     def _apply_requests(self) -> None:
+        """Carry out what was recorded: registration and membership first, then a drain."""
         pool, lifecycle = self.pool, self.pool.lifecycle
         state = lifecycle.state
+        if pool.registered:
+            if pool.member is False and state in (WorkerState.STARTING, WorkerState.ACCEPTING):
+                reason = pool.membership_reason or "not in manifest"
+                lifecycle.move(WorkerState.NOT_MEMBER, reason=reason, actor="manifest")
+            elif state is WorkerState.STARTING:
+                lifecycle.move(WorkerState.ACCEPTING, reason="registered")
+            elif state is WorkerState.NOT_MEMBER and pool.member:
+                reason = pool.membership_reason
+                lifecycle.move(WorkerState.ACCEPTING, reason=reason, actor="manifest")
         drain = pool.drain_request
         if drain is not None:
             if lifecycle.can_move(WorkerState.DRAINING):
                 lifecycle.move(WorkerState.DRAINING, reason=drain.reason, actor=drain.actor)
-            if state is not WorkerState.STOPPED:
+            if lifecycle.state is not WorkerState.STOPPED:
                 self._drain_started.set()
-            return
-        if not pool.registered:
-            return
-        if pool.member is False and state in (WorkerState.STARTING, WorkerState.ACCEPTING):
-            reason = pool.membership_reason or "not in manifest"
-            lifecycle.move(WorkerState.NOT_MEMBER, reason=reason, actor="manifest")
-        elif state is WorkerState.STARTING:
-            lifecycle.move(WorkerState.ACCEPTING, reason="registered")
-        elif state is WorkerState.NOT_MEMBER and pool.member:
-            lifecycle.move(WorkerState.ACCEPTING, reason=pool.membership_reason, actor="manifest")
         if lifecycle.state is not WorkerState.STARTING:
             self.started.set()
 
