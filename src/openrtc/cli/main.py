@@ -57,7 +57,7 @@ def start(
         ),
     ] = None,
     log_level: LogLevel = LevelName.INFO,
-    log_format: LogFormat = FormatName.text,
+    log_format: LogFormat = FormatName.auto,
     flags: po.PoolFlags = po.DEFAULTS,
 ) -> None:
     """Run a production worker for the agents in AGENTS_DIR.
