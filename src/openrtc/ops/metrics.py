@@ -35,6 +35,7 @@ from prometheus_client.registry import Collector
 from ..lifecycle import WorkerState
 from ..sessions import SessionInfo, SessionOutcome
 from .memory import process_memory
+from .turn_latency import TURN_LATENCY_BUCKETS, TurnLatencyObserver
 
 if TYPE_CHECKING:
     from ..pool import AgentPool
@@ -205,7 +206,15 @@ class PoolMetrics:
                 registry=self.registry,
             )
             lag.observers.append(self.loop_lag.observe)
+        self.turn_latency = Histogram(
+            "openrtc_turn_latency_seconds",
+            "From the caller's last word to the agent's first, per turn (livekit's e2e_latency).",
+            ["agent"],
+            buckets=TURN_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         pool.add_end_listener(self._on_end)
+        pool.add_observer(TurnLatencyObserver(self.turn_latency))
 
     def _on_end(self, info: SessionInfo, outcome: SessionOutcome) -> None:
         self.duration.labels(info.agent, outcome.status.value).observe(outcome.duration_s)
