@@ -112,6 +112,62 @@ def problems(deployment: dict[str, Any]) -> list[str]:
     manifest = mount_for(pod, container, env.get("OPENRTC_MANIFEST", {}).get("value", ""))
     if "configMap" not in manifest:
         out.append("OPENRTC_MANIFEST is not a file of a mounted ConfigMap (without subPath)")
+    out.extend(restricted_problems(pod, container, env))
+    out.extend(probe_problems(pod, container, deployment["spec"]["template"]["metadata"]))
+    return out
+
+
+def restricted_problems(
+    pod: dict[str, Any], container: dict[str, Any], env: dict[str, dict[str, Any]]
+) -> list[str]:
+    """Pod Security "restricted", and a writable emptyDir wherever the worker writes."""
+    out: list[str] = []
+    pod_sc = pod.get("securityContext", {})
+    sc = container.get("securityContext", {})
+    if sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is not True:
+        out.append("runAsNonRoot is not true")
+    if sc.get("runAsUser", pod_sc.get("runAsUser")) in (None, 0):
+        out.append("no non-root runAsUser")
+    seccomp = sc.get("seccompProfile", pod_sc.get("seccompProfile", {}))
+    if seccomp.get("type") not in ("RuntimeDefault", "Localhost"):
+        out.append("seccompProfile is not RuntimeDefault")
+    if sc.get("allowPrivilegeEscalation") is not False:
+        out.append("allowPrivilegeEscalation is not false")
+    if sc.get("capabilities", {}).get("drop") != ["ALL"]:
+        out.append("capabilities are not dropped (drop: [ALL])")
+    if sc.get("readOnlyRootFilesystem") is not True:
+        out.append("the root filesystem is writable")
+    written = ["/tmp/x"] + [
+        env[name]["value"]
+        for name in ("OPENRTC_AUDIT_PATH", "OPENRTC_METRICS_JSONL")
+        if "value" in env.get(name, {})
+    ]
+    for path in written:
+        if "emptyDir" not in mount_for(pod, container, path):
+            out.append(f"{path} is not on a writable emptyDir")
+    return out
+
+
+def probe_problems(
+    pod: dict[str, Any], container: dict[str, Any], template_meta: dict[str, Any]
+) -> list[str]:
+    """Startup covers slow starts; liveness restarts a hung pod, never a busy one."""
+    out: list[str] = []
+    startup = container.get("startupProbe", {})
+    if startup.get("httpGet", {}).get("path") != "/healthz":
+        out.append("startupProbe does not GET /healthz")
+    elif startup.get("periodSeconds", 10) * startup.get("failureThreshold", 3) < 60:
+        out.append("startupProbe allows less than 60 s to start")
+    live = container.get("livenessProbe", {})
+    window = live.get("periodSeconds", 10) * live.get("failureThreshold", 3)
+    if live.get("timeoutSeconds", 1) < 5 or window < 60:
+        out.append(
+            f"livenessProbe restarts after {window}s unanswered (timeout "
+            f"{live.get('timeoutSeconds', 1)}s): a busy pod with live calls could be killed"
+        )
+    annotations = template_meta.get("annotations", {})
+    if annotations.get("cluster-autoscaler.kubernetes.io/safe-to-evict") != "false":
+        out.append("pods are not protected from cluster-autoscaler scale-down (safe-to-evict)")
     return out
 
 
@@ -159,9 +215,47 @@ def _manifest_by_subpath(pod: dict[str, Any]) -> None:
             mount["subPath"] = "manifest.json"
 
 
+def _root_writable(pod: dict[str, Any]) -> None:
+    pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"] = False
+
+
+def _as_root(pod: dict[str, Any]) -> None:
+    pod["securityContext"]["runAsUser"] = 0
+    del pod["securityContext"]["runAsNonRoot"]
+    del pod["containers"][0]["securityContext"]["runAsNonRoot"]
+
+
+def _no_seccomp(pod: dict[str, Any]) -> None:
+    del pod["securityContext"]["seccompProfile"]
+
+
+def _audit_on_root(pod: dict[str, Any]) -> None:
+    env_of(pod["containers"][0])["OPENRTC_AUDIT_PATH"]["value"] = "/app/audit.jsonl"
+
+
+def _no_tmp(pod: dict[str, Any]) -> None:
+    mounts = pod["containers"][0]["volumeMounts"]
+    mounts[:] = [m for m in mounts if m["mountPath"] != "/tmp"]
+
+
+def _no_startup(pod: dict[str, Any]) -> None:
+    del pod["containers"][0]["startupProbe"]
+
+
+def _impatient_liveness(pod: dict[str, Any]) -> None:
+    pod["containers"][0]["livenessProbe"].update(timeoutSeconds=1, failureThreshold=3)
+
+
 @pytest.mark.parametrize(
     ("breakage", "expected"),
     [
+        (_root_writable, "the root filesystem is writable"),
+        (_as_root, "runAsNonRoot is not true"),
+        (_no_seccomp, "seccompProfile is not RuntimeDefault"),
+        (_audit_on_root, "/app/audit.jsonl is not on a writable emptyDir"),
+        (_no_tmp, "/tmp/x is not on a writable emptyDir"),
+        (_no_startup, "startupProbe does not GET /healthz"),
+        (_impatient_liveness, "livenessProbe restarts after 30s unanswered"),
         (_set_grace, "grace period 1800s does not exceed"),
         (_set_drain, "does not exceed drain timeout 1850.0s"),
         (_no_grace, "grace period 30s"),
@@ -186,6 +280,19 @@ def test_problems_finds_a_rollout_that_drops_capacity(surge: Any, unavailable: A
     broken = copy.deepcopy(one("Deployment"))
     broken["spec"]["strategy"]["rollingUpdate"] = {"maxSurge": surge, "maxUnavailable": unavailable}
     assert problems(broken)
+
+
+def test_problems_finds_pods_the_autoscaler_may_evict_mid_drain() -> None:
+    broken = copy.deepcopy(one("Deployment"))
+    del broken["spec"]["template"]["metadata"]["annotations"]
+    assert any("safe-to-evict" in p for p in problems(broken)), problems(broken)
+
+
+def test_the_disruption_budget_lets_node_drains_take_one_pod_at_a_time() -> None:
+    pdb = one("PodDisruptionBudget")
+    labels = one("Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert pdb["spec"].get("maxUnavailable") == 1 and "minAvailable" not in pdb["spec"]
 
 
 def test_kustomization_sets_one_version_for_image_and_label() -> None:

@@ -1,34 +1,43 @@
-"""Log setup for the CLI: readable lines by default, JSON lines for log shippers."""
+"""Log setup for the CLI: readable lines in a terminal, JSON lines for log shippers.
+
+JSON lines carry livekit-agents' own keys (`message`, `level`, `name`, `pid`, the
+`code.*` fields and an ISO 8601 UTC `timestamp`), so a fleet that mixes OpenRTC workers
+and plain livekit workers has one schema, plus ours: `deployment_version`, `job_id`,
+`agent`, `tenant` (from `log_context`) and any `extra=` a line carries.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
-from typing import Any
+from typing import TextIO
+
+from pythonjsonlogger.json import JsonFormatter
 
 from ..log_context import LogContextFilter, suffix
 
-_STD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+TRACE = 5
+"""livekit-agents' level below DEBUG (`LIVEKIT_LOG_LEVEL=trace`)."""
+
+JSON_FIELDS = {
+    "message": "message",
+    "levelname": "level",
+    "name": "name",
+    "process": "pid",
+    "pathname": "code.file.path",
+    "funcName": "code.function.name",
+    "lineno": "code.line.number",
+}
+"""LogRecord attribute -> key in a JSON line, as livekit-agents names them."""
 
 
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, Any] = {
-            "ts": round(record.created, 3),
-            "level": record.levelname,
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        for key, value in vars(record).items():
-            if key not in _STD and not key.startswith("_"):
-                out[key] = (
-                    value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
-                )
-        if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out)
+def json_formatter() -> logging.Formatter:
+    return JsonFormatter(
+        list(JSON_FIELDS),
+        rename_fields={k: v for k, v in JSON_FIELDS.items() if k != v},
+        timestamp=True,
+    )
 
 
 class TextFormatter(logging.Formatter):
@@ -47,18 +56,36 @@ class TextFormatter(logging.Formatter):
         return first + fields + sep + rest
 
 
+def level_number(level: str) -> int:
+    """A level name as livekit's --log-level takes it (trace, debug, info, warn, ...)."""
+    name = level.upper()
+    if name == "TRACE":
+        return TRACE
+    numeric = logging.getLevelName(name)
+    return numeric if isinstance(numeric, int) else logging.INFO
+
+
+def resolve_format(fmt: str, stream: TextIO) -> str:
+    """`auto` is json unless the log stream is a terminal, where a person reads it."""
+    if fmt != "auto":
+        return fmt
+    isatty = getattr(stream, "isatty", None)
+    return "text" if callable(isatty) and isatty() else "json"
+
+
 def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
-    numeric = logging.getLevelName(level.upper())
-    if not isinstance(numeric, int):
-        numeric = logging.INFO
-    handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
+    numeric = level_number(level)
+    stream = sys.stderr
+    handler = logging.StreamHandler(stream)
+    if resolve_format(fmt, stream) == "json":
+        handler.setFormatter(json_formatter())
     else:
         handler.setFormatter(TextFormatter())
     handler.addFilter(LogContextFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(numeric)
-    for noisy in ("livekit", "livekit.agents", "asyncio"):
+    # as livekit's own CLI: its agents logger follows the level, the chatty ones stay quieter
+    logging.getLogger("livekit.agents").setLevel(numeric)
+    for noisy in ("livekit", "asyncio"):
         logging.getLogger(noisy).setLevel(max(numeric, logging.INFO))

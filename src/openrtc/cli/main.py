@@ -58,7 +58,7 @@ def start(
         ),
     ] = None,
     log_level: LogLevel = LevelName.INFO,
-    log_format: LogFormat = FormatName.text,
+    log_format: LogFormat = FormatName.auto,
     config: PoolConfig = po.DEFAULTS,
 ) -> None:
     """Run a production worker for the agents in AGENTS_DIR.

@@ -31,13 +31,19 @@ ApiSecret = Annotated[
 
 
 class LevelName(StrEnum):
+    """livekit-agents' level names (its --log-level / LIVEKIT_LOG_LEVEL), and WARNING."""
+
+    TRACE = "TRACE"
     DEBUG = "DEBUG"
     INFO = "INFO"
+    WARN = "WARN"
     WARNING = "WARNING"
     ERROR = "ERROR"
+    CRITICAL = "CRITICAL"
 
 
 class FormatName(StrEnum):
+    auto = "auto"
     text = "text"
     json = "json"
 
@@ -45,7 +51,10 @@ class FormatName(StrEnum):
 LogLevel = Annotated[
     LevelName,
     typer.Option(
-        "--log-level", envvar="OPENRTC_LOG_LEVEL", case_sensitive=False, help="How much to log."
+        "--log-level",
+        envvar=["OPENRTC_LOG_LEVEL", "LIVEKIT_LOG_LEVEL"],
+        case_sensitive=False,
+        help="How much to log (also LIVEKIT_LOG_LEVEL, as in livekit-agents).",
     ),
 ]
 LogFormat = Annotated[
@@ -53,6 +62,7 @@ LogFormat = Annotated[
     typer.Option(
         "--log-format",
         envvar="OPENRTC_LOG_FORMAT",
-        help="text, or json (one object a line, for log shippers).",
+        help="text, json (one object a line, livekit-agents' keys), or auto: json unless "
+        "the log stream (stderr) is a terminal.",
     ),
 ]

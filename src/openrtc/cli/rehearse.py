@@ -39,6 +39,13 @@ def rehearse_command(
         typer.Option("--workdir", help="Keep logs, audit files and the manifest here."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    html: Annotated[
+        Path | None,
+        typer.Option(
+            "--html",
+            help="Also write the report as one self-contained HTML page with a timeline.",
+        ),
+    ] = None,
 ) -> None:
     """Rehearse a zero-downtime deploy: real workers, real SIGTERM, simulated calls.
 
@@ -54,6 +61,9 @@ def rehearse_command(
         typer.secho(
             f"error: {directory} is not a directory of agents; pass AGENTS_DIR", err=True, fg="red"
         )
+        raise typer.Exit(2)
+    if html is not None and not html.resolve().parent.is_dir():
+        typer.secho(f"error: --html {html}: no directory {html.parent}", err=True, fg="red")
         raise typer.Exit(2)
     config = RehearsalConfig(
         agents_dir=directory.resolve(),
@@ -75,6 +85,15 @@ def rehearse_command(
     except (RuntimeError, TimeoutError, OSError) as e:
         typer.secho(f"error: rehearsal stopped: {e}", err=True, fg="red")
         raise typer.Exit(1) from None
+    if html is not None:
+        from ..rehearsal.html import render_html
+
+        try:
+            html.write_text(render_html(report))
+        except OSError as e:
+            typer.secho(f"error: --html {html}: {e.strerror}", err=True, fg="red")
+            raise typer.Exit(2) from None
+        print(f"report written to {html}", file=sys.stderr)
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
     else:

@@ -19,7 +19,7 @@ from aiohttp import web
 from ..lifecycle import WorkerState
 from . import call_stats
 from .memory import process_memory
-from .metrics import CONTENT_TYPE, PoolMetrics
+from .metrics import PoolMetrics
 
 if TYPE_CHECKING:
     from ..pool import AgentPool
@@ -27,8 +27,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("openrtc.http")
 
-HEALTH_STALL_LIMIT = 5.0
-"""/healthz fails when the loop's recent lag exceeds this many seconds."""
+HANG_AFTER_S = 10.0
+"""/healthz fails when the loop-lag monitor has not run for this many seconds: the loop
+is hung (blocked, or the monitor died), not merely busy."""
 
 
 def load_admin_token() -> str | None:
@@ -54,6 +55,7 @@ class OpsServer:
         self.host = host
         self.port = port
         self.admin_token = admin_token
+        self.hang_after = HANG_AFTER_S
         self.metrics = PoolMetrics(pool, lag)
         self.hot_reload: Callable[[], dict[str, Any]] | None = None
         """The hot reloader's status, shown under "hot_reload" in /snapshot when set."""
@@ -91,12 +93,27 @@ class OpsServer:
             self._runner = None
 
     async def healthz(self, request: web.Request) -> web.Response:
-        lag = self.lag.percentile(0.99)
-        if lag > HEALTH_STALL_LIMIT:
+        """Liveness: fails only on a hung process, never on a busy one.
+
+        A worker full of calls runs its loop late (lag in the seconds) and must be left
+        alone: restarting it would cut every call. A loop that is blocked cannot answer
+        at all, so the probe's own timeout catches it; an answer given while the lag
+        monitor has not ticked for `hang_after` seconds (the loop just woke from a long
+        block, or the monitor is gone) is a 503.
+        """
+        stalled = self.lag.stalled_for()
+        if stalled > self.hang_after:
             return web.json_response(
-                {"ok": False, "reason": f"event loop lag {lag:.1f}s"}, status=503
+                {"ok": False, "reason": f"event loop has not ticked for {stalled:.1f}s"},
+                status=503,
             )
-        return web.json_response({"ok": True, "state": self.pool.state.value})
+        return web.json_response(
+            {
+                "ok": True,
+                "state": self.pool.state.value,
+                "loop_lag_p99_s": round(self.lag.percentile(0.99), 3),
+            }
+        )
 
     async def readyz(self, request: web.Request) -> web.Response:
         state = self.pool.admission_state()
@@ -114,7 +131,8 @@ class OpsServer:
         )
 
     async def metrics_handler(self, request: web.Request) -> web.Response:
-        return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+        body, content_type = self.metrics.exposition(request.headers.get("Accept"))
+        return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def snapshot(self, request: web.Request) -> web.Response:
         body = self.pool.runtime_snapshot().to_dict()

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
+from collections.abc import Callable
+
+logger = logging.getLogger("openrtc.ops")
 
 
 class LoopLagMonitor:
@@ -14,10 +18,12 @@ class LoopLagMonitor:
         self.last = 0.0
         self.last_tick = time.monotonic()
         self._task: asyncio.Task[None] | None = None
-        self.observers: list[object] = []
+        self.observers: list[Callable[[float], None]] = []
+        """Called with each sample, in seconds, on the loop (the /metrics histogram)."""
 
     def start(self) -> None:
         if self._task is None:
+            self.last_tick = time.monotonic()
             self._task = asyncio.create_task(self._run(), name="loop_lag_monitor")
 
     async def aclose(self) -> None:
@@ -34,6 +40,11 @@ class LoopLagMonitor:
             self.last = max(0.0, now - before - self.interval)
             self.last_tick = now
             self.samples.append(self.last)
+            for observe in self.observers:
+                try:
+                    observe(self.last)
+                except Exception:
+                    logger.exception("loop lag observer failed")
 
     def percentile(self, q: float) -> float:
         if not self.samples:

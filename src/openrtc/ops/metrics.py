@@ -3,44 +3,79 @@
 Each pool gets its own CollectorRegistry, so several pools in one process (tests,
 benchmarks) never collide. Gauges and totals come from the pool's own counters, so the
 numbers on /metrics, /snapshot and `openrtc top` always agree.
+
+Which version a worker runs is in one series, `openrtc_build_info{version=...} 1`.
+Three series carry a `version` label as well, because a deploy dashboard splits them by
+version while old and new workers overlap: `openrtc_active_sessions` (live calls by
+version), `openrtc_draining` (workers draining, by version) and `openrtc_sessions_ended`
+(call outcomes by version). Any other series joins `openrtc_build_info` on its instance.
 """
 
 from __future__ import annotations
 
+import platform
 from collections import Counter
 from collections.abc import Iterator, Mapping
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from ..lifecycle import WorkerState
 from ..sessions import SessionInfo, SessionOutcome
 from .memory import process_memory
+from .turn_latency import TURN_LATENCY_BUCKETS, TurnLatencyObserver
 
 if TYPE_CHECKING:
     from ..pool import AgentPool
     from .loop_lag import LoopLagMonitor
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600)
+LOOP_LAG_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+)  # fmt: skip
+"""Seconds; 0.04 and 0.05 bracket the 50 ms p99 a worker needs to keep up with its calls."""
 
 
-def _by_label(
-    name: str, doc: str, label: str, counts: Mapping[str, int], version: str
-) -> CounterMetricFamily:
-    """A counter family with one sample per key of `counts`, labelled with the version."""
-    family = CounterMetricFamily(name, doc, labels=[label, "version"])
+def _by_label(name: str, doc: str, label: str, counts: Mapping[str, int]) -> CounterMetricFamily:
+    """A counter family with one sample per key of `counts`."""
+    family = CounterMetricFamily(name, doc, labels=[label])
     for key, n in sorted(counts.items()):
-        family.add_metric([key, version], n)
+        family.add_metric([key], n)
     return family
 
 
+def _installed(name: str) -> str:
+    try:
+        return package_version(name)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def build_labels(deployment_version: str) -> dict[str, str]:
+    """The labels of openrtc_build_info: what this worker runs."""
+    return {
+        "version": deployment_version,
+        "openrtc": _installed("openrtc"),
+        "livekit_agents": _installed("livekit-agents"),
+        "python": platform.python_version(),
+    }
+
+
 class PoolCollector(Collector):
-    def __init__(self, pool: AgentPool, lag: LoopLagMonitor | None) -> None:
+    def __init__(self, pool: AgentPool) -> None:
         self.pool = pool
-        self.lag = lag
 
     def collect(self) -> Iterator[Metric]:
         pool = self.pool
@@ -60,10 +95,8 @@ class PoolCollector(Collector):
             active.add_metric([agent, tenant, version], n)
         yield active
 
-        accepted = CounterMetricFamily(
-            "openrtc_sessions_accepted", "Calls this worker took.", labels=["version"]
-        )
-        accepted.add_metric([version], snap.accepted_total)
+        accepted = CounterMetricFamily("openrtc_sessions_accepted", "Calls this worker took.")
+        accepted.add_metric([], snap.accepted_total)
         yield accepted
 
         yield _by_label(
@@ -71,15 +104,15 @@ class PoolCollector(Collector):
             "Offers this worker refused, by reason.",
             "reason",
             snap.rejected_total,
-            version,
         )
-        yield _by_label(
+        ended = CounterMetricFamily(
             "openrtc_sessions_ended",
             "Calls that ended, by outcome (success, failed, cancelled).",
-            "outcome",
-            snap.outcomes_total,
-            version,
+            labels=["outcome", "version"],
         )
+        for outcome, n in sorted(snap.outcomes_total.items()):
+            ended.add_metric([outcome, version], n)
+        yield ended
 
         draining = GaugeMetricFamily(
             "openrtc_draining", "1 while the worker drains.", labels=["version"]
@@ -90,30 +123,19 @@ class PoolCollector(Collector):
         state = GaugeMetricFamily(
             "openrtc_worker_state",
             "1 for the worker's current lifecycle state.",
-            labels=["state", "version"],
+            labels=["state"],
         )
         for s in WorkerState:
-            state.add_metric([s.value, version], 1.0 if s.value == snap.state else 0.0)
+            state.add_metric([s.value], 1.0 if s.value == snap.state else 0.0)
         yield state
 
         member = GaugeMetricFamily(
             "openrtc_membership",
-            "1 when the active manifest names this version, 0 when not.",
-            labels=["version"],
+            "1 when the active manifest names this worker's version, 0 when not.",
         )
         if snap.member is not None:
-            member.add_metric([version], 1.0 if snap.member else 0.0)
+            member.add_metric([], 1.0 if snap.member else 0.0)
         yield member
-
-        if self.lag is not None:
-            lag = GaugeMetricFamily(
-                "openrtc_event_loop_lag_seconds",
-                "How late the event loop ran a timer, by quantile over the recent window.",
-                labels=["quantile"],
-            )
-            for q in (0.5, 0.99, 1.0):
-                lag.add_metric([str(q)], self.lag.percentile(q))
-            yield lag
 
         breaker = getattr(pool, "tenant_breaker", None)
         if breaker is not None:
@@ -122,22 +144,20 @@ class PoolCollector(Collector):
                 "Times a tenant's circuit breaker opened.",
                 "tenant",
                 breaker.breaker_trips,
-                version,
             )
             yield _by_label(
                 "openrtc_tenant_circuit_recoveries",
                 "Times a tenant's circuit breaker closed again after a good trial call.",
                 "tenant",
                 breaker.breaker_recoveries,
-                version,
             )
             open_now = GaugeMetricFamily(
                 "openrtc_tenant_circuit_open",
                 "1 while a tenant's new calls are refused by its breaker.",
-                labels=["tenant", "version"],
+                labels=["tenant"],
             )
             for tenant, st in sorted(breaker.states().items()):
-                open_now.add_metric([tenant, version], 0.0 if st == "closed" else 1.0)
+                open_now.add_metric([tenant], 0.0 if st == "closed" else 1.0)
             yield open_now
 
         memory = GaugeMetricFamily(
@@ -160,25 +180,51 @@ class PoolCollector(Collector):
 
 
 class PoolMetrics:
-    """The registry behind /metrics for one pool."""
+    """The registry behind /metrics for one pool, with prometheus_client's process metrics."""
 
     def __init__(self, pool: AgentPool, lag: LoopLagMonitor | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(PoolCollector(pool, lag))
+        self.registry.register(PoolCollector(pool))
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        Info("openrtc_build", "What this worker runs; always 1.", registry=self.registry).info(
+            build_labels(pool.deployment_version)
+        )
         self.duration = Histogram(
             "openrtc_session_duration_seconds",
             "Length of ended calls.",
-            ["agent", "version", "outcome"],
+            ["agent", "outcome"],
             buckets=DURATION_BUCKETS,
             registry=self.registry,
         )
-        self._version = pool.deployment_version
+        self.loop_lag: Histogram | None = None
+        if lag is not None:
+            self.loop_lag = Histogram(
+                "openrtc_event_loop_lag_seconds",
+                "How late the worker's event loop ran a 100 ms timer, per tick.",
+                buckets=LOOP_LAG_BUCKETS,
+                registry=self.registry,
+            )
+            lag.observers.append(self.loop_lag.observe)
+        self.turn_latency = Histogram(
+            "openrtc_turn_latency_seconds",
+            "From the caller's last word to the agent's first, per turn (livekit's e2e_latency).",
+            ["agent"],
+            buckets=TURN_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         pool.add_end_listener(self._on_end)
+        pool.add_observer(TurnLatencyObserver(self.turn_latency))
 
     def _on_end(self, info: SessionInfo, outcome: SessionOutcome) -> None:
-        self.duration.labels(info.agent, self._version, outcome.status.value).observe(
-            outcome.duration_s
-        )
+        self.duration.labels(info.agent, outcome.status.value).observe(outcome.duration_s)
 
     def render(self) -> bytes:
+        """The Prometheus text format."""
         return generate_latest(self.registry)
+
+    def exposition(self, accept: str | None) -> tuple[bytes, str]:
+        """The body and its content type in the format a scraper's Accept header asks for
+        (OpenMetrics or the Prometheus text format), both chosen by prometheus_client."""
+        encoder, content_type = choose_encoder(accept or "")
+        return encoder(self.registry), content_type

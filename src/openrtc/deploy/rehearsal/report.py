@@ -14,6 +14,37 @@ class TimelineEntry:
 
 
 @dataclass
+class CallSpan:
+    """One placed call: when it was assigned and ended (seconds since start), and where."""
+
+    job_id: str
+    version: str | None
+    start: float | None
+    end: float | None
+    state: str
+
+
+@dataclass
+class WorkerSpan:
+    """One worker process: started, sent SIGTERM, exited (seconds since start)."""
+
+    name: str
+    version: str
+    role: str
+    """"old" (drained by the deploy) or "new"."""
+    started: float
+    sigterm: float | None
+    exited: float | None
+    exit_code: int | None
+
+
+@dataclass
+class ManifestChange:
+    t: float
+    active: list[str]
+
+
+@dataclass
 class RehearsalReport:
     from_version: str
     to_version: str
@@ -38,6 +69,9 @@ class RehearsalReport:
     duration_seconds: float = 0.0
     timeline: list[TimelineEntry] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    calls: list[CallSpan] = field(default_factory=list)
+    workers: list[WorkerSpan] = field(default_factory=list)
+    manifests: list[ManifestChange] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:

@@ -31,7 +31,7 @@ from typing import Any
 from ...audit import AuditLog, verify_chain
 from ...devserver import DispatchServer
 from ..manifest import sign_manifest
-from .report import RehearsalReport, TimelineEntry
+from .report import CallSpan, ManifestChange, RehearsalReport, TimelineEntry, WorkerSpan
 from .workers import WorkerProcess
 
 logger = logging.getLogger("openrtc.deploy.rehearsal")
@@ -176,6 +176,11 @@ class Rehearsal:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(sign_manifest(versions, secret=secret))
         tmp.replace(path)
+        if self.config.use_manifest:
+            self.report.manifests.append(ManifestChange(self._since(time.time()), versions))
+
+    def _since(self, ts: float) -> float:
+        return round(ts - self.t0, 3)
 
     async def _start_workers(
         self, version: str, env: dict[str, str], workdir: Path
@@ -272,6 +277,28 @@ class Rehearsal:
                 if version == self.old_version and cutover is not None and j.assigned_at > cutover:
                     r.post_cutover_calls_on_old += 1
         r.calls_by_version = by_version
+        r.calls = [
+            CallSpan(
+                job_id=j.id,
+                version=version_of.get(j.worker_id or ""),
+                start=None if j.assigned_at is None else self._since(j.assigned_at),
+                end=None if j.ended_at is None else self._since(j.ended_at),
+                state=j.state.value,
+            )
+            for j in jobs
+        ]
+        r.workers = [
+            WorkerSpan(
+                name=w.name,
+                version=w.version,
+                role="old" if w in old else "new",
+                started=self._since(w.started_at),
+                sigterm=None if w.sigterm_at is None else self._since(w.sigterm_at),
+                exited=None if w.exited_at is None else self._since(w.exited_at),
+                exit_code=w.exit_code,
+            )
+            for w in self.workers
+        ]
         events = server.events()
         for w in old:
             r.sigterm_to_full_ms[w.name] = sigterm_to_full(events, w)
