@@ -56,6 +56,7 @@ from benchkit import (
     now_iso,
     own_cpu_seconds,
     pin_source,
+    server_env,
     system_busy_seconds,
     write_result,
 )
@@ -258,13 +259,9 @@ async def run_config(cfg: Config, mode: str, n: int) -> Run:
     async with DispatchServer(dispatch_deadline=cfg.ramp_timeout_s, offer_timeout=10.0) as srv:
         worker = Worker(
             args=[*MODES[mode], "--deployment-version", "bench", *cfg.worker_args],
-            env={
-                "LIVEKIT_URL": srv.ws_url,
-                "LIVEKIT_API_KEY": srv.api_key,
-                "LIVEKIT_API_SECRET": srv.api_secret,
-                "OPENRTC_CALL_STATS": "1",
-            },
+            env={**server_env(srv), "OPENRTC_CALL_STATS": "1"},
             log_path=cfg.workdir / f"density-{mode}-{n}.log",
+            name=f"{mode}-{n}",
         )
         try:
             await worker.start()
