@@ -97,21 +97,27 @@ class _Totals:
             pending_late += late
         out["vad_frames_pending"] = pending
         out["vad_frames_pending_late"] = pending_late
-        out.update(_mic_totals())
+        out.update(_caller_totals())
         return out
 
 
 _totals = _Totals()
 
 
-def _mic_totals() -> dict[str, int]:
+def _caller_totals() -> dict[str, Any]:
+    """The simulated callers' own counters, when this process runs any (read, not imported)."""
     import sys
 
+    out: dict[str, Any] = {}
     media = sys.modules.get("openrtc.simulation.media")
     mic = getattr(media, "MIC_TOTALS", None)
-    if mic is None:
-        return {}
-    return {f"mic_{k}": int(v) for k, v in mic.snapshot().items()}
+    if mic is not None:
+        out.update({f"mic_{k}": int(v) for k, v in mic.snapshot().items()})
+    latency = sys.modules.get("openrtc.simulation.latency")
+    turns = getattr(latency, "TURN_LATENCY", None)
+    if turns is not None:
+        out["turn_latency_hist"] = turns.snapshot()
+    return out
 
 
 # --- the VAD wrapper ------------------------------------------------------------------------
@@ -413,6 +419,8 @@ def merge(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 def snapshot() -> dict[str, Any]:
     """This worker's totals plus its job processes' latest (gauges of live ones only)."""
+    import sys
+
     import psutil
 
     parts = [_totals.to_dict()]
@@ -429,4 +437,8 @@ def snapshot() -> dict[str, Any]:
     out["late_ms"] = LATE_MS
     out["vad_latency_edges_ms"] = list(FRAME_LATENCY_EDGES_MS)
     out["loop_lag_edges_ms"] = list(LAG_EDGES_MS)
+    latency = sys.modules.get("openrtc.simulation.latency")
+    edges = getattr(latency, "TURN_LATENCY_EDGES_MS", None)
+    if edges is not None:
+        out["turn_latency_edges_ms"] = list(edges)
     return out
