@@ -633,7 +633,7 @@ def _fmt(value: float | None, digits: int = 1) -> str:
 
 def table(runs: list[Run]) -> Table:
     t = Table(title="Density: N live audio calls per worker (steady window)")
-    for col in ("mode", "N", "status", "kept up", "turn p50 ms", "turn p95 ms",
+    for col in ("mode", "N", "status", "kept up", "turns", "turn p50 ms", "turn p95 ms",
                 "p95 +lone ms", "failed", "VAD warnings", "PSS/call MB", "CPU %",
                 "CPU/call %", "lag p99 ms", "VAD late %", "mic late %", "note"):  # fmt: skip
         t.add_column(col)
@@ -643,6 +643,7 @@ def table(runs: list[Run]) -> Table:
             str(r.n),
             r.status,
             {None: "-", True: "yes", False: "no"}[r.kept_up],
+            "n/a" if r.turns_measured is None else str(r.turns_measured),
             _fmt(r.turn_latency_p50_ms, 0),
             _fmt(r.turn_latency_p95_ms, 0),
             _fmt(r.turn_latency_p95_over_lone_ms, 0),

@@ -286,7 +286,7 @@ def vad_impl(kinds: Any) -> str:
 
 
 def density_section(result: dict[str, Any]) -> str:
-    headers = ["mode", "N", "status", "kept up", "turn p50 ms", "turn p95 ms",
+    headers = ["mode", "N", "status", "kept up", "turns", "turn p50 ms", "turn p95 ms",
                "turn p95 over a lone call ms", "failed calls", "VAD-lag warnings", "PSS MB",
                "PSS/call MB", "CPU % of a core", "CPU/call %", "other load % of a core",
                "loop lag p50 ms", "loop lag p99 ms", "VAD late %", "caller audio late %", "VAD",
@@ -299,6 +299,7 @@ def density_section(result: dict[str, Any]) -> str:
                 r.get("n"),
                 r.get("status"),
                 r.get("kept_up"),
+                r.get("turns_measured"),
                 _bound(r.get("turn_latency_p50_ms")),
                 _bound(r.get("turn_latency_p95_ms")),
                 _num(r.get("turn_latency_p95_over_lone_ms"), 0),
