@@ -215,3 +215,26 @@ async def test_no_stall_no_warning_and_no_late_frame(
     assert warnings == []
     stats = totals.to_dict()
     assert stats["vad_frames_done"] >= 50 and stats["vad_frames_late"] == 0
+
+
+async def test_a_frame_waiting_for_more_audio_is_pending_but_never_late(
+    totals: call_stats._Totals,
+) -> None:
+    """The caller stopped (a hang-up): its last partial window waits for audio, not the VAD."""
+    from openrtc.vad import SharedVAD
+
+    vad = call_stats.CountingVAD(SharedVAD.load().for_session(), totals)
+    stream = vad.stream()
+    for _ in range(10):  # 3200 samples: 6 windows of 512, 128 samples left in frame 10
+        stream.push_frame(_frame())
+    assert await _drain_events(stream, idle=0.4) == 6
+    stats = totals.to_dict()
+    assert stats["vad_frames_done"] == 9
+    assert (stats["vad_frames_pending"], stats["vad_frames_pending_late"]) == (1, 0)
+    for _ in range(5):  # 128 + 1600 samples: 3 more windows end inside frame 15
+        stream.push_frame(_frame())
+    time.sleep(0.3)  # the loop stalls before the VAD could run: those frames are late
+    stats = totals.to_dict()
+    assert stats["vad_frames_pending"] == 6
+    assert stats["vad_frames_pending_late"] == 5, "frame 15 ends in a partial window"
+    await stream.aclose()

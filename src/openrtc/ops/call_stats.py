@@ -142,6 +142,8 @@ class _CountingStream:
         self._segments: deque[_Segment] = deque([_Segment()])
         self._head_used = 0
         self._last_index = 0
+        self._window = 0
+        """Input samples per VAD window, learned from the first one done."""
         self._closed = False
         with totals.lock:
             totals.vad_streams_opened += 1
@@ -184,12 +186,26 @@ class _CountingStream:
         return getattr(self._inner, name)
 
     def pending(self, now: float) -> tuple[int, int]:
-        """Frames pushed and not yet inside a finished window, and how many are late."""
+        """Frames pushed and not yet inside a finished window, and how many are late.
+
+        A frame that ends in a segment's trailing partial window waits for more audio (the
+        caller hung up, or a flush will drop it), not for the VAD: it is pending, never late.
+        """
         total = late = 0
-        for seg in list(self._segments):
-            for _, at in list(seg.frames):
+        for i, seg in enumerate(list(self._segments)):
+            frames = list(seg.frames)
+            tail = 0
+            if self._window:
+                spare = (seg.samples - (self._head_used if i == 0 else 0)) % self._window
+                later = 0
+                for samples, _ in reversed(frames):
+                    if later >= spare:
+                        break
+                    tail += 1
+                    later += samples
+            for k, (_, at) in enumerate(frames):
                 total += 1
-                if (now - at) * 1000 > LATE_MS:
+                if k < len(frames) - tail and (now - at) * 1000 > LATE_MS:
                     late += 1
         return total, late
 
@@ -202,6 +218,7 @@ class _CountingStream:
         return n
 
     def _window_done(self, n: int) -> None:
+        self._window = n
         # a window never spans a flush: the VAD drops what was left before one
         flushed = 0
         while len(self._segments) > 1 and self._segments[0].samples - self._head_used < n:
