@@ -36,6 +36,7 @@ from benchkit import (
     own_cpu_seconds,
     percentile,
     pin_source,
+    server_env,
     system_busy_seconds,
     write_result,
 )
@@ -184,12 +185,9 @@ async def run_cap(
     async with DispatchServer(dispatch_deadline=DEADLINE_S, offer_timeout=2.0) as srv:
         worker = Worker(
             args=["--max-concurrent-sessions", str(cap), "--deployment-version", "bench"],
-            env={
-                "LIVEKIT_URL": srv.ws_url,
-                "LIVEKIT_API_KEY": srv.api_key,
-                "LIVEKIT_API_SECRET": srv.api_secret,
-            },
+            env=server_env(srv),
             log_path=workdir / f"admission-cap{cap}.log",
+            name=f"cap{cap}",
         )
         try:
             await worker.start()

@@ -1,5 +1,5 @@
-"""What every benchmark shares: the machine record, percentiles, process-tree PSS and CPU,
-and the worker under test as a real `openrtc start` subprocess.
+"""What every benchmark shares: the machine record, the percentile definition, process-tree
+PSS and CPU, and `Worker`, the one way a benchmark starts the worker under test.
 
 The worker is measured from outside with psutil, so what is counted is what the operating
 system charges to the worker and every process it started (job processes, the forkserver).
@@ -14,6 +14,7 @@ import json
 import math
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -21,10 +22,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 import psutil
+
+if TYPE_CHECKING:
+    from openrtc.devserver import DispatchServer
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -141,15 +145,23 @@ def _json_default(value: Any) -> Any:
 # --- statistics -----------------------------------------------------------------------------
 
 
+def nearest_rank(q: float, count: int) -> int:
+    """1-based rank of the q-th percentile (q in 0..100) among `count` ordered values.
+
+    The one percentile definition of every benchmark: the smallest value with at least q%
+    of all values at or below it (nearest rank; no interpolation, so every percentile
+    reported is a value that was measured, or a histogram bound that holds it).
+    """
+    if not 0 <= q <= 100:
+        raise ValueError(f"percentile q must be between 0 and 100, got {q}")
+    return max(1, math.ceil(q / 100 * count))
+
+
 def percentile(values: Iterable[float], q: float) -> float | None:
     """Nearest-rank percentile (q in 0..100) of values; None when there are none."""
     ordered = sorted(values)
-    if not ordered:
-        return None
-    if not 0 <= q <= 100:
-        raise ValueError(f"percentile q must be between 0 and 100, got {q}")
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[rank - 1]
+    rank = nearest_rank(q, len(ordered))
+    return ordered[rank - 1] if ordered else None
 
 
 def hist_diff(after: Sequence[int], before: Sequence[int] | None) -> list[int]:
@@ -160,11 +172,14 @@ def hist_diff(after: Sequence[int], before: Sequence[int] | None) -> list[int]:
 
 
 def hist_percentile(edges: Sequence[float], counts: Sequence[int], q: float) -> float | None:
-    """Upper edge of the bucket holding the q-th percentile (q in 0..100); inf past the last."""
+    """Upper edge of the bucket holding the q-th percentile (q in 0..100); inf past the last.
+
+    The same nearest rank as `percentile`, read off a histogram of the values.
+    """
     total = sum(counts)
     if total <= 0:
         return None
-    rank = max(1, math.ceil(q / 100 * total))
+    rank = nearest_rank(q, total)
     seen = 0
     for i, n in enumerate(counts):
         seen += n
@@ -226,16 +241,39 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def server_env(server: DispatchServer) -> dict[str, str]:
+    """What a worker needs to register with `server`."""
+    return {
+        "LIVEKIT_URL": server.ws_url,
+        "LIVEKIT_API_KEY": server.api_key,
+        "LIVEKIT_API_SECRET": server.api_secret,
+    }
+
+
 @dataclass
 class Worker:
-    """`python -m openrtc.cli.main start AGENTS ...` against the in-process dispatch server."""
+    """The one way a benchmark starts a worker: a real subprocess, measured from outside.
+
+    By default `python -m openrtc.cli.main start AGENTS --http-port PORT *args`; `command`
+    replaces everything before `args` for a worker that is not the CLI (the CPU tools run
+    one with probes inside). It runs the pinned copy of src/ (`pin_source`), writes stdout
+    and stderr to `log_path`, and is signalled, waited for and killed with its whole tree.
+    """
 
     args: list[str]
     env: dict[str, str]
     log_path: Path
+    name: str = "worker"
+    agents: Path = AGENTS
+    command: list[str] | None = None
     port: int = 0
     proc: asyncio.subprocess.Process | None = None
     worker_id: str = ""
+    started_at: float | None = None
+    sigterm_at: float | None = None
+    """Wall-clock time (time.time()) SIGTERM was sent, as the dispatch server's events use."""
+    exited_at: float | None = None
+    exit_code: int | None = None
 
     @property
     def pid(self) -> int:
@@ -246,25 +284,30 @@ class Worker:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.returncode is None
 
-    async def start(self) -> None:
-        self.port = free_port()
-        argv = [
+    def argv(self) -> list[str]:
+        if self.command is not None:
+            return [*self.command, *self.args]
+        return [
             sys.executable,
             "-m",
             "openrtc.cli.main",
             "start",
-            str(AGENTS),
+            str(self.agents),
             "--http-port",
             str(self.port),
             *self.args,
         ]
+
+    async def start(self) -> None:
+        self.port = free_port()
         env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
         src = str(_pinned or ROOT / "src")
         env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH", "")) if p)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
+            self.started_at = time.time()
             self.proc = await asyncio.create_subprocess_exec(
-                *argv, env=env, stdout=log, stderr=log, stdin=asyncio.subprocess.DEVNULL
+                *self.argv(), env=env, stdout=log, stderr=log, stdin=asyncio.subprocess.DEVNULL
             )
 
     async def get(self, path: str, timeout: float = 5.0) -> tuple[int, dict[str, Any]] | None:
@@ -287,20 +330,21 @@ class Worker:
         return got is not None and got[0] == 200
 
     async def wait_accepting(self, timeout: float = 90.0) -> dict[str, Any]:
+        """Until /snapshot shows a worker id and the state `accepting`; returns it."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.alive:
                 raise RuntimeError(
-                    f"the worker exited with {self.proc and self.proc.returncode} while "
-                    f"starting; see {self.log_path}"
+                    f"worker {self.name} exited with {self.proc and self.proc.returncode} "
+                    f"while starting; see {self.log_path}"
                 )
             snap = await self.snapshot(2.0)
             if snap and snap.get("worker_id") and snap.get("state") == "accepting":
                 self.worker_id = str(snap["worker_id"])
                 return snap
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.1)
         raise TimeoutError(
-            f"the worker did not accept calls in {timeout:.0f}s; see {self.log_path}"
+            f"worker {self.name} did not accept calls in {timeout:.0f}s; see {self.log_path}"
         )
 
     def pss_mb(self) -> tuple[float, int]:
@@ -310,6 +354,48 @@ class Worker:
     def cpu_seconds(self) -> float:
         return sum_cpu_seconds(tree(self.pid))
 
+    def log_size(self) -> int:
+        """Bytes in the log now: a mark to count lines written after it (`log_lines`)."""
+        try:
+            return self.log_path.stat().st_size
+        except OSError:
+            return 0
+
+    def log_lines(self, start: int = 0, end: int | None = None) -> list[str]:
+        """The log's lines between two `log_size` marks (whole log by default)."""
+        try:
+            with self.log_path.open("rb") as f:
+                f.seek(start)
+                data = f.read() if end is None else f.read(max(0, end - start))
+        except OSError:
+            return []
+        return data.decode(errors="replace").splitlines()
+
+    def terminate(self) -> None:
+        """SIGTERM, as a platform sends it to retire a worker; the time is recorded."""
+        if self.alive:
+            assert self.proc is not None
+            self.sigterm_at = time.time()
+            self.proc.send_signal(signal.SIGTERM)
+
+    async def wait_exit(self, timeout: float) -> int | None:
+        """The exit code once the worker exits, or None if it is still running at timeout."""
+        if self.proc is None:
+            return None
+        try:
+            code = await asyncio.wait_for(self.proc.wait(), timeout)
+        except TimeoutError:
+            return None
+        if self.exit_code is None:
+            self.exited_at, self.exit_code = time.time(), code
+        return code
+
+    async def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM, then kill whatever is left after `timeout` seconds."""
+        self.terminate()
+        if await self.wait_exit(timeout) is None:
+            await self.kill()
+
     async def kill(self) -> None:
         """Kill the worker and every process it started (the measurement is over)."""
         if self.proc is None:
@@ -318,14 +404,15 @@ class Worker:
             with contextlib.suppress(psutil.NoSuchProcess):
                 p.kill()
         if self.alive:
-            self.proc.kill()
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
         await self.proc.wait()
 
 
 def system_busy_seconds() -> float:
     """CPU seconds every core spent on anything but idling, since boot."""
     t = psutil.cpu_times()
-    return float(sum(t)) - t.idle - getattr(t, "iowait", 0.0)
+    return float(sum(t) - t.idle - getattr(t, "iowait", 0.0))
 
 
 def own_cpu_seconds() -> float:

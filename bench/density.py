@@ -2,43 +2,54 @@
 
 For each N and each isolation mode a fresh `openrtc start examples/agents` worker runs as
 a subprocess against the loopback dispatch server in this process, with
-`OPENRTC_CALL_STATS=1`. N audio-mode simulated calls are dispatched: real AgentSessions
+`OPENRTC_CALL_STATS=1`. N audio-mode simulated calls are kept live: real AgentSessions
 with the real Silero VAD hearing real-time 16 kHz speech and silence, the real
-end-of-turn model, and the fake STT/LLM/TTS of the example agents. Callers keep talking
-(many turns), so every call is live and busy when, with all N running, a steady window
-is measured:
+end-of-turn model, and the fake STT/LLM/TTS of the example agents. The calls come from a
+seeded workload (`workload.py`): each has its own agent, number of turns, words, think
+time and hold, and they are dispatched with exponential gaps around `--pace`. A call that
+ends is replaced at once by the workload's next call, so N calls stay live. Once all N
+run and a settle time has passed, a steady window is measured:
 
+- turn latency: per turn, from the end of the caller's speech to the first frame of the
+  agent's reply audio playing in its earpiece, as the simulated caller hears it
+  (`openrtc.simulation.latency`, 5 ms histogram buckets), p50 and p95 over the window's
+  turns, and their increase over a lone call (the N=1 run of the same mode, always run);
 - memory: PSS summed over the worker and every process it started, mean over the window;
   per call = (that - the idle worker's PSS, measured before any call) / N;
 - CPU: CPU seconds of the same process tree over the window / window seconds;
 - loop lag: a 100 ms probe on every event loop that runs calls (the worker's loop, each
-  job thread's, each job process's), from the worker's `/snapshot` `call_stats`;
-- missed VAD frames: frames whose VAD window completed more than 200 ms after they were
-  pushed (or are still waiting that long; livekit's Silero plugin calls that "slower than
-  real time"), and caller microphone frames sent more than 200 ms after their real-time
-  slot or never sent, over the frames of the window.
+  job thread's, each job process's), from the worker's `/snapshot` `call_stats`.
+
+Over the whole run (first dispatch to the end of the window, the span in which the
+worker's own warnings can appear) it counts calls that failed, the worker's VAD-lag
+warnings in its log, and VAD frames late: frames whose VAD window completed more than
+200 ms after they were pushed (or are still waiting that long), the threshold at which
+the worker warns that the VAD is behind real time. Caller microphone frames sent more
+than 200 ms after their real-time slot, or never sent, are counted over the window.
 
 Modes: `coroutine` (calls as asyncio tasks, with the shared batched VAD, its default),
 `coroutine-stock-vad` (the same with livekit's per-call Silero streams, `--no-shared-vad`),
-`thread` and `process`. A mode keeps up at N when all N calls are held, loop lag p99 is
-under 50 ms (its histogram bucket ends below 50 ms) and under 1% of VAD frames and of
-caller audio are late; the summary gives, per mode, the largest N that kept up and the
-CPU per call there and at N=25.
+`thread` and `process`. A mode keeps up at N when no call failed, the p95 turn latency
+is at most 50 ms above a lone call's, the worker logged no VAD-lag warning, and loop lag
+p99 is under 50 ms (its histogram bucket ends below 50 ms); the summary gives, per mode,
+the largest N that kept up and the CPU per call there and at N=25.
 
 A mode stops growing when it no longer keeps up, or no longer fits: the worker dies or
-stops answering, calls fail or cannot all be held live, loop lag p99 exceeds 1 s, or the
-memory or time budget would be exceeded. The table says which, and why.
+stops answering, N calls cannot be held live, loop lag p99 exceeds 1 s, or the memory or
+time budget would be exceeded. The table says which, and why.
 
-    PYTHONPATH=src .venv/bin/python bench/density.py            # full run, ~8.5 min
-    PYTHONPATH=src .venv/bin/python bench/density.py --quick    # N=5, ~2 min
+    PYTHONPATH=src .venv/bin/python bench/density.py            # full run
+    PYTHONPATH=src .venv/bin/python bench/density.py --quick    # N=1,5, short windows
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import math
+import re
 import sys
 import tempfile
 import time
@@ -56,25 +67,30 @@ from benchkit import (
     now_iso,
     own_cpu_seconds,
     pin_source,
+    server_env,
     system_busy_seconds,
     write_result,
 )
 from rich.console import Console
 from rich.table import Table
+from workload import AGENTS, Workload
 
 from openrtc.devserver import DispatchServer
+from openrtc.simulation.latency import TURN_LATENCY_EDGES_MS
 
-AGENTS = ("sales", "support", "booking")
-TURNS = (
-    "hello there",
-    "I would like to book a table",
-    "what time do you open",
-    "thank you, goodbye",
-)
 LAG_LIMIT_MS = 1000.0
 KEEP_UP_LAG_MS = 50.0
-"""A mode keeps up at N when loop lag p99 is under this and <1% of frames are late."""
-KEEP_UP_LATE_PCT = 1.0
+"""A mode keeps up at N only when loop lag p99 is under this."""
+KEEP_UP_TURN_MS = 50.0
+"""... and its p95 turn latency is at most this much above a lone call's."""
+LONE_WINDOW_FACTOR = 3
+"""The lone call's window is this many times longer: one caller takes few turns a window."""
+LATE_PCT = 1.0
+"""Share of late audio (VAD frames or caller microphone) the note calls out."""
+VAD_WARNING = re.compile(
+    r"VAD is (?P<ms>\d+(?:\.\d+)?) ms behind real time|VAD inference is slower than realtime"
+)
+"""The worker's own VAD-lag warnings: the shared VAD's and the stock Silero stream's."""
 MODES: dict[str, list[str]] = {
     "coroutine": ["--isolation", "coroutine", "--shared-vad"],
     "coroutine-stock-vad": ["--isolation", "coroutine", "--no-shared-vad"],
@@ -102,6 +118,14 @@ class Config:
     worker_args: list[str]
     workdir: Path
     out: str
+    seed: int = 1
+    turns: tuple[int, int] = (3, 10)
+    pause_s_range: tuple[float, float] = (0.3, 2.0)
+
+    def workload(self) -> Workload:
+        return Workload(
+            seed=self.seed, turns=self.turns, pause_s=self.pause_s_range, pace_s=self.pace_s
+        )
 
 
 @dataclass
@@ -133,6 +157,19 @@ class Run:
     mic_frames_due: int | None = None
     mic_frames_late: int | None = None
     mic_missed_pct: float | None = None
+    turns_measured: int | None = None
+    turn_latency_p50_ms: float | None = None
+    turn_latency_p95_ms: float | None = None
+    turn_latency_p50_over_lone_ms: float | None = None
+    turn_latency_p95_over_lone_ms: float | None = None
+    """Increase over the N=1 run of the same mode (a lone call); None without one."""
+    calls_placed: int | None = None
+    calls_completed: int | None = None
+    calls_failed: int | None = None
+    """Calls that ended in any way but completing, from the first dispatch to the end."""
+    vad_lag_warnings: int | None = None
+    """Lines of the worker's log saying its VAD is behind real time, over the same span."""
+    vad_behind_max_ms: float | None = None
     histograms: dict[str, list[Any]] = field(default_factory=dict)
     """The window's loop-lag and VAD-latency histograms (counts per bucket)."""
     vad_kinds: dict[str, int] = field(default_factory=dict)
@@ -147,25 +184,6 @@ class Run:
     """See `keeps_up`; None when not run."""
     windows: int = 0
     """Windows measured: another is taken when other processes disturbed one (best kept)."""
-
-
-def script() -> dict[str, Any]:
-    """A caller who keeps talking: far more turns than the run lasts, then holds."""
-    return {
-        "turns": list(TURNS) * 12,
-        "mode": "audio",
-        "pause_s": 1.0,
-        "hold_s": 600.0,
-    }
-
-
-def _final(server: DispatchServer, jobs: list[str]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for job_id in jobs:
-        state = server.job(job_id).state
-        if state.final:
-            out[state.value] = out.get(state.value, 0) + 1
-    return out
 
 
 def _first_error(server: DispatchServer, jobs: list[str], log: Path) -> str:
@@ -202,27 +220,38 @@ def _stats(snap: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def window_numbers(
-    run: Run, before: dict[str, Any], after: dict[str, Any], n: int, seconds: float
+    run: Run,
+    before: dict[str, Any],
+    after: dict[str, Any],
+    n: int,
+    seconds: float,
+    run_start: dict[str, Any] | None = None,
 ) -> None:
-    """Fill run's lag and missed-frame numbers from two call_stats readings."""
+    """Fill run's lag, turn-latency and missed-frame numbers from two call_stats readings.
+
+    VAD frames are counted from `run_start` (the reading before the first call) when it is
+    given, so they cover the span the worker's VAD-lag warnings cover; the rest is the
+    window's.
+    """
     lag_edges = after.get("loop_lag_edges_ms") or []
     lag = hist_diff(after.get("loop_lag_hist", []), before.get("loop_lag_hist"))
     run.loop_lag_p50_ms = hist_percentile(lag_edges, lag, 50)
     run.loop_lag_p99_ms = hist_percentile(lag_edges, lag, 99)
 
-    def delta(key: str) -> int:
-        return int(after.get(key, 0)) - int(before.get(key, 0))
+    def delta(key: str, since: dict[str, Any] = before) -> int:
+        return int(after.get(key, 0)) - int(since.get(key, 0))
 
-    pushed = delta("vad_frames_pushed")
-    # frames resolved in the window (done) plus what the backlog grew by; late among them
-    resolved = delta("vad_frames_done") + delta("vad_frames_pending")
-    late = delta("vad_frames_late") + max(0, delta("vad_frames_pending_late"))
+    vad_since = before if run_start is None else run_start
+    pushed = delta("vad_frames_pushed", vad_since)
+    # frames resolved in the span (done) plus what the backlog grew by; late among them
+    resolved = delta("vad_frames_done", vad_since) + delta("vad_frames_pending", vad_since)
+    late = delta("vad_frames_late", vad_since) + max(0, delta("vad_frames_pending_late", vad_since))
     run.vad_frames_pushed = pushed
     run.vad_frames_late = late
     base = max(pushed, resolved)
     run.vad_missed_pct = round(min(100.0, 100 * late / base), 3) if base else None
     vad_edges = after.get("vad_latency_edges_ms") or []
-    vad_hist = hist_diff(after.get("vad_latency_hist", []), before.get("vad_latency_hist"))
+    vad_hist = hist_diff(after.get("vad_latency_hist", []), vad_since.get("vad_latency_hist"))
     run.vad_latency_p99_ms = hist_percentile(vad_edges, vad_hist, 99)
     run.histograms = {
         "loop_lag_edges_ms": list(lag_edges),
@@ -238,6 +267,44 @@ def window_numbers(
     run.mic_missed_pct = round(100 * mic_late / due, 3) if due else None
     run.vad_streams_open = int(after.get("vad_streams_open", 0))
     run.vad_kinds = dict(after.get("vad_kinds") or {})
+    turn_numbers(run, before, after)
+
+
+def turn_numbers(run: Run, before: dict[str, Any], after: dict[str, Any]) -> None:
+    """p50/p95 of the turn latencies the callers heard between two readings."""
+    if "turn_latency_hist" not in after:
+        return
+    edges = after.get("turn_latency_edges_ms") or list(TURN_LATENCY_EDGES_MS)
+    hist = hist_diff(after["turn_latency_hist"], before.get("turn_latency_hist"))
+    run.turns_measured = sum(hist)
+    run.turn_latency_p50_ms = hist_percentile(edges, hist, 50)
+    run.turn_latency_p95_ms = hist_percentile(edges, hist, 95)
+    run.histograms["turn_latency_edges_ms"] = list(edges)
+    run.histograms["turn_latency"] = hist
+
+
+def over_lone(run: Run, lone: Run | None) -> None:
+    """Fill the turn latency's increase over a lone call's (the same mode's N=1 run)."""
+    if lone is None:
+        return
+    for q in ("p50", "p95"):
+        mine = getattr(run, f"turn_latency_{q}_ms")
+        base = getattr(lone, f"turn_latency_{q}_ms")
+        if mine is not None and base is not None:
+            setattr(run, f"turn_latency_{q}_over_lone_ms", round(mine - base, 1))
+
+
+def vad_lag_warnings(lines: list[str]) -> tuple[int, float | None]:
+    """(VAD-lag warnings among the worker's log lines, the largest lag one reports in ms)."""
+    count, worst = 0, None
+    for line in lines:
+        m = VAD_WARNING.search(line)
+        if m is None:
+            continue
+        count += 1
+        if m.group("ms") is not None:
+            worst = max(worst or 0.0, float(m.group("ms")))
+    return count, worst
 
 
 async def _wait_quiet(worker: Worker, timeout: float) -> None:
@@ -252,26 +319,82 @@ async def _wait_quiet(worker: Worker, timeout: float) -> None:
         last = now
 
 
-async def run_config(cfg: Config, mode: str, n: int) -> Run:
+class Traffic:
+    """Keeps N calls of a workload live on one server: a call that ends is replaced at once.
+
+    Slot i holds the call placed i-th during the ramp, then each of its replacements.
+    """
+
+    def __init__(self, server: DispatchServer, n: int, workload: Workload) -> None:
+        self.server = server
+        self.n = n
+        self.plan = workload.calls()
+        self.slots: list[str] = []
+        self.jobs: list[str] = []
+        self.outcomes: dict[str, int] = {}
+        self.first_running: set[int] = set()
+        self._counted: set[str] = set()
+
+    async def _place(self, slot: int | None = None) -> None:
+        call = next(self.plan)
+        if slot is None and self.slots:
+            await asyncio.sleep(call.gap_s)
+        job = await self.server.dispatch(metadata={"agent": call.agent}, simulated_call=call.script)
+        self.jobs.append(job.id)
+        if slot is None:
+            self.slots.append(job.id)
+        else:
+            self.slots[slot] = job.id
+
+    async def ramp(self) -> None:
+        """Place the first N calls, each after its workload gap."""
+        for _ in range(self.n):
+            await self._place()
+
+    async def keep(self, interval: float = 0.2) -> None:
+        """Replace every call that ends, until cancelled."""
+        while True:
+            for slot, job_id in enumerate(list(self.slots)):
+                state = self.server.job(job_id).state
+                if state.value == "running" and slot not in self.first_running:
+                    self.first_running.add(slot)
+                if state.final and job_id not in self._counted:
+                    self._counted.add(job_id)
+                    self.outcomes[state.value] = self.outcomes.get(state.value, 0) + 1
+                    self.first_running.add(slot)
+                    await self._place(slot)
+            await asyncio.sleep(interval)
+
+    @property
+    def ramped(self) -> bool:
+        """Every slot has had a call running (or ended): all N were live at least once."""
+        return len(self.slots) == self.n and len(self.first_running) == self.n
+
+    @property
+    def live(self) -> int:
+        return _running(self.server, self.slots)
+
+    @property
+    def failed(self) -> dict[str, int]:
+        return {k: v for k, v in self.outcomes.items() if k != "success"}
+
+
+async def run_config(cfg: Config, mode: str, n: int, lone: Run | None = None) -> Run:
     run = Run(mode=mode, n=n)
     t_start = time.monotonic()
     async with DispatchServer(dispatch_deadline=cfg.ramp_timeout_s, offer_timeout=10.0) as srv:
         worker = Worker(
             args=[*MODES[mode], "--deployment-version", "bench", *cfg.worker_args],
-            env={
-                "LIVEKIT_URL": srv.ws_url,
-                "LIVEKIT_API_KEY": srv.api_key,
-                "LIVEKIT_API_SECRET": srv.api_secret,
-                "OPENRTC_CALL_STATS": "1",
-            },
+            env={**server_env(srv), "OPENRTC_CALL_STATS": "1"},
             log_path=cfg.workdir / f"density-{mode}-{n}.log",
+            name=f"{mode}-{n}",
         )
         try:
             await worker.start()
             await worker.wait_accepting()
             await _wait_quiet(worker, 30.0)
             run.idle_pss_mb, _ = worker.pss_mb()
-            await _hold_calls(cfg, srv, worker, run)
+            await _hold_calls(cfg, srv, worker, run, lone)
         except Exception as e:
             run.status, run.reason = "failed", f"{type(e).__name__}: {e}"
         finally:
@@ -280,79 +403,107 @@ async def run_config(cfg: Config, mode: str, n: int) -> Run:
     return run
 
 
-async def _hold_calls(cfg: Config, srv: DispatchServer, worker: Worker, run: Run) -> None:
+async def _hold_calls(
+    cfg: Config, srv: DispatchServer, worker: Worker, run: Run, lone: Run | None
+) -> None:
     n = run.n
-    jobs: list[str] = []
-    t0 = time.monotonic()
-    for i in range(n):
-        job = await srv.dispatch(
-            metadata={"agent": AGENTS[i % len(AGENTS)]}, simulated_call=script()
-        )
-        jobs.append(job.id)
-        await asyncio.sleep(cfg.pace_s)
-    deadline = t0 + cfg.ramp_timeout_s
-    while True:
-        failed = _final(srv, jobs)
-        if failed:
-            run.status, run.failed_jobs = "failed", failed
-            why = _first_error(srv, jobs, worker.log_path)
-            run.reason = f"calls ended while ramping up: {failed} ({why})"
-            return
-        if not worker.alive:
-            run.status, run.reason = (
-                "failed",
-                f"worker exited with {worker.proc and worker.proc.returncode}",
+    traffic = Traffic(srv, n, cfg.workload())
+    start_stats = _stats(await worker.snapshot(10.0))
+    log_mark = worker.log_size()
+    keeper = asyncio.create_task(traffic.keep())
+    try:
+        t0 = time.monotonic()
+        await traffic.ramp()
+        deadline = t0 + cfg.ramp_timeout_s
+        while not traffic.ramped:
+            if not worker.alive:
+                run.status = "failed"
+                run.reason = f"worker exited with {worker.proc and worker.proc.returncode}"
+                return
+            if time.monotonic() > deadline:
+                run.status = "failed"
+                run.reason = (
+                    f"only {len(traffic.first_running)} of {n} calls ever ran after "
+                    f"{cfg.ramp_timeout_s:.0f}s ({traffic.live} running now)"
+                )
+                return
+            await asyncio.sleep(0.5)
+        run.ramp_s = round(time.monotonic() - t0, 1)
+        await asyncio.sleep(cfg.settle_s)
+        best: Run | None = None
+        for attempt in range(1, MAX_WINDOWS + 1):
+            trial = dataclasses.replace(run, windows=attempt)
+            await _measure_window(cfg, srv, worker, trial, traffic, start_stats)
+            if best is None or (trial.other_cpu_pct or 0) < (best.other_cpu_pct or 0):
+                best = trial
+            if trial.status != "held" or (trial.other_cpu_pct or 0) <= OTHER_LOAD_LIMIT:
+                best = trial
+                break
+            console.print(
+                f"  window {attempt}: other processes used {trial.other_cpu_pct:.0f}% of a "
+                "core; measuring again"
             )
-            return
-        stats = _stats(await worker.snapshot())
-        live = _running(srv, jobs)
-        if live == n and int(stats.get("vad_streams_open", 0)) >= n:
-            break
-        if time.monotonic() > deadline:
-            run.status = "failed"
-            run.reason = (
-                f"only {live} of {n} calls running ({stats.get('vad_streams_open', 0)} VAD "
-                f"streams open) after {cfg.ramp_timeout_s:.0f}s"
-            )
-            return
-        await asyncio.sleep(0.5)
-    run.ramp_s = round(time.monotonic() - t0, 1)
-    await asyncio.sleep(cfg.settle_s)
-    best: Run | None = None
-    for attempt in range(1, MAX_WINDOWS + 1):
-        trial = dataclasses.replace(run, windows=attempt)
-        await _measure_window(cfg, srv, worker, trial, jobs)
-        if best is None or (trial.other_cpu_pct or 0) < (best.other_cpu_pct or 0):
-            best = trial
-        if trial.status != "held" or (trial.other_cpu_pct or 0) <= OTHER_LOAD_LIMIT:
-            best = trial
-            break
-        console.print(
-            f"  window {attempt}: other processes used {trial.other_cpu_pct:.0f}% of a core; "
-            "measuring again"
-        )
-    assert best is not None
-    for f in dataclasses.fields(Run):
-        setattr(run, f.name, getattr(best, f.name))
+        assert best is not None
+        for f in dataclasses.fields(Run):
+            setattr(run, f.name, getattr(best, f.name))
+    finally:
+        keeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await keeper
+        run.calls_placed = len(traffic.jobs)
+        run.calls_completed = traffic.outcomes.get("success", 0)
+        run.failed_jobs = traffic.failed
+        run.calls_failed = sum(run.failed_jobs.values())
+        run.vad_lag_warnings, run.vad_behind_max_ms = vad_lag_warnings(worker.log_lines(log_mark))
+        over_lone(run, lone)
+        _explain(run, srv, traffic, worker)
+
+
+def _explain(run: Run, srv: DispatchServer, traffic: Traffic, worker: Worker) -> None:
+    """Add to the run's note what keeps it from keeping up, in the order a reader asks."""
+    notes = [run.reason] if run.reason else []
+    if run.calls_failed:
+        why = _first_error(srv, [j for j in traffic.jobs if srv.job(j).state.value != "success"],
+                           worker.log_path)  # fmt: skip
+        notes.append(f"{run.calls_failed} calls failed {run.failed_jobs} ({why})")
+    if run.vad_lag_warnings:
+        worst = f", up to {run.vad_behind_max_ms:.0f} ms" if run.vad_behind_max_ms else ""
+        notes.append(f"the worker warned {run.vad_lag_warnings}x that its VAD is behind{worst}")
+    behind = [
+        f"{what} {pct:.1f}% late"
+        for what, pct in (("VAD frames", run.vad_missed_pct), ("caller audio", run.mic_missed_pct))
+        if pct is not None and pct >= LATE_PCT
+    ]
+    if behind:
+        notes.append("cannot keep up in real time: " + ", ".join(behind))
+    run.reason = "; ".join(notes)
 
 
 async def _measure_window(
-    cfg: Config, srv: DispatchServer, worker: Worker, run: Run, jobs: list[str]
+    cfg: Config,
+    srv: DispatchServer,
+    worker: Worker,
+    run: Run,
+    traffic: Traffic,
+    start_stats: dict[str, Any],
 ) -> None:
     n = run.n
+    window_s = cfg.window_s * (LONE_WINDOW_FACTOR if n == 1 else 1)
 
     before = await worker.snapshot(10.0)
     cpu0, w0 = worker.cpu_seconds(), time.monotonic()
     busy0, own0 = system_busy_seconds(), own_cpu_seconds()
     pss: list[float] = []
+    live: list[int] = []
     unhealthy = 0
-    while time.monotonic() - w0 < cfg.window_s:
+    while time.monotonic() - w0 < window_s:
         mb, procs = worker.pss_mb()
         pss.append(mb)
+        live.append(traffic.live)
         run.processes = procs
         if not await worker.healthy():
             unhealthy += 1
-        await asyncio.sleep(max(0.0, min(2.0, cfg.window_s - (time.monotonic() - w0))))
+        await asyncio.sleep(max(0.0, min(2.0, window_s - (time.monotonic() - w0))))
     cpu1, w1 = worker.cpu_seconds(), time.monotonic()
     busy1, own1 = system_busy_seconds(), own_cpu_seconds()
     after = await worker.snapshot(10.0)
@@ -368,19 +519,16 @@ async def _measure_window(
         run.idle_pss_mb = round(run.idle_pss_mb, 1)
     run.cpu_pct = round(100 * (cpu1 - cpu0) / seconds, 1)
     run.cpu_per_call_pct = round(run.cpu_pct / n, 2)
-    run.live_calls = _running(srv, jobs)
+    run.live_calls = min([*live, traffic.live])
     if after is not None:
         lag = after.get("event_loop_lag_ms")
         run.snapshot_loop_lag_ms = dict(lag) if isinstance(lag, dict) else None
     if before is not None and after is not None:
-        window_numbers(run, _stats(before), _stats(after), n, seconds)
+        window_numbers(run, _stats(before), _stats(after), n, seconds, run_start=start_stats)
 
-    failed = _final(srv, jobs)
     problems = []
-    if failed:
-        run.failed_jobs = failed
-        why = _first_error(srv, jobs, worker.log_path)
-        problems.append(f"calls ended during the window: {failed} ({why})")
+    if not worker.alive:
+        problems.append(f"the worker exited with {worker.proc and worker.proc.returncode}")
     if before is None or after is None or unhealthy:
         problems.append(
             f"/snapshot or /healthz did not answer in 5-10 s ({unhealthy} failed health "
@@ -390,31 +538,35 @@ async def _measure_window(
         problems.append(f"loop lag p99 over {LAG_LIMIT_MS:.0f} ms")
     if problems:
         run.status, run.reason = "over", "; ".join(problems)
-    behind = [
-        f"{what} {pct:.1f}% late"
-        for what, pct in (("VAD frames", run.vad_missed_pct), ("caller audio", run.mic_missed_pct))
-        if pct is not None and pct >= 1.0
-    ]
-    if behind:
-        run.reason = "; ".join(
-            [r for r in (run.reason, "cannot keep up in real time: " + ", ".join(behind)) if r]
-        )
 
 
-def keeps_up(run: Run) -> bool:
-    """All N calls held, loop lag p99 < 50 ms, < 1% of VAD frames and caller audio late.
+def keeps_up(run: Run, lone: Run | None) -> bool:
+    """What a caller would call keeping up, judged against a lone call of the same mode.
 
-    Lag is a histogram bucket's upper bound: a p99 in the bucket ending at 50 ms may be
-    50 ms itself, so only a bound below 50 counts as under it.
+    No call failed, p95 turn latency at most 50 ms above the lone call's, no VAD-lag
+    warning from the worker, and loop lag p99 under 50 ms. Lag and latency are histogram
+    bucket bounds: a lag p99 in the bucket ending at 50 ms may be 50 ms itself, so only a
+    bound below 50 counts as under it.
     """
-    lag, vad, mic = run.loop_lag_p99_ms, run.vad_missed_pct, run.mic_missed_pct
+    lag, p95 = run.loop_lag_p99_ms, run.turn_latency_p95_ms
+    base = lone.turn_latency_p95_ms if lone is not None else None
     return (
         run.status == "held"
+        and run.calls_failed == 0
+        and run.vad_lag_warnings == 0
         and lag is not None
         and lag < KEEP_UP_LAG_MS
-        and vad is not None
-        and vad < KEEP_UP_LATE_PCT
-        and (mic or 0.0) < KEEP_UP_LATE_PCT
+        and p95 is not None
+        and base is not None
+        and p95 <= base + KEEP_UP_TURN_MS
+    )
+
+
+def lone_call(runs: list[Run], mode: str) -> Run | None:
+    """The mode's N=1 run, the baseline its turn latencies are judged against."""
+    return next(
+        (r for r in runs if r.mode == mode and r.n == 1 and r.turn_latency_p95_ms is not None),
+        None,
     )
 
 
@@ -423,15 +575,17 @@ def summary(runs: list[Run]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for mode in dict.fromkeys(r.mode for r in runs):
         mine = [r for r in runs if r.mode == mode and r.status != "skipped"]
-        kept = [r for r in mine if keeps_up(r)]
+        lone = lone_call(runs, mode)
+        kept = [r for r in mine if keeps_up(r, lone)]
         best = max(kept, key=lambda r: r.n) if kept else None
         at25 = next((r for r in mine if r.n == 25 and r.cpu_per_call_pct is not None), None)
-        first_miss = next((r for r in mine if not keeps_up(r)), None)
+        first_miss = next((r for r in mine if not keeps_up(r, lone)), None)
         out[mode] = {
             "largest_n_kept_up": best.n if best else None,
             "cpu_per_call_pct_at_largest": best.cpu_per_call_pct if best else None,
             "cpu_per_call_pct_at_25": at25.cpu_per_call_pct if at25 else None,
             "first_n_missed": first_miss.n if first_miss else None,
+            "lone_call_turn_latency_p95_ms": lone.turn_latency_p95_ms if lone else None,
             "ns_measured": [r.n for r in mine],
         }
     return out
@@ -443,7 +597,14 @@ def _skip_reason(cfg: Config, runs: list[Run], mode: str, n: int, started: float
         last = mine[-1]
         return f"{mode} stopped at N={last.n}: {last.reason}"
     if mine and mine[-1].kept_up is False:
-        return f"{mode} no longer kept up at N={mine[-1].n}: {mine[-1].reason or 'loop lag'}"
+        last = mine[-1]
+        why = last.reason or (
+            "no turn was answered in its window"
+            if last.turn_latency_p95_ms is None
+            else f"loop lag p99 {_fmt(last.loop_lag_p99_ms)} ms, turn p95 "
+            f"+{_fmt(last.turn_latency_p95_over_lone_ms, 0)} ms over a lone call"
+        )
+        return f"{mode} no longer kept up at N={last.n}: {why}"
     if mine and mine[-1].pss_per_call_mb is not None and mine[-1].idle_pss_mb is not None:
         projected = mine[-1].idle_pss_mb + mine[-1].pss_per_call_mb * n
         if projected > cfg.mem_budget_mb:
@@ -452,7 +613,8 @@ def _skip_reason(cfg: Config, runs: list[Run], mode: str, n: int, started: float
                 f"memory budget of {cfg.mem_budget_mb:.0f} MB"
             )
     elapsed = time.monotonic() - started
-    estimate = mine[-1].seconds * n / max(1, mine[-1].n) if mine else 0.0
+    scaled = [r for r in mine if r.n > 1]  # a lone call's run says little about N calls'
+    estimate = scaled[-1].seconds * n / scaled[-1].n if scaled else 0.0
     if elapsed + estimate > cfg.time_budget_s:
         return (
             f"time budget: {elapsed:.0f}s used, this run would take ~{estimate:.0f}s of "
@@ -471,9 +633,9 @@ def _fmt(value: float | None, digits: int = 1) -> str:
 
 def table(runs: list[Run]) -> Table:
     t = Table(title="Density: N live audio calls per worker (steady window)")
-    for col in ("mode", "N", "status", "kept up", "PSS MB", "PSS/call MB", "CPU %",
-                "CPU/call %", "lag p50 ms", "lag p99 ms", "VAD late %", "mic late %",
-                "note"):  # fmt: skip
+    for col in ("mode", "N", "status", "kept up", "turns", "turn p50 ms", "turn p95 ms",
+                "p95 +lone ms", "failed", "VAD warnings", "PSS/call MB", "CPU %",
+                "CPU/call %", "lag p99 ms", "VAD late %", "mic late %", "note"):  # fmt: skip
         t.add_column(col)
     for r in runs:
         t.add_row(
@@ -481,11 +643,15 @@ def table(runs: list[Run]) -> Table:
             str(r.n),
             r.status,
             {None: "-", True: "yes", False: "no"}[r.kept_up],
-            _fmt(r.pss_mb, 0),
+            "n/a" if r.turns_measured is None else str(r.turns_measured),
+            _fmt(r.turn_latency_p50_ms, 0),
+            _fmt(r.turn_latency_p95_ms, 0),
+            _fmt(r.turn_latency_p95_over_lone_ms, 0),
+            "n/a" if r.calls_failed is None else str(r.calls_failed),
+            "n/a" if r.vad_lag_warnings is None else str(r.vad_lag_warnings),
             _fmt(r.pss_per_call_mb, 1),
             _fmt(r.cpu_pct, 0),
             _fmt(r.cpu_per_call_pct, 1),
-            _fmt(r.loop_lag_p50_ms, 1),
             _fmt(r.loop_lag_p99_ms, 1),
             _fmt(r.vad_missed_pct, 2),
             _fmt(r.mic_missed_pct, 2),
@@ -495,7 +661,10 @@ def table(runs: list[Run]) -> Table:
 
 
 def summary_table(kept: dict[str, dict[str, Any]]) -> Table:
-    t = Table(title="Largest N that keeps up (lag p99 < 50 ms, < 1% of audio late)")
+    t = Table(
+        title="Largest N that keeps up (0 failed calls, turn p95 <= lone + 50 ms, "
+        "no VAD-lag warning, lag p99 < 50 ms)"
+    )
     for col in ("mode", "largest N kept up", "CPU/call % there", "CPU/call % at N=25",
                 "first N missed"):  # fmt: skip
         t.add_column(col)
@@ -522,13 +691,18 @@ async def main_async(cfg: Config) -> dict[str, Any]:
                 console.print(f"[yellow]skip {mode} N={n}: {reason}")
                 continue
             console.print(f"[bold]{mode} N={n}[/] ...")
-            run = await run_config(cfg, mode, n)
-            run.kept_up = keeps_up(run)
+            lone = lone_call(runs, mode)
+            run = await run_config(cfg, mode, n, lone)
+            run.kept_up = keeps_up(run, lone if n > 1 else run)
             runs.append(run)
             console.print(
-                f"  {run.status} in {run.seconds:.0f}s: PSS {_fmt(run.pss_mb, 0)} MB, "
-                f"CPU {_fmt(run.cpu_pct, 0)}%, lag p99 {_fmt(run.loop_lag_p99_ms)} ms, "
-                f"VAD late {_fmt(run.vad_missed_pct, 2)}% {run.reason}"
+                f"  {run.status} in {run.seconds:.0f}s: turn p50/p95 "
+                f"{_fmt(run.turn_latency_p50_ms, 0)}/{_fmt(run.turn_latency_p95_ms, 0)} ms "
+                f"(+{_fmt(run.turn_latency_p95_over_lone_ms, 0)} over a lone call), failed "
+                f"{run.calls_failed}, VAD warnings {run.vad_lag_warnings}, PSS "
+                f"{_fmt(run.pss_mb, 0)} MB, CPU {_fmt(run.cpu_pct, 0)}%, lag p99 "
+                f"{_fmt(run.loop_lag_p99_ms)} ms, VAD late {_fmt(run.vad_missed_pct, 3)}% "
+                f"{run.reason}"
             )
     duration = round(time.monotonic() - started, 1)
     console.print(table(runs))
@@ -559,7 +733,7 @@ async def main_async(cfg: Config) -> dict[str, Any]:
             "time_budget_s": cfg.time_budget_s,
             "mem_budget_mb": cfg.mem_budget_mb,
             "worker_args": cfg.worker_args,
-            "script": script(),
+            "workload": cfg.workload().describe(),
             "agents": list(AGENTS),
         },
         "definitions": {
@@ -568,14 +742,24 @@ async def main_async(cfg: Config) -> dict[str, Any]:
             "cpu_pct": "process-tree CPU seconds over the window / window seconds, % of a core",
             "other_cpu_pct": "CPU used by anything but the worker tree and this benchmark "
             "during the window, % of a core: other load that may have disturbed the run",
+            "window_s": f"the steady window; the lone call's (N=1) is {LONE_WINDOW_FACTOR}x "
+            "longer, as one caller takes few turns in a window",
             "windows": f"windows measured; a window where other processes used more than "
             f"{OTHER_LOAD_LIMIT:g}% of a core is measured again (at most {MAX_WINDOWS}), "
             "and the least disturbed one is kept",
             "loop_lag": "100 ms sleep overshoot on every loop running calls; histogram bound",
+            "turn_latency": "per turn, end of the caller's speech -> first frame of the "
+            "agent's reply audio playing in the caller's earpiece; p50/p95 over the window's "
+            "turns as 5 ms histogram bucket bounds; over_lone: minus the same mode's N=1 run",
+            "calls_failed": "calls that ended other than completed, first dispatch to window "
+            "end (calls that complete are replaced at once by the workload's next call)",
+            "vad_lag_warnings": "worker log lines saying its VAD is behind real time (shared "
+            "VAD) or slower than real time (stock Silero), first dispatch to window end",
             "vad_missed_pct": "VAD frames whose window completed > 200 ms after the push "
-            "(livekit's own 'slower than real time' threshold), or still waiting that long at "
-            "the end, over frames pushed in the window",
-            "vad_latency_p99_ms": "push -> window done, p99, as a histogram bucket bound",
+            "(the delay at which the worker warns), or still waiting that long at the end, "
+            "over frames pushed from the first dispatch to the end of the window",
+            "vad_latency_p99_ms": "push -> window done, p99, as a histogram bucket bound, same "
+            "span",
             "mic_missed_pct": "caller microphone frames sent > 200 ms after their real-time "
             "slot, or never sent after a stall, over frames due in the window",
         },
@@ -586,7 +770,11 @@ async def main_async(cfg: Config) -> dict[str, Any]:
 
 def parse(argv: list[str] | None = None) -> Config:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--n", default="10,25,50,75,100", help="concurrent calls, comma separated")
+    ap.add_argument(
+        "--n",
+        default="10,25,50,75,100",
+        help="concurrent calls, comma separated; N=1 (the lone-call baseline) is always run",
+    )
     ap.add_argument(
         "--modes",
         default=",".join(MODES),
@@ -594,7 +782,16 @@ def parse(argv: list[str] | None = None) -> Config:
     )
     ap.add_argument("--window", type=float, default=20.0, help="steady window, seconds")
     ap.add_argument("--settle", type=float, default=5.0, help="seconds after all are live")
-    ap.add_argument("--pace", type=float, default=0.2, help="seconds between dispatches")
+    ap.add_argument("--pace", type=float, default=0.2, help="mean seconds between dispatches")
+    ap.add_argument("--seed", type=int, default=1, help="the workload's seed")
+    ap.add_argument(
+        "--turns", type=int, nargs=2, default=[3, 10], metavar=("MIN", "MAX"),
+        help="turns per call, drawn per call",
+    )  # fmt: skip
+    ap.add_argument(
+        "--think", type=float, nargs=2, default=[0.3, 2.0], metavar=("MIN", "MAX"),
+        help="caller's pause before each turn, seconds, drawn per call",
+    )  # fmt: skip
     ap.add_argument("--ramp-timeout", type=float, default=120.0)
     ap.add_argument("--time-budget", type=float, default=20 * 60.0, help="seconds, whole run")
     ap.add_argument(
@@ -610,7 +807,7 @@ def parse(argv: list[str] | None = None) -> Config:
         help="extra flag for the worker, repeatable (e.g. --worker-arg=--shared-vad)",
     )
     ap.add_argument("--workdir", type=Path, default=None, help="keep worker logs here")
-    ap.add_argument("--quick", action="store_true", help="smoke run: N=5, short window")
+    ap.add_argument("--quick", action="store_true", help="smoke run: N=1,5, short windows")
     ap.add_argument("--out", default=None, help="result name under bench/results/")
     a = ap.parse_args(argv)
     try:
@@ -623,9 +820,14 @@ def parse(argv: list[str] | None = None) -> Config:
         ap.error(f"--n needs at least one positive number of calls, got {a.n!r}")
     if unknown or not modes:
         ap.error(f"--modes takes some of {', '.join(MODES)}; got {a.modes!r}")
+    try:
+        Workload(seed=a.seed, turns=tuple(a.turns), pause_s=tuple(a.think), pace_s=a.pace)
+    except ValueError as e:
+        ap.error(f"--turns, --think or --pace: {e}")
     window, settle = a.window, a.settle
     if a.quick:
         ns, window, settle = [5], 6.0, 2.0
+    ns = sorted({1, *ns})
     workdir = a.workdir or Path(tempfile.mkdtemp(prefix="openrtc-density-"))
     return Config(
         ns=ns,
@@ -639,6 +841,9 @@ def parse(argv: list[str] | None = None) -> Config:
         worker_args=list(a.worker_arg),
         workdir=workdir,
         out=a.out or ("density-quick" if a.quick else "density"),
+        seed=a.seed,
+        turns=(a.turns[0], a.turns[1]),
+        pause_s_range=(a.think[0], a.think[1]),
     )
 
 

@@ -39,13 +39,14 @@ from pathlib import Path
 from typing import Any, cast
 
 from benchkit import (
-    AGENTS,
     OtherLoad,
+    Worker,
     command_line,
     machine_info,
     now_iso,
     percentile,
     pin_source,
+    server_env,
     write_result,
 )
 from rich.console import Console
@@ -53,7 +54,6 @@ from rich.table import Table
 
 from openrtc.audit import verify_chain
 from openrtc.deploy.rehearsal.runner import sigterm_to_full
-from openrtc.deploy.rehearsal.workers import WorkerProcess
 from openrtc.devserver import DispatchServer
 from openrtc.devserver.records import DevEvent, JobRecord, JobState
 from openrtc.simulation import MODES, CallMode, CallScript
@@ -169,7 +169,7 @@ class DeployRecord:
     to_version: str
     started_at: float
     ended_at: float | None = None
-    old: list[WorkerProcess] = field(default_factory=list)
+    old: list[Worker] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
 
@@ -223,15 +223,10 @@ class RollingDeploys:
         self.args = args
         self.server = server
         self.workdir = workdir
-        self.env = {
-            "LIVEKIT_URL": server.ws_url,
-            "LIVEKIT_API_KEY": server.api_key,
-            "LIVEKIT_API_SECRET": server.api_secret,
-            "OPENRTC_DRAIN_TIMEOUT": str(args.drain_timeout),
-        }
-        self.workers: list[WorkerProcess] = []
-        self.fleet: list[WorkerProcess] = []
-        self.last_fleet: list[WorkerProcess] = []
+        self.env = {**server_env(server), "OPENRTC_DRAIN_TIMEOUT": str(args.drain_timeout)}
+        self.workers: list[Worker] = []
+        self.fleet: list[Worker] = []
+        self.last_fleet: list[Worker] = []
         self.deploys: list[DeployRecord] = []
         self.problems: list[str] = []
         self.traffic = SteadyTraffic(
@@ -242,22 +237,27 @@ class RollingDeploys:
             seed=args.seed,
         )
 
-    async def start_worker(self, version: str, slot: int) -> WorkerProcess:
+    async def start_worker(self, version: str, slot: int) -> Worker:
         """Start one worker; return once the server has it registered and it takes calls."""
-        w = WorkerProcess(
-            name=f"{version}-{slot}",
-            version=version,
-            agents_dir=AGENTS,
-            workdir=self.workdir,
+        name = f"{version}-{slot}"
+        w = Worker(
+            args=[
+                "--deployment-version",
+                version,
+                "--audit-path",
+                str(self.workdir / f"audit-{name}.jsonl"),
+            ],
             env=self.env,
+            log_path=self.workdir / f"{name}.log",
+            name=name,
         )
         self.workers.append(w)
         await w.start()
-        await w.wait_registered(START_TIMEOUT)
+        await w.wait_accepting(START_TIMEOUT)
         await self.server.wait_for_event("worker_registered", START_TIMEOUT, worker_id=w.worker_id)
         return w
 
-    async def retire(self, w: WorkerProcess, problems: list[str]) -> None:
+    async def retire(self, w: Worker, problems: list[str]) -> None:
         """Wait for a worker sent SIGTERM to exit; kill it if its drain runs out."""
         limit = self.args.drain_timeout + 10
         if await w.wait_exit(limit) is None:
@@ -352,7 +352,8 @@ def deploy_row(
         if w.exited_at is not None and w.sigterm_at is not None:
             exit_s = round(w.exited_at - w.sigterm_at, 3)
         per_worker["exit_codes"][w.name] = w.exit_code
-        per_worker["sigterm_to_full_ms"][w.name] = sigterm_to_full(events, w)
+        # the rehearsal's definition; it reads only the worker's sigterm_at and worker_id
+        per_worker["sigterm_to_full_ms"][w.name] = sigterm_to_full(events, w)  # type: ignore[arg-type]
         per_worker["last_call_end_to_exit_ms"][w.name] = last_call_end_to_exit_ms(
             jobs, w.worker_id, w.exited_at
         )

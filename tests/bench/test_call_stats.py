@@ -167,3 +167,74 @@ async def test_the_microphone_counts_late_and_skipped_frames() -> None:
     assert after["frames_late"] - before["frames_late"] >= 1
     assert after["frames_skipped"] - before["frames_skipped"] >= 30
     mic.close()
+
+
+async def _shared_vad_with_stall(
+    totals: call_stats._Totals, caplog: pytest.LogCaptureFixture, stall: float
+) -> list[str]:
+    """Real-time frames into a counted shared-VAD stream; the loop stalls once midway."""
+    from openrtc.vad import SharedVAD
+
+    vad = call_stats.CountingVAD(SharedVAD.load().for_session(), totals)
+    stream = vad.stream()
+    consumer = asyncio.create_task(_drain_events(stream, idle=2.0))
+    caplog.set_level(logging.WARNING, logger="openrtc.vad")
+    loop = asyncio.get_running_loop()
+    next_at = loop.time()
+    for i in range(60):  # 1.2 s of audio
+        stream.push_frame(_frame())
+        if i == 30:
+            time.sleep(stall)  # the loop is busy: windows already pushed wait for it
+        next_at += 0.02
+        await asyncio.sleep(max(0.0, next_at - loop.time()))
+    await asyncio.sleep(0.3)
+    await stream.aclose()
+    consumer.cancel()
+    return [r.getMessage() for r in caplog.records if "behind real time" in r.getMessage()]
+
+
+async def test_the_late_counter_and_the_vad_warning_see_the_same_stall(
+    totals: call_stats._Totals, caplog: pytest.LogCaptureFixture
+) -> None:
+    warnings = await _shared_vad_with_stall(totals, caplog, stall=0.35)
+    stats = totals.to_dict()
+    assert len(warnings) == 1, warnings
+    warned_ms = float(warnings[0].split("VAD is ")[1].split(" ms")[0])
+    assert warned_ms > call_stats.LATE_MS
+    assert stats["vad_frames_late"] >= 1, "the warning's frames are counted late too"
+    late_buckets = stats["vad_latency_hist"][
+        call_stats.bucket_of(call_stats.FRAME_LATENCY_EDGES_MS, warned_ms) :
+    ]
+    assert sum(late_buckets) >= 1, "a frame at least as late as the warning says"
+
+
+async def test_no_stall_no_warning_and_no_late_frame(
+    totals: call_stats._Totals, caplog: pytest.LogCaptureFixture
+) -> None:
+    warnings = await _shared_vad_with_stall(totals, caplog, stall=0.0)
+    assert warnings == []
+    stats = totals.to_dict()
+    assert stats["vad_frames_done"] >= 50 and stats["vad_frames_late"] == 0
+
+
+async def test_a_frame_waiting_for_more_audio_is_pending_but_never_late(
+    totals: call_stats._Totals,
+) -> None:
+    """The caller stopped (a hang-up): its last partial window waits for audio, not the VAD."""
+    from openrtc.vad import SharedVAD
+
+    vad = call_stats.CountingVAD(SharedVAD.load().for_session(), totals)
+    stream = vad.stream()
+    for _ in range(10):  # 3200 samples: 6 windows of 512, 128 samples left in frame 10
+        stream.push_frame(_frame())
+    assert await _drain_events(stream, idle=0.4) == 6
+    stats = totals.to_dict()
+    assert stats["vad_frames_done"] == 9
+    assert (stats["vad_frames_pending"], stats["vad_frames_pending_late"]) == (1, 0)
+    for _ in range(5):  # 128 + 1600 samples: 3 more windows end inside frame 15
+        stream.push_frame(_frame())
+    time.sleep(0.3)  # the loop stalls before the VAD could run: those frames are late
+    stats = totals.to_dict()
+    assert stats["vad_frames_pending"] == 6
+    assert stats["vad_frames_pending_late"] == 5, "frame 15 ends in a partial window"
+    await stream.aclose()

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import density
+import pytest
 
 EDGES = [1.0, 5.0, 50.0, 1000.0]
 
@@ -145,20 +146,38 @@ def _held(n: int, **kw: object) -> density.Run:
         "vad_missed_pct": 0.0,
         "mic_missed_pct": 0.0,
         "cpu_per_call_pct": 1.5,
+        "turn_latency_p95_ms": 900.0,
+        "calls_failed": 0,
+        "vad_lag_warnings": 0,
     }
     base.update(kw)
     return density.Run(**base)  # type: ignore[arg-type]
 
 
-def test_keeping_up_needs_low_lag_and_audio_on_time() -> None:
-    assert density.keeps_up(_held(25))
-    assert density.keeps_up(_held(25, loop_lag_p99_ms=40.0))
-    assert not density.keeps_up(_held(25, loop_lag_p99_ms=50.0))
-    assert not density.keeps_up(_held(25, loop_lag_p99_ms=75.0))
-    assert not density.keeps_up(_held(25, vad_missed_pct=1.0))
-    assert not density.keeps_up(_held(25, mic_missed_pct=2.0))
-    assert not density.keeps_up(_held(25, vad_missed_pct=None))
-    assert not density.keeps_up(_held(25, status="over"))
+LONE = _held(1, turn_latency_p95_ms=900.0)
+
+
+def test_keeping_up_is_what_a_caller_hears_plus_a_calm_loop() -> None:
+    assert density.keeps_up(_held(25), LONE)
+    assert density.keeps_up(_held(25, turn_latency_p95_ms=950.0), LONE)
+    assert not density.keeps_up(_held(25, turn_latency_p95_ms=955.0), LONE)
+    assert not density.keeps_up(_held(25, calls_failed=1), LONE)
+    assert not density.keeps_up(_held(25, vad_lag_warnings=1), LONE)
+    assert density.keeps_up(_held(25, loop_lag_p99_ms=40.0), LONE)
+    assert not density.keeps_up(_held(25, loop_lag_p99_ms=50.0), LONE)
+    assert not density.keeps_up(_held(25, status="over"), LONE)
+    # nothing to judge against, or nothing measured: not kept up
+    assert not density.keeps_up(_held(25), None)
+    assert not density.keeps_up(_held(25), _held(1, turn_latency_p95_ms=None))
+    assert not density.keeps_up(_held(25, turn_latency_p95_ms=None), LONE)
+    assert not density.keeps_up(_held(25, calls_failed=None), LONE)
+    assert not density.keeps_up(_held(25, vad_lag_warnings=None), LONE)
+
+
+def test_a_vad_lag_warning_fails_a_run_whatever_share_of_frames_was_late() -> None:
+    """The worker warned while under 1% of frames were late: that run did not keep up."""
+    run = _held(75, vad_missed_pct=0.004, vad_lag_warnings=3)
+    assert not density.keeps_up(run, LONE)
 
 
 def test_a_mode_that_no_longer_keeps_up_is_not_grown() -> None:
@@ -169,9 +188,11 @@ def test_a_mode_that_no_longer_keeps_up_is_not_grown() -> None:
 
 def test_summary_gives_the_largest_n_kept_up_per_mode() -> None:
     runs = [
-        _held(25, cpu_per_call_pct=1.6),
-        _held(75, cpu_per_call_pct=1.4),
-        _held(100, vad_missed_pct=3.0),
+        _held(1, turn_latency_p95_ms=800.0, cpu_per_call_pct=6.0),
+        _held(25, cpu_per_call_pct=1.6, turn_latency_p95_ms=810.0),
+        _held(75, cpu_per_call_pct=1.4, turn_latency_p95_ms=850.0),
+        _held(100, turn_latency_p95_ms=1100.0),
+        _held(1, mode="thread", turn_latency_p95_ms=800.0),
         _held(25, mode="thread", loop_lag_p99_ms=150.0, cpu_per_call_pct=5.0),
         density.Run(mode="thread", n=50, status="skipped"),
     ]
@@ -181,7 +202,57 @@ def test_summary_gives_the_largest_n_kept_up_per_mode() -> None:
         "cpu_per_call_pct_at_largest": 1.4,
         "cpu_per_call_pct_at_25": 1.6,
         "first_n_missed": 100,
-        "ns_measured": [25, 75, 100],
+        "lone_call_turn_latency_p95_ms": 800.0,
+        "ns_measured": [1, 25, 75, 100],
     }
-    assert kept["thread"]["largest_n_kept_up"] is None
-    assert kept["thread"]["ns_measured"] == [25]
+    assert kept["thread"]["largest_n_kept_up"] == 1
+    assert kept["thread"]["first_n_missed"] == 25
+    assert kept["thread"]["ns_measured"] == [1, 25]
+
+
+def test_the_time_budget_is_not_estimated_from_a_lone_call() -> None:
+    runs = [density.Run(mode="coroutine", n=1, seconds=60.0)]
+    assert density._skip_reason(_cfg(), runs, "coroutine", 25, time.monotonic()) is None
+
+
+def test_vad_lag_warnings_are_counted_from_the_worker_log() -> None:
+    lines = [
+        "06:40:00 INFO    openrtc.call: call AJ_a uses simulated media",
+        "06:40:01 WARNING openrtc.vad: VAD is 203 ms behind real time on 150 streams: this "
+        "worker has more calls than its CPU can serve; lower max_concurrent_sessions",
+        "06:40:11 WARNING openrtc.vad: VAD is 543 ms behind real time on 150 streams: ...",
+        "06:40:12 WARNING livekit.plugins.silero: VAD inference is slower than realtime",
+    ]
+    assert density.vad_lag_warnings(lines) == (3, 543.0)
+    assert density.vad_lag_warnings(lines[:1]) == (0, None)
+
+
+def test_vad_frames_late_before_the_window_still_count() -> None:
+    """Frames late while calls arrived (before the steady window) are the run's too: the
+    worker warned about them, so the late count must not read 0 over the window alone."""
+    start = _stats()
+    before = _stats(vad_frames_pushed=5000, vad_frames_done=5000, vad_frames_late=40)
+    after = _stats(vad_frames_pushed=15000, vad_frames_done=15000, vad_frames_late=40)
+    windowed = density.Run(mode="coroutine", n=75)
+    density.window_numbers(windowed, before, after, 75, 20.0)
+    assert windowed.vad_frames_late == 0  # what the window alone says
+    run = density.Run(mode="coroutine", n=75)
+    density.window_numbers(run, before, after, 75, 20.0, run_start=start)
+    assert run.vad_frames_pushed == 15000 and run.vad_frames_late == 40
+    assert run.vad_missed_pct == pytest.approx(0.267, abs=0.001)
+
+
+def test_turn_latency_percentiles_come_from_the_window_and_compare_to_a_lone_call() -> None:
+    edges = [100.0, 200.0, 300.0, 400.0]
+    before = _stats(turn_latency_edges_ms=edges, turn_latency_hist=[0, 50, 0, 0, 0])
+    after = _stats(turn_latency_edges_ms=edges, turn_latency_hist=[0, 50, 80, 15, 5])
+    run = density.Run(mode="coroutine", n=25)
+    density.window_numbers(run, before, after, 25, 20.0)
+    assert run.turns_measured == 100
+    assert (run.turn_latency_p50_ms, run.turn_latency_p95_ms) == (300.0, 400.0)
+    density.over_lone(run, _held(1, turn_latency_p50_ms=200.0, turn_latency_p95_ms=300.0))
+    assert run.turn_latency_p50_over_lone_ms == 100.0
+    assert run.turn_latency_p95_over_lone_ms == 100.0
+    quiet = density.Run(mode="coroutine", n=25)
+    density.window_numbers(quiet, _stats(), _stats(), 25, 20.0)
+    assert quiet.turns_measured is None and quiet.turn_latency_p95_ms is None

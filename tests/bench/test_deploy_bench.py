@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from benchkit import Worker
 
 from deploy import (
     DeployRecord,
@@ -57,8 +58,8 @@ def event(seq: int, at: float, kind: str, **fields: Any) -> DevEvent:
     return DevEvent(seq=seq, ts=T0 + at, kind=kind, fields=fields)
 
 
-def worker(name: str, worker_id: str, sigterm: float, exited: float, code: int) -> WorkerProcess:
-    w = WorkerProcess(name=name, version="v1.0.0", agents_dir=Path("."), workdir=Path("."), env={})
+def worker(name: str, worker_id: str, sigterm: float, exited: float, code: int) -> Worker:
+    w = Worker(args=[], env={}, log_path=Path(f"{name}.log"), name=name)
     w.worker_id = worker_id
     w.sigterm_at = T0 + sigterm
     w.exited_at = T0 + exited

@@ -316,3 +316,36 @@ def test_the_n50_verdict_names_the_stock_vad_run_beside_it() -> None:
         in (verdict.detail)
     )
     assert "100.00% of VAD frames late" in verdict.detail
+
+
+def test_the_density_table_shows_what_callers_heard_and_the_workload() -> None:
+    result = copy.deepcopy(DENSITY)
+    result["config"]["workload"] = {
+        "seed": 4,
+        "agents": ["sales", "support"],
+        "turns_per_call": [3, 10],
+        "pause_s": [0.3, 2.0],
+        "hold_s": [0.5, 3.0],
+        "mean_dispatch_gap_s": 0.2,
+    }
+    result["runs"][0].update(
+        turns_measured=120,
+        turn_latency_p50_ms=1200.0,
+        turn_latency_p95_ms=2400.0,
+        turn_latency_p95_over_lone_ms=35.0,
+        calls_failed=0,
+        vad_lag_warnings=2,
+    )
+    text = report.density_section(result)
+    assert "| turns | turn p50 ms | turn p95 ms | turn p95 over a lone call ms |" in text
+    assert "| 120 | <= 1200 | <= 2400 | 35 | 0 | 2 |" in text
+    assert "seeded workload (seed 4): agents sales, support drawn per call, 3-10 turns" in text
+    assert "no VAD-lag warning from the worker" in text
+
+
+def test_the_n50_verdict_is_missed_when_the_worker_warned_its_vad_is_behind() -> None:
+    result = copy.deepcopy(DENSITY)
+    result["runs"][2].update(loop_lag_p99_ms=7.5, vad_missed_pct=0.0, vad_lag_warnings=3)
+    verdict = report.density_verdicts(result)[1]
+    assert verdict.met is False
+    assert "VAD-lag warnings from the worker 3" in verdict.detail

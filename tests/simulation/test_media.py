@@ -139,3 +139,40 @@ async def test_detaching_finishes_pending_segments_as_interrupted() -> None:
     out.on_detached()
     ev: PlaybackFinishedEvent = await asyncio.wait_for(out.wait_for_playout(), 1)
     assert ev.interrupted is True
+
+
+async def test_the_microphone_marks_when_an_utterance_ends_in_real_time() -> None:
+    mic = SimulatedAudioInput()
+    loop = asyncio.get_running_loop()
+    first = await mic.__anext__()  # the schedule starts with this frame's slot
+    slot0 = loop.time()
+    assert first.samples_per_channel == 320 and mic.speech_ended_at is None
+
+    async def pull() -> None:
+        while mic.speech_ended_at is None:
+            await mic.__anext__()
+
+    puller = asyncio.create_task(pull())
+    await asyncio.wait_for(mic.speak(np.ones(1000, np.int16)), 5)  # 4 frames of speech
+    await asyncio.wait_for(puller, 5)
+    ended = mic.speech_ended_at
+    assert ended is not None
+    # frame 0 was silence; speech filled frames 1-4, whose audio ends 5 slots after the first
+    assert ended == pytest.approx(slot0 + 5 * 0.02, abs=0.005)
+    assert ended >= loop.time() - 0.03, "the end of speech is the slot's end, not a later read"
+    mic.close()
+
+
+async def test_the_earpiece_tells_when_a_reply_started_playing() -> None:
+    out = SimulatedAudioOutput()
+    loop = asyncio.get_running_loop()
+    before = loop.time()
+    assert out.first_heard_after(before) is None
+    await asyncio.sleep(0.03)
+    await out.capture_frame(_tone(0.05))
+    out.flush()
+    await asyncio.wait_for(out.wait_for_playout(), 5)
+    heard = out.first_heard_after(before)
+    assert heard is not None and before + 0.03 <= heard <= loop.time()
+    assert out.first_heard_after(heard) is None, "only segments that start after t count"
+    await out.aclose()

@@ -97,21 +97,27 @@ class _Totals:
             pending_late += late
         out["vad_frames_pending"] = pending
         out["vad_frames_pending_late"] = pending_late
-        out.update(_mic_totals())
+        out.update(_caller_totals())
         return out
 
 
 _totals = _Totals()
 
 
-def _mic_totals() -> dict[str, int]:
+def _caller_totals() -> dict[str, Any]:
+    """The simulated callers' own counters, when this process runs any (read, not imported)."""
     import sys
 
+    out: dict[str, Any] = {}
     media = sys.modules.get("openrtc.simulation.media")
     mic = getattr(media, "MIC_TOTALS", None)
-    if mic is None:
-        return {}
-    return {f"mic_{k}": int(v) for k, v in mic.snapshot().items()}
+    if mic is not None:
+        out.update({f"mic_{k}": int(v) for k, v in mic.snapshot().items()})
+    latency = sys.modules.get("openrtc.simulation.latency")
+    turns = getattr(latency, "TURN_LATENCY", None)
+    if turns is not None:
+        out["turn_latency_hist"] = turns.snapshot()
+    return out
 
 
 # --- the VAD wrapper ------------------------------------------------------------------------
@@ -136,6 +142,8 @@ class _CountingStream:
         self._segments: deque[_Segment] = deque([_Segment()])
         self._head_used = 0
         self._last_index = 0
+        self._window = 0
+        """Input samples per VAD window, learned from the first one done."""
         self._closed = False
         with totals.lock:
             totals.vad_streams_opened += 1
@@ -178,12 +186,26 @@ class _CountingStream:
         return getattr(self._inner, name)
 
     def pending(self, now: float) -> tuple[int, int]:
-        """Frames pushed and not yet inside a finished window, and how many are late."""
+        """Frames pushed and not yet inside a finished window, and how many are late.
+
+        A frame that ends in a segment's trailing partial window waits for more audio (the
+        caller hung up, or a flush will drop it), not for the VAD: it is pending, never late.
+        """
         total = late = 0
-        for seg in list(self._segments):
-            for _, at in list(seg.frames):
+        for i, seg in enumerate(list(self._segments)):
+            frames = list(seg.frames)
+            tail = 0
+            if self._window:
+                spare = (seg.samples - (self._head_used if i == 0 else 0)) % self._window
+                later = 0
+                for samples, _ in reversed(frames):
+                    if later >= spare:
+                        break
+                    tail += 1
+                    later += samples
+            for k, (_, at) in enumerate(frames):
                 total += 1
-                if (now - at) * 1000 > LATE_MS:
+                if k < len(frames) - tail and (now - at) * 1000 > LATE_MS:
                     late += 1
         return total, late
 
@@ -196,6 +218,7 @@ class _CountingStream:
         return n
 
     def _window_done(self, n: int) -> None:
+        self._window = n
         # a window never spans a flush: the VAD drops what was left before one
         flushed = 0
         while len(self._segments) > 1 and self._segments[0].samples - self._head_used < n:
@@ -413,6 +436,8 @@ def merge(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 def snapshot() -> dict[str, Any]:
     """This worker's totals plus its job processes' latest (gauges of live ones only)."""
+    import sys
+
     import psutil
 
     parts = [_totals.to_dict()]
@@ -429,4 +454,8 @@ def snapshot() -> dict[str, Any]:
     out["late_ms"] = LATE_MS
     out["vad_latency_edges_ms"] = list(FRAME_LATENCY_EDGES_MS)
     out["loop_lag_edges_ms"] = list(LAG_EDGES_MS)
+    latency = sys.modules.get("openrtc.simulation.latency")
+    edges = getattr(latency, "TURN_LATENCY_EDGES_MS", None)
+    if edges is not None:
+        out["turn_latency_edges_ms"] = list(edges)
     return out

@@ -1,6 +1,7 @@
 """Simulated calls: a scripted caller driving a real `AgentSession` with no room."""
 
 from .caller import DEFAULT_TURN_TIMEOUT, CallAborted, CallTranscript, run_simulated_call
+from .latency import TURN_LATENCY, TURN_LATENCY_EDGES_MS, TurnLatencyTotals
 from .media import (
     CLIP_SAMPLE_RATE,
     InputClosed,
@@ -17,6 +18,8 @@ __all__ = [
     "DEFAULT_TURN_TIMEOUT",
     "MODES",
     "SIMULATED_CALL_KEY",
+    "TURN_LATENCY",
+    "TURN_LATENCY_EDGES_MS",
     "CallAborted",
     "CallMode",
     "CallScript",
@@ -28,6 +31,7 @@ __all__ = [
     "SimulatedRoom",
     "SimulatedRoomError",
     "SpeechClip",
+    "TurnLatencyTotals",
     "run_simulated_call",
     "speech_clips",
 ]

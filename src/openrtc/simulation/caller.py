@@ -24,6 +24,7 @@ from livekit.agents.voice.events import (
 from livekit.agents.voice.speech_handle import SpeechHandle
 
 from ..testing.fakes import CallerSpeech, bind_caller_speech
+from .latency import TURN_LATENCY
 from .media import SimulatedAudioInput, SimulatedAudioOutput, speech_clips
 from .script import CallMode, CallScript
 
@@ -41,6 +42,9 @@ class CallTranscript:
     per turn. completed is True when every turn got a reply and the session did not fail;
     otherwise error says, in one sentence, what went wrong. speech_detected counts how
     often the session heard the caller start speaking (audio mode only).
+    turn_latency_ms (audio mode only) holds, per answered turn, the milliseconds from the
+    end of the caller's speech to the first frame of the agent's reply audio playing in
+    the caller's earpiece (None when the reply had no audio); see `simulation.latency`.
     """
 
     call_id: str
@@ -53,6 +57,7 @@ class CallTranscript:
     completed: bool = False
     error: str | None = None
     speech_detected: int = 0
+    turn_latency_ms: list[float | None] = field(default_factory=list)
 
     @property
     def duration_s(self) -> float:
@@ -71,6 +76,7 @@ class CallTranscript:
             "completed": self.completed,
             "error": self.error,
             "speech_detected": self.speech_detected,
+            "turn_latency_ms": list(self.turn_latency_ms),
         }
 
 
@@ -232,13 +238,26 @@ class _Caller:
         self.speech.expect(text)
         self.transcript.turns.append(text)
         await self.wait(self.mic.speak(clip.samples), f"turn {index + 1} to be spoken")
+        spoken_at = self.mic.speech_ended_at
         first = await self.wait(self.watch.speech_after(mark), what)
         await self.await_speech(first, what)
+        self.record_latency(spoken_at)
         await self.wait(self.session.wait_for_idle(), what)
         handles = self.watch.speeches[mark:]
         for handle in handles:
             await self.await_speech(handle, what)
         return _speech_text(handles)
+
+    def record_latency(self, spoken_at: float | None) -> None:
+        """The turn's latency: end of the caller's speech -> its reply starting to play."""
+        assert self.earpiece is not None
+        heard = None if spoken_at is None else self.earpiece.first_heard_after(spoken_at)
+        if spoken_at is None or heard is None:
+            self.transcript.turn_latency_ms.append(None)
+            return
+        ms = round(1000 * (heard - spoken_at), 1)
+        self.transcript.turn_latency_ms.append(ms)
+        TURN_LATENCY.add(ms)
 
     async def converse(self, agent: Agent, greeting: str | None) -> None:
         await self.start(agent)

@@ -134,6 +134,9 @@ class SimulatedAudioInput(io.AudioInput):
         self._closed = False
         self.frames_sent = 0
         self.speech_frames_sent = 0
+        self.speech_ended_at: float | None = None
+        """Loop time (monotonic) at which the last finished utterance ended: the real-time
+        end of its last frame on this microphone's schedule."""
 
     @property
     def closed(self) -> bool:
@@ -178,13 +181,14 @@ class SimulatedAudioInput(io.AudioInput):
         self.frames_sent += 1
         MIC_TOTALS.add(sent=1, late=int(late), skipped=skipped)
         return rtc.AudioFrame(
-            data=self._next_chunk(),
+            data=self._next_chunk(ends_at=self._next_at),
             sample_rate=self.sample_rate,
             num_channels=1,
             samples_per_channel=self.frame_samples,
         )
 
-    def _next_chunk(self) -> bytes:
+    def _next_chunk(self, ends_at: float) -> bytes:
+        """The next frame's samples; `ends_at` is when that frame's audio ends in real time."""
         if not self._queue:
             return self._silence
         utterance = self._queue[0]
@@ -193,6 +197,7 @@ class SimulatedAudioInput(io.AudioInput):
         utterance.cursor = end
         if end >= len(utterance.samples):
             self._queue.popleft()
+            self.speech_ended_at = ends_at
             if not utterance.done.done():
                 utterance.done.set_result(None)
         self.speech_frames_sent += 1
@@ -234,6 +239,15 @@ class SimulatedAudioOutput(io.AudioOutput):
         self.played_seconds = 0.0
         self.segments_played = 0
         self.segments_interrupted = 0
+        self._heard_at: deque[float] = deque(maxlen=32)
+
+    def first_heard_after(self, t: float) -> float | None:
+        """Loop time the first segment that started playing after `t` did so, if any.
+
+        A segment starts playing with its first frame of audio: the moment the caller
+        begins to hear that reply (recent segments only).
+        """
+        return next((at for at in self._heard_at if at > t), None)
 
     async def capture_frame(self, frame: rtc.AudioFrame) -> None:
         await super().capture_frame(frame)
@@ -316,6 +330,7 @@ class SimulatedAudioOutput(io.AudioOutput):
                 continue
             if not self._segment_started:
                 self._segment_started = True
+                self._heard_at.append(loop.time())
                 self.on_playback_started(created_at=time.time())
             remaining = item.duration
             while remaining > 0 and not self._cut:

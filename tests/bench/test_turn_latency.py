@@ -1,0 +1,43 @@
+"""Turn latency over the wire: a real worker, the loopback dispatch server, a simulated caller."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from benchkit import Worker, hist_diff, hist_percentile, server_env
+
+from openrtc.devserver import DispatchServer
+from openrtc.simulation import CallScript
+
+pytestmark = pytest.mark.timeout(120)
+
+
+async def test_a_real_call_records_one_plausible_latency_per_turn(tmp_path: Path) -> None:
+    turns = ("hello there", "what time do you open")
+    script = CallScript(turns=turns, mode="audio", pause_s=0.2, hold_s=0.2).to_dict()
+    async with DispatchServer(dispatch_deadline=10.0, offer_timeout=5.0) as server:
+        w = Worker(
+            args=["--deployment-version", "latency"],
+            env={**server_env(server), "OPENRTC_CALL_STATS": "1"},
+            log_path=tmp_path / "w.log",
+        )
+        try:
+            await w.start()
+            await w.wait_accepting(60.0)
+            before = (await w.snapshot() or {}).get("call_stats") or {}
+            job = await server.dispatch(metadata={"agent": "sales"}, simulated_call=script)
+            await server.wait_job(job.id, {"success", "failed"}, timeout=60.0)
+            assert job.state.value == "success", job.error
+            await asyncio.sleep(0.2)
+            after = (await w.snapshot() or {})["call_stats"]
+        finally:
+            await w.kill()
+    hist = hist_diff(after["turn_latency_hist"], before.get("turn_latency_hist"))
+    edges = after["turn_latency_edges_ms"]
+    assert sum(hist) == len(turns), "one latency per turn"
+    fastest, slowest = hist_percentile(edges, hist, 0), hist_percentile(edges, hist, 100)
+    assert fastest is not None and slowest is not None
+    # end-pointing alone waits 0.55 s of silence; an idle worker answers well within 5 s
+    assert 550 <= fastest <= slowest < 5000, (fastest, slowest)
