@@ -23,7 +23,6 @@ from deploy import (
     summarize,
     window_of,
 )
-from openrtc.deploy.rehearsal.workers import WorkerProcess
 from openrtc.devserver import DispatchServer
 from openrtc.devserver.records import DevEvent, JobRecord, JobState
 from tests.harness import wait_until
