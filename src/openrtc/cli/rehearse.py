@@ -86,7 +86,7 @@ def rehearse_command(
         typer.secho(f"error: rehearsal stopped: {e}", err=True, fg="red")
         raise typer.Exit(1) from None
     if html is not None:
-        from ..rehearsal.html import render_html
+        from ..deploy.rehearsal.html import render_html
 
         try:
             html.write_text(render_html(report))
