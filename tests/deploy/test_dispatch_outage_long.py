@@ -58,7 +58,7 @@ async def test_a_dispatch_server_killed_for_good_never_cuts_live_calls(tmp_path:
     agents = tmp_path / "agents"
     agents.mkdir()
     (agents / "steady.py").write_text(AGENT)
-    secret, dispatch_port, http_port = "outage-secret", free_port(), free_port()
+    secret, dispatch_port, http_port = "outage-secret-" + "x" * 24, free_port(), free_port()
     env = {
         **os.environ,
         "LIVEKIT_URL": f"ws://127.0.0.1:{dispatch_port}",

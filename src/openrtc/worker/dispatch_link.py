@@ -49,6 +49,9 @@ def describe_failure(url: str, error: BaseException) -> tuple[str, str]:
         )
     if isinstance(error, OSError | aiohttp.ClientError):
         return "unreachable", f"cannot reach the dispatch server at {url} ({error})"
+    code = getattr(error, "status_code", None)
+    if isinstance(code, int):
+        return "lost", f"the dispatch server at {url} closed the link (code {code})"
     text = str(error) or type(error).__name__
     return "lost", f"lost the dispatch server at {url} ({text[:200]})"
 
