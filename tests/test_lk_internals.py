@@ -65,3 +65,21 @@ def test_a_hot_reload_hook_call_that_moved_is_named(monkeypatch: pytest.MonkeyPa
     monkeypatch.setitem(_lk._HOOK_CALLS, "on_enter", "await self._agent.on_arrival()")
     with pytest.raises(_lk.UnsupportedLiveKitVersion, match="on_arrival"):
         _lk.check_internals()
+
+
+def test_a_changed_connection_loop_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def reshaped(self: object) -> None:
+        return None
+
+    monkeypatch.setattr(_lk.AgentServer, "_connection_task", reshaped)
+    with pytest.raises(_lk.UnsupportedLiveKitVersion, match="_connection_task no longer does"):
+        _lk.check_internals()
+
+
+def test_a_moved_assignment_table_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    def reshaped(self: object, assignment: object) -> None:
+        return None
+
+    monkeypatch.setattr(_lk.AgentServer, "_handle_assignment", reshaped)
+    with pytest.raises(_lk.UnsupportedLiveKitVersion, match="no longer reads _pending_assignments"):
+        _lk.check_internals()

@@ -11,6 +11,7 @@ with the name that moved when upstream changes shape.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import dataclasses
 import inspect
@@ -21,9 +22,11 @@ from livekit import rtc
 from livekit.agents import AgentServer, JobContext, JobExecutorType, JobProcess
 from livekit.agents import __version__ as LK_AGENTS_VERSION
 from livekit.agents import job as lk_job
+from livekit.agents import worker as lk_worker
 from livekit.agents.ipc import job_executor as lk_job_executor
 from livekit.agents.job import RunningJobInfo
 from livekit.protocol import agent as lk_proto
+from livekit.protocol import models as lk_models
 
 TESTED_SERIES = (1, 8)
 """The livekit-agents minor series these touch points were written and tested against."""
@@ -49,6 +52,13 @@ def check_version(version: str = LK_AGENTS_VERSION) -> None:
 
 
 _SERVER_METHODS: dict[str, tuple[str, ...]] = {
+    "_connection_task": ("self",),
+    "_handle_register": ("self", "reg"),
+    "_report_active_jobs": ("self",),
+    "_run_ws": ("self", "ws"),
+    "_handle_availability": ("self", "msg"),
+    "_handle_assignment": ("self", "assignment"),
+    "_handle_termination": ("self", "msg"),
     "_is_available": ("self",),
     "_get_effective_load": ("self",),
     "_update_worker_status": ("self",),
@@ -56,10 +66,43 @@ _SERVER_METHODS: dict[str, tuple[str, ...]] = {
     "_queue_msg": ("self", "msg"),
 }
 _SERVER_ATTRIBUTES: dict[str, tuple[str, ...]] = {
-    "__init__": ("_ws_url", "_closed", "_draining"),
-    "run": ("_job_lifecycle_tasks", "_msg_chan", "_closed", "_worker_load"),
+    "__init__": (
+        "_ws_url",
+        "_closed",
+        "_draining",
+        "_connecting",
+        "_api_key",
+        "_api_secret",
+        "_worker_token",
+        "_deployment",
+        "_permissions",
+        "_http_proxy",
+        "_server_type",
+        "_agent_name",
+    ),
+    "run": (
+        "_job_lifecycle_tasks",
+        "_msg_chan",
+        "_closed",
+        "_worker_load",
+        "_pending_assignments",
+        "_http_session",
+        "_conn_task",
+    ),
 }
 """AgentServer attributes read or set below, by the method that creates them."""
+_CONNECTION_STEPS = (
+    'urljoin(base, "agent")',
+    "self._http_session.ws_connect(",
+    "req.register.agent_name = self._agent_name",
+    'msg.HasField("register")',
+    "self._handle_register(msg.register)",
+    "self._connecting = False",
+    "await self._report_active_jobs()",
+    "await self._run_ws(ws)",
+)
+"""What AgentServer._connection_task does per attempt; `ServerInternals` repeats these steps
+with its own retry policy, so each one must still be there upstream."""
 _JOB_CONTEXT_PRIVATE = (
     "_primary_agent_session",
     "_shutdown_callbacks",
@@ -68,6 +111,24 @@ _JOB_CONTEXT_PRIVATE = (
     "_on_session_end",
     "_on_cleanup",
 )
+
+
+def _link_problems() -> list[str]:
+    problems: list[str] = []
+    conn_src = inspect.getsource(AgentServer._connection_task)
+    problems.extend(
+        f"AgentServer._connection_task no longer does {step}"
+        for step in _CONNECTION_STEPS
+        if step not in conn_src
+    )
+    for name in ("HEARTBEAT_INTERVAL", "ASSIGNMENT_TIMEOUT"):
+        if not hasattr(lk_worker, name):
+            problems.append(f"livekit.agents.worker.{name} is gone")
+    if "self._pending_assignments" not in inspect.getsource(AgentServer._handle_assignment):
+        problems.append("AgentServer._handle_assignment no longer reads _pending_assignments")
+    if "get_by_job_id" not in inspect.getsource(AgentServer._handle_termination):
+        problems.append("AgentServer._handle_termination no longer looks the job up")
+    return problems
 
 
 def check_internals() -> None:
@@ -92,6 +153,9 @@ def check_internals() -> None:
     run_src = inspect.getsource(AgentServer.run)
     if "self._proc_pool = ipc.proc_pool.ProcPool(" not in run_src:
         problems.append("AgentServer.run no longer builds self._proc_pool")
+    if "self._connection_task()" not in run_src:
+        problems.append("AgentServer.run no longer starts self._connection_task()")
+    problems.extend(_link_problems())
     ctx_params = set(inspect.signature(JobContext.__init__).parameters)
     for p in ("proc", "info", "room", "on_connect", "on_shutdown", "inference_executor"):
         if p not in ctx_params:
@@ -343,6 +407,174 @@ class ServerInternals(AgentServer):
         error = getattr(proc, "error", "") or ""
         update = lk_proto.UpdateJobStatus(job_id=info.job.id, status=status, error=error)  # type: ignore[arg-type]
         await self._queue_msg(lk_proto.WorkerMessage(update_job=update))
+
+    # --- the dispatch link ----------------------------------------------------------
+    link_open_timeout: float = 4.0
+    """Seconds one attempt may take to open the websocket and be registered."""
+
+    def link_failed(self, error: Exception, attempt: int) -> float:
+        """An attempt failed or the open link broke (attempt 0: it was up); return the
+        seconds to wait before the next attempt. The link is retried until the worker
+        closes: giving up is the caller's decision, never the connection loop's."""
+        return float(min(2 * attempt, 10))
+
+    async def link_restored(self) -> None:
+        """Registered with the server (again); runs before the link serves messages."""
+
+    def hold_final_status(self, update: lk_proto.UpdateJobStatus) -> bool:
+        """A call's final status while the link is down: True to keep it (and send it
+        later through `send_now`), False to queue it as AgentServer would."""
+        return False
+
+    @property
+    def link_is_down(self) -> bool:
+        return bool(getattr(self, "_connecting", False))
+
+    async def send_now(self, msg: lk_proto.WorkerMessage) -> None:
+        """Queue a message for the server, bypassing `hold_final_status`."""
+        await super()._queue_msg(msg)
+
+    async def _queue_msg(self, msg: lk_proto.WorkerMessage) -> None:
+        if (
+            self.link_is_down
+            and msg.WhichOneof("message") == "update_job"
+            and msg.update_job.status != lk_proto.JobStatus.JS_RUNNING
+            and self.hold_final_status(msg.update_job)
+        ):
+            return
+        await super()._queue_msg(msg)
+
+    async def _connection_task(self) -> None:
+        """AgentServer's connection loop with one change: it never gives up by itself.
+
+        Upstream stops after a fixed number of attempts and then closes every job, though
+        a call's media never depended on this link; here `link_failed` paces the attempts.
+        """
+        attempt = 0
+        while not self._closed:
+            ws: Any = None
+            try:
+                self._connecting = True
+                ws = await asyncio.wait_for(self._open_link(), self.link_open_timeout)
+                await asyncio.wait_for(self._register_on(ws), self.link_open_timeout)
+                attempt = 0
+                self._connecting = False
+                await self.link_restored()
+                await self._report_active_jobs()
+                await self._run_ws(ws)
+                if not self._closed:
+                    raise ConnectionError("the dispatch link closed")
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                self._connecting = True
+                if ws is not None:
+                    with contextlib.suppress(Exception):
+                        await ws.close()
+                    ws = None
+                if self._closed:
+                    break
+                delay = self.link_failed(e, attempt)
+                attempt += 1
+                await asyncio.sleep(delay)
+            finally:
+                if ws is not None:
+                    with contextlib.suppress(Exception):
+                        await ws.close()
+
+    async def _open_link(self) -> Any:
+        from livekit import api
+
+        token = (
+            api.AccessToken(self._api_key, self._api_secret)
+            .with_grants(api.VideoGrants(agent=True))
+            .to_jwt()
+        )
+        params = {"worker_token": self._worker_token} if self._worker_token else {}
+        session = self._http_session
+        assert session is not None, "AgentServer.run() opens the http session first"
+        return await session.ws_connect(
+            self.link_url,
+            headers={"Authorization": f"Bearer {token}"},
+            params=params,
+            autoping=True,
+            proxy=self._http_proxy or None,
+            heartbeat=lk_worker.HEARTBEAT_INTERVAL,
+        )
+
+    @property
+    def link_url(self) -> str:
+        """The `/agent` websocket URL the worker dials."""
+        from urllib.parse import urljoin, urlparse
+
+        parsed = urlparse(str(self._ws_url))
+        scheme = parsed.scheme.replace("http", "ws", 1)
+        base = f"{scheme}://{parsed.netloc}{parsed.path}".rstrip("/") + "/"
+        return urljoin(base, "agent")
+
+    async def _register_on(self, ws: Any) -> None:
+        req = lk_proto.WorkerMessage()
+        perms = self._permissions
+        req.register.type = self._server_type.value
+        req.register.allowed_permissions.CopyFrom(
+            lk_models.ParticipantPermission(
+                can_publish=perms.can_publish,
+                can_subscribe=perms.can_subscribe,
+                can_publish_data=perms.can_publish_data,
+                can_update_metadata=perms.can_update_metadata,
+                can_publish_sources=perms.can_publish_sources,
+                hidden=perms.hidden,
+                agent=True,
+            )
+        )
+        req.register.agent_name = self._agent_name
+        req.register.deployment = self._deployment
+        req.register.version = LK_AGENTS_VERSION
+        await ws.send_bytes(req.SerializeToString())
+        reply = lk_proto.ServerMessage()
+        reply.ParseFromString(await ws.receive_bytes())
+        if not reply.HasField("register"):
+            raise ConnectionError("the server's first message was not a register reply")
+        self._handle_register(reply.register)
+
+    # --- offers, assignments and terminations from any server -------------------------
+    def answer_held_offer(
+        self, msg: lk_proto.AvailabilityRequest
+    ) -> list[lk_proto.WorkerMessage] | None:
+        """None: decide this offer as usual. Otherwise the job is already held and the
+        messages returned (possibly none) are its whole answer."""
+        return None
+
+    async def unexpected_assignment(self, assignment: lk_proto.JobAssignment) -> None:
+        """An assignment with no offer waiting for it (never offered, or timed out)."""
+
+    def unknown_termination(self, job_id: str) -> None:
+        """A termination for a job this worker does not run."""
+
+    def _handle_availability(self, msg: lk_proto.AvailabilityRequest) -> None:
+        answer = self.answer_held_offer(msg)
+        if answer is None:
+            super()._handle_availability(msg)
+            return
+        for reply in answer:
+            self._track(self.send_now(reply))
+
+    def _handle_assignment(self, assignment: lk_proto.JobAssignment) -> None:
+        if assignment.job.id in self._pending_assignments:
+            super()._handle_assignment(assignment)
+            return
+        self._track(self.unexpected_assignment(assignment))
+
+    async def _handle_termination(self, msg: lk_proto.JobTermination) -> None:
+        if self._proc_pool.get_by_job_id(msg.job_id) is None:
+            self.unknown_termination(msg.job_id)
+            return
+        await super()._handle_termination(msg)
+
+    def _track(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._job_lifecycle_tasks.add(task)
+        task.add_done_callback(self._job_lifecycle_tasks.discard)
 
     async def push_worker_status(self) -> None:
         """Tell the server our status now instead of at the next 2.5 s tick."""

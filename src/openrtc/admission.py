@@ -35,6 +35,8 @@ class RejectReason(StrEnum):
     TENANT_UNKNOWN = "tenant_unknown"
     TENANT_CONFIG_ERROR = "tenant_config_error"
     TENANT_CIRCUIT_OPEN = "tenant_circuit_open"
+    DISPATCH_UNREACHABLE = "dispatch_unreachable"
+    INVALID_JOB = "invalid_job"
 
 
 Caps = Limits

@@ -312,10 +312,20 @@ class Dispatch:
         "Accept only jobs that name one of this pool's agents (no fallback agent).",
         flag="--accept-only-registered-rooms/--accept-any-room",
     )
+    retry_budget: float = setting(
+        130.0,
+        "OPENRTC_DISPATCH_RETRY_BUDGET",
+        "Seconds a worker with no live calls keeps retrying a lost dispatch server before "
+        "it exits 1 (with live calls it retries until they end).",
+        min=0.001,
+    )
     router: Any = in_code(None, "router(job, agent_names) -> the agent that takes the call.")
     request_fnc: Any = in_code(
         None, "livekit's request_fnc(JobRequest): accept or reject after the pool admitted."
     )
+
+    def __post_init__(self) -> None:
+        _check_positive(Dispatch, "retry_budget", self.retry_budget, whole=False)
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from .admission import AdmissionCheck, Admit, Refuse
 from .audit import AuditEvent, AuditLog
 from .config import DEFAULT_VERSION, ISOLATIONS, Isolation, PoolConfig
 from .errors import ConfigError, RegistrationError
+from .flood import FloodGate
 from .lifecycle import Lifecycle, Transition, WorkerState
 from .lifecycle import logger as lifecycle_logger
 from .registry import AgentSpec, Registry, agent_files, spec_from_file, validate_agent_class
@@ -124,6 +125,11 @@ class AgentPool:
         self.drain_request: DrainRequest | None = None
         self.registered = False
         """The server accepted this worker's registration (it may take calls)."""
+        self.dispatch_down: str | None = None
+        """Why the dispatch link is down (None: up, or never tried yet)."""
+        self.dispatch_down_since: float | None = None
+        """time.monotonic() when the link went down (None: up)."""
+        self._floods = FloodGate()
 
         self._lock = threading.Lock()
         self._ledger = admission.Ledger()
@@ -281,6 +287,8 @@ class AgentPool:
         reason = admission.check(state, admission.Ledger(), admission.Caps(), "", tenant)
         if reason is not None:
             return Refuse(reason, f"worker is {state}")
+        if self.dispatch_down is not None:
+            return Refuse(admission.RejectReason.DISPATCH_UNREACHABLE, self.dispatch_down)
         dispatch = self.config.dispatch
         try:
             route = routing.resolve(
@@ -315,18 +323,35 @@ class AgentPool:
         return Admit(route, route.agent, tenant)
 
     def record_rejection(self, job_id: str, refusal: Refuse, room: str = "") -> None:
+        """Count a refusal, log it and audit it. Refusals an outsider can repeat at will
+        (`invalid_job`) are counted every time but logged and audited once a minute, with
+        how many were held back."""
+        reason = refusal.reason_name
         with self._lock:
-            self._rejected[refusal.reason_name] += 1
-        self.log.info("refused job %s: %s (%s)", job_id, refusal.reason_name, refusal.detail)
+            self._rejected[reason] += 1
+        extra: dict[str, Any] = {}
+        if reason == admission.RejectReason.INVALID_JOB:
+            held = self._floods.admit(f"rejected:{reason}")
+            if held is None:
+                return
+            extra["held_back"] = held
+            self.log.warning("refused job %r: %s (%s)", job_id, reason, refusal.detail)
+        else:
+            self.log.info("refused job %s: %s (%s)", job_id, reason, refusal.detail)
         self.audit_log.emit(
             "worker.rejected",
             target=job_id,
             result="refused",
             job_id=job_id,
-            reason=refusal.reason_name,
+            reason=reason,
             detail=refusal.detail,
             room=room,
+            **extra,
         )
+
+    def flood_gate(self) -> FloodGate:
+        """The gate that bounds floods of identical outsider-caused events."""
+        return self._floods
 
     def release(self, job_id: str) -> None:
         """Give back a call's slot: its offer fell through or the call ended."""
@@ -350,7 +375,7 @@ class AgentPool:
 
     def exact_load(self) -> float:
         """Load reported to the server: admitted/cap, and 1.0 (full) when not accepting."""
-        if not self.admission_state().takes_calls:
+        if not self.admission_state().takes_calls or self.dispatch_down is not None:
             return 1.0
         cap = self.config.limits.max_sessions
         if cap is None:
@@ -496,6 +521,41 @@ class AgentPool:
             )
         self._requests_changed()
 
+    def record_dispatch_link(self, up: bool, reason: str = "") -> None:
+        """The link to the dispatch server came up or went down (the server records it;
+        the lifespan decides what an outage means). While it is down no offer is taken."""
+        was_down = self.dispatch_down is not None
+        if up:
+            if not was_down:
+                return
+            since = self.dispatch_down_since
+            self.dispatch_down = None
+            self.dispatch_down_since = None
+            outage = 0.0 if since is None else time.monotonic() - since
+            self.log.info("dispatch link restored after %.1fs", outage)
+            self.audit_log.emit(
+                "dispatch.link_restored",
+                target=self._worker_id,
+                outage_s=round(outage, 3),
+                active_sessions=self._ledger.total,
+            )
+        else:
+            if was_down:
+                self.dispatch_down = reason or self.dispatch_down
+                return
+            self.dispatch_down = reason or "dispatch server unreachable"
+            self.dispatch_down_since = time.monotonic()
+            self.audit_log.emit(
+                "dispatch.link_lost",
+                target=self._worker_id,
+                result="lost",
+                reason=self.dispatch_down,
+                registered=self.registered,
+                active_sessions=self._ledger.total,
+            )
+        self._load_changed()
+        self._requests_changed()
+
     def _requests_changed(self) -> None:
         for listener in list(self._request_listeners):
             listener()
@@ -561,4 +621,5 @@ class AgentPool:
             pid=os.getpid(),
             agents=tuple(self.registry.names()),
             sessions=tuple(s.to_dict(now) for s in live),
+            dispatch_reachable=self.dispatch_down is None,
         )

@@ -28,6 +28,8 @@ class RuntimeSnapshot:
     pid: int
     agents: tuple[str, ...]
     sessions: tuple[Mapping[str, Any], ...] = field(default=())
+    dispatch_reachable: bool = True
+    """False while the link to the dispatch server is down."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -49,4 +51,5 @@ class RuntimeSnapshot:
             "pid": self.pid,
             "agents": list(self.agents),
             "sessions": [dict(s) for s in self.sessions],
+            "dispatch_reachable": self.dispatch_reachable,
         }

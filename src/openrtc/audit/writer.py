@@ -178,12 +178,12 @@ class AuditLog:
         if not isinstance(record, dict) or record_problem(record) is not None:
             raise AuditFileError(
                 f"the last line of audit file {path} is truncated or garbled; "
-                "check it with verify_chain() and move it aside before restarting"
+                f"check it with `openrtc audit verify {path}` and move it aside before restarting"
             )
         if record["hash"] != record_hash(record):
             raise AuditFileError(
                 f"the last record of audit file {path} was modified after writing; "
-                "check it with verify_chain() and move it aside before restarting"
+                f"check it with `openrtc audit verify {path}` and move it aside before restarting"
             )
         size = os.lseek(fd, 0, os.SEEK_END)
         self._needs_newline = size > 0 and os.pread(fd, 1, size - 1) != b"\n"

@@ -93,11 +93,13 @@ def _run_worker(
     api_key: str | None,
     api_secret: str | None,
 ) -> int:
-    from ..worker.lifespan import serve
+    from ..worker.lifespan import preflight, serve
     from ..worker.server import PoolServer
 
     try:
+        po.check_paths(config)
         pool = po.build_pool(config, agents_dir)
+        preflight(pool)
         server = PoolServer(pool, ws_url=url, api_key=api_key, api_secret=api_secret)
     except OpenRTCError as e:
         raise fail(str(e)) from None
@@ -107,7 +109,11 @@ def _run_worker(
         ", ".join(pool.list_agents()),
         pool.isolation,
     )
-    return asyncio.run(serve(pool, server))
+    try:
+        return asyncio.run(serve(pool, server))
+    except OpenRTCError as e:
+        # a start-up check that could only run once the worker was starting
+        raise fail(str(e)) from None
 
 
 @app.command("list")

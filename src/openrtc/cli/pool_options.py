@@ -115,8 +115,33 @@ def build_config(
     return cfg.PoolConfig(**groups)
 
 
+def check_paths(config: cfg.PoolConfig) -> None:
+    """Files the worker will write: each one's problem named with its flag and variable."""
+    for flag, var, path in (
+        ("--audit-path", "OPENRTC_AUDIT_PATH", config.audit.path),
+        ("--metrics-jsonl", "OPENRTC_METRICS_JSONL", config.ops.metrics_jsonl),
+    ):
+        if path is None:
+            continue
+        where = f"{flag} ({var}) {path}"
+        if path.is_dir():
+            raise ConfigError(f"{where} is a directory; give the path of a file in it")
+        if not path.parent.is_dir():
+            raise ConfigError(f"{where}: its directory {path.parent} does not exist")
+
+
 def build_pool(config: cfg.PoolConfig, agents_dir: Path) -> AgentPool:
-    pool = AgentPool(config=config)
+    """The pool `start`/`dev` run; an audit file that cannot be continued is a ConfigError."""
+    from ..audit import AuditFileError
+
+    try:
+        pool = AgentPool(config=config)
+    except AuditFileError as e:
+        raise ConfigError(f"--audit-path (OPENRTC_AUDIT_PATH): {e}") from None
+    except OSError as e:
+        raise ConfigError(
+            f"--audit-path (OPENRTC_AUDIT_PATH) {config.audit.path}: {e.strerror or e}"
+        ) from None
     pool.discover(agents_dir)
     return pool
 

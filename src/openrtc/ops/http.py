@@ -6,6 +6,7 @@ Bound to 127.0.0.1 unless configured otherwise. POST /drain needs the admin toke
 
 from __future__ import annotations
 
+import errno
 import hmac
 import json
 import logging
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from ..errors import ConfigError
 from ..lifecycle import WorkerState
 from . import call_stats
 from .memory import process_memory
@@ -32,12 +34,32 @@ HANG_AFTER_S = 10.0
 is hung (blocked, or the monitor died), not merely busy."""
 
 
+MAX_CREDENTIAL_BYTES = 4096
+"""A longer Authorization header is refused unread."""
+
+
 def load_admin_token() -> str | None:
+    """The POST /drain token from OPENRTC_ADMIN_TOKEN_FILE or OPENRTC_ADMIN_TOKEN;
+    a file that is set but unreadable or empty is a ConfigError naming the variable."""
     token = os.environ.get("OPENRTC_ADMIN_TOKEN")
     path = os.environ.get("OPENRTC_ADMIN_TOKEN_FILE")
     if path:
-        token = Path(path).read_text().strip()
+        try:
+            token = Path(path).read_text().strip()
+        except (OSError, UnicodeDecodeError) as e:
+            why = getattr(e, "strerror", None) or "not UTF-8 text"
+            raise ConfigError(f"cannot read OPENRTC_ADMIN_TOKEN_FILE {path}: {why}") from None
+        if not token:
+            raise ConfigError(f"OPENRTC_ADMIN_TOKEN_FILE {path} is empty")
     return token or None
+
+
+def port_problem(host: str, port: int, error: OSError) -> str:
+    where = f"cannot listen on {host}:{port} for the operations endpoint (--http-port, "
+    where += f"OPENRTC_HTTP_PORT): {error.strerror or error}"
+    if error.errno == errno.EADDRINUSE:
+        where += "; another worker on this host may hold it: pass --http-port 0 for any free port"
+    return where
 
 
 class OpsServer:
@@ -82,10 +104,20 @@ class OpsServer:
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
-        if self.port == 0:
+        try:
+            await site.start()
+        except OSError as e:
+            await self._runner.cleanup()
+            self._runner = None
+            raise ConfigError(port_problem(self.host, self.port, e)) from None
+        picked = self.port == 0
+        if picked:
             self.port = int(self._runner.addresses[0][1])
-        logger.info("operations endpoint on %s (/healthz /readyz /metrics /snapshot)", self.url)
+        logger.info(
+            "operations endpoint on %s (/healthz /readyz /metrics /snapshot)%s",
+            self.url,
+            f"; port {self.port} picked for --http-port 0" if picked else "",
+        )
 
     async def aclose(self) -> None:
         if self._runner is not None:
@@ -117,6 +149,15 @@ class OpsServer:
 
     async def readyz(self, request: web.Request) -> web.Response:
         state = self.pool.admission_state()
+        down = self.pool.dispatch_down
+        if down is not None and not state.is_draining and state is not WorkerState.STOPPED:
+            body = {
+                "ready": False,
+                "state": state.value,
+                "reason": "dispatch_unreachable",
+                "detail": down,
+            }
+            return web.json_response(body, status=503)
         if state is WorkerState.ACCEPTING:
             return web.json_response({"ready": True, "state": state.value})
         reason = {
@@ -154,11 +195,38 @@ class OpsServer:
                 {"error": "drain over HTTP is off: set OPENRTC_ADMIN_TOKEN to enable it"},
                 status=403,
             )
-        given = request.headers.get("Authorization", "")
-        expected = f"Bearer {self.admin_token}"
-        if not hmac.compare_digest(given.encode(), expected.encode()):
+        if not self._authorized(request):
+            self._audit_refused(request)
             return web.json_response({"error": "a valid admin token is required"}, status=401)
         actor = request.headers.get("X-OpenRTC-Actor", "http")[:64]
         self.pool.begin_drain(reason="POST /drain", actor=actor)
         state = self.pool.admission_state().value
         return web.json_response({"draining": True, "state": state}, status=202)
+
+    def _authorized(self, request: web.Request) -> bool:
+        """Compare the raw header bytes in constant time; anything malformed is a no."""
+        assert self.admin_token is not None
+        given = b""
+        for name, value in request.raw_headers:
+            if name.lower() == b"authorization":
+                given = value
+                break
+        if len(given) > MAX_CREDENTIAL_BYTES:
+            return False
+        expected = f"Bearer {self.admin_token}".encode()
+        return hmac.compare_digest(given, expected)
+
+    def _audit_refused(self, request: web.Request) -> None:
+        """A failed drain attempt: audited, at most once a minute (with the count held back)."""
+        held = self.pool.flood_gate().admit("ops.drain_refused")
+        if held is None:
+            return
+        peer = request.remote or ""
+        logger.warning("POST /drain refused: bad or missing admin token (from %s)", peer)
+        self.pool.audit_log.emit(
+            "ops.drain_refused",
+            actor=peer,
+            result="refused",
+            reason="bad admin token",
+            held_back=held,
+        )

@@ -10,6 +10,10 @@
    while a call's code blocks the loop is handled as soon as the loop runs again.
 3. drain: the server is told we are full at once and every new offer is refused
    (`worker.rejected`, reason `draining`); in-flight calls run to hang-up.
+   A lost dispatch link is no reason to cut calls: the server records it on the pool
+   (`/readyz` answers 503 `dispatch_unreachable`, offers are refused) and keeps retrying;
+   this module gives up only once the link stayed down for `--dispatch-retry-budget`
+   with no call live, and then exits EXIT_FAILED so the orchestrator restarts it.
 4. exit: when the last call ends, the final job statuses are flushed, the connection is
    closed cleanly and `serve()` returns EXIT_OK. If `drain_timeout` passes first, or a
    second signal arrives, the calls still live are closed gracefully (sessions closed,
@@ -23,16 +27,18 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from .. import log_context
 from ..config import OpsEndpoint
-from ..deploy.follower import membership_watcher
+from ..deploy.follower import manifest_secrets, membership_watcher
+from ..errors import ConfigError
 from ..lifecycle import WorkerState
 from ..ops import self_protection
-from ..ops.http import OpsServer, load_admin_token
+from ..ops.http import OpsServer, load_admin_token, port_problem
 from ..ops.jsonl import MetricsJsonl
 from ..ops.loop_lag import LoopLagMonitor
 from .models import shared_models
@@ -97,6 +103,8 @@ class Lifespan:
         """Set once the worker registered and the lifecycle left `starting`."""
         self._force = asyncio.Event()
         self._drain_started = asyncio.Event()
+        self._gave_up = asyncio.Event()
+        self._outage: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.cut_jobs: list[str] = []
         self.lag = LoopLagMonitor()
@@ -139,6 +147,8 @@ class Lifespan:
         """Carry out what was recorded: registration and membership first, then a drain."""
         pool, lifecycle = self.pool, self.pool.lifecycle
         state = lifecycle.state
+        if pool.dispatch_down is not None and (self._outage is None or self._outage.done()):
+            self._outage = asyncio.ensure_future(self._watch_outage())
         if pool.registered:
             if pool.member is False and state in (WorkerState.STARTING, WorkerState.ACCEPTING):
                 reason = pool.membership_reason or "not in manifest"
@@ -164,20 +174,26 @@ class Lifespan:
         log_context.bind(deployment_version=pool.deployment_version)
         run_task: asyncio.Task[None] | None = None
         drain_task = asyncio.create_task(self._drain_started.wait())
+        gave_up = asyncio.create_task(self._gave_up.wait())
         code = EXIT_FAILED
         try:
             self._apply_requests()
             await self._start()
             run_task = asyncio.create_task(self.server.run(devmode=self.devmode), name="server")
             done, _ = await asyncio.wait(
-                {run_task, drain_task}, return_when=asyncio.FIRST_COMPLETED
+                {run_task, drain_task, gave_up}, return_when=asyncio.FIRST_COMPLETED
             )
             if run_task in done:
                 code = self._server_ended(run_task)
-            else:
+            elif drain_task in done:
                 code = await self._drain()
+            else:
+                code = EXIT_FAILED
         finally:
             drain_task.cancel()
+            gave_up.cancel()
+            if self._outage is not None:
+                self._outage.cancel()
             await self._close()
             if run_task is not None and not run_task.done():
                 run_task.cancel()
@@ -262,6 +278,37 @@ class Lifespan:
             self.pool.lifecycle.move(WorkerState.DRAINED, reason=f"cut {len(self.cut_jobs)}")
         return EXIT_DRAIN_TIMEOUT
 
+    def _nothing_live(self) -> bool:
+        return self.pool.admitted == 0 and not self.server.job_executors()
+
+    async def _watch_outage(self) -> None:
+        """While the dispatch link is down: give up once it has been down for the retry
+        budget and no call is live (calls still live keep the worker up until they end)."""
+        pool = self.pool
+        budget = pool.config.dispatch.retry_budget
+        while pool.dispatch_down is not None:
+            since = pool.dispatch_down_since
+            down_for = 0.0 if since is None else time.monotonic() - since
+            if down_for >= budget and self._nothing_live() and pool.drain_request is None:
+                logger.error(
+                    "dispatch server unreachable for %.0fs (--dispatch-retry-budget %gs) and no "
+                    "call is live: exiting so the worker is restarted (%s)",
+                    down_for,
+                    budget,
+                    pool.dispatch_down,
+                )
+                pool.audit_log.emit(
+                    "dispatch.gave_up",
+                    target=pool.worker_id,
+                    result="exit",
+                    reason=pool.dispatch_down,
+                    outage_s=round(down_for, 3),
+                    retry_budget=budget,
+                )
+                self._gave_up.set()
+                return
+            await asyncio.sleep(0.2)
+
     async def _until_idle(self) -> None:
         """No call admitted, launching or running, and no offer mid-answer."""
         while True:
@@ -275,6 +322,19 @@ class Lifespan:
 
     async def _close(self) -> None:
         await self.server.flush_outbox()
+        unreported = self.server.unreported_outcomes()
+        if unreported:
+            logger.warning(
+                "%d call outcome(s) never reached the dispatch server: %s",
+                len(unreported),
+                ", ".join(f"{job} {status}" for job, status in unreported.items()),
+            )
+            self.pool.audit_log.emit(
+                "dispatch.outcomes_unreported",
+                target=self.pool.worker_id,
+                result="unreported",
+                outcomes=unreported,
+            )
         with contextlib.suppress(Exception):
             await self.server.aclose()
         if self.ops is not None:
@@ -289,6 +349,28 @@ class Lifespan:
         self.started.set()
         if self.protection is not None:
             await self.protection.aclose()
+
+
+def preflight(pool: AgentPool, ops: OpsEndpoint | None = None) -> None:
+    """Operator mistakes a worker would otherwise meet only after it started: each one is a
+    ConfigError naming the flag or variable (the CLI prints it as one line, exit 2)."""
+    ops = pool.config.ops if ops is None else ops
+    if ops.port is not None:
+        load_admin_token()
+        if ops.port != 0:
+            _check_port_free(ops.host, ops.port)
+    if pool.config.deployment.manifest is not None:
+        manifest_secrets(pool.config.deployment)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as e:
+            raise ConfigError(port_problem(host, port, e)) from None
 
 
 async def until_started(lifespan: Lifespan, task: asyncio.Task[int]) -> bool:

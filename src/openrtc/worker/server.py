@@ -9,9 +9,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from livekit.agents import JobExecutorType, JobProcess, JobRequest
+from livekit.protocol import agent as lk_proto
 
 from .. import _lk
 from ..admission import Refuse, RejectReason
@@ -19,6 +22,7 @@ from ..errors import ConfigError
 from ..sessions import Outcome
 from .call import FAILED_ERROR_FIELD, FAILED_JOB_FIELD, run_call
 from .coroutine_jobs import CoroutineJob, CoroutineJobPool
+from .dispatch_link import HeldOutcomes, backoff, describe_failure
 from .models import shared_models
 from .process_entry import blueprint_of, process_entrypoint
 
@@ -88,6 +92,12 @@ class PoolServer(_lk.ServerInternals):
         logging.getLogger("openrtc.call").addHandler(self._outcomes)
         self._status_loop: asyncio.AbstractEventLoop | None = None
         self._pushes: set[asyncio.Task[None]] = set()
+        self._offers: dict[str, lk_proto.AvailabilityResponse | None] = {}
+        """Jobs offered and not refused: None while deciding, then our positive answer."""
+        self._expired: OrderedDict[str, float] = OrderedDict()
+        """Jobs whose assignment never came in time (bounded), to name a late one."""
+        self._held = HeldOutcomes()
+        self._failure_kind: str | None = None
         pool.add_load_listener(self._load_changed)
 
     def _load_changed(self) -> None:
@@ -121,31 +131,54 @@ class PoolServer(_lk.ServerInternals):
 
     # --- admission --------------------------------------------------------------------
     async def _on_request(self, req: JobRequest) -> None:
-        decision = self.pool.decide(req)
+        job_id = req.id
+        try:
+            decision = self.pool.decide(req)
+        except Exception as e:
+            # whatever the offer holds, it gets an answer and a count, never a traceback
+            decision = Refuse(RejectReason.INVALID_JOB, f"{type(e).__name__} while deciding")
         if isinstance(decision, Refuse):
-            self.pool.record_rejection(req.id, decision, room=req.room.name)
-            await req.reject(terminate=False)
+            self._offers.pop(job_id, None)
+            try:
+                self.pool.record_rejection(job_id, decision, room=_printable(req.room.name))
+            finally:
+                await req.reject(terminate=False)
             return
         accepted = False
         try:
             if self.pool.config.dispatch.request_fnc is not None:
                 accepted = await self._ask_user_hook(req)
             else:
-                await req.accept(
-                    name=decision.agent,
-                    identity=f"agent-{req.id}",
-                    attributes={
-                        "openrtc.agent": decision.agent,
-                        "openrtc.version": self.pool.deployment_version,
-                    },
-                )
+                identity = f"agent-{job_id}"
+                attributes = {
+                    "openrtc.agent": decision.agent,
+                    "openrtc.version": self.pool.deployment_version,
+                }
+                self._remember_answer(job_id, decision.agent, identity, attributes)
+                await req.accept(name=decision.agent, identity=identity, attributes=attributes)
                 accepted = True
         except Exception as e:
-            logger.warning("job %s was accepted but not assigned: %s", req.id, e)
+            logger.warning("job %s was accepted but not assigned: %s", job_id, e)
             accepted = False
+            self._expired[job_id] = time.monotonic()
+            while len(self._expired) > 1024:
+                self._expired.popitem(last=False)
         finally:
             if not accepted:
-                self.pool.release(req.id)
+                self._offers.pop(job_id, None)
+                self.pool.release(job_id)
+
+    def _remember_answer(
+        self, job_id: str, name: str, identity: str, attributes: dict[str, str]
+    ) -> None:
+        answer = lk_proto.AvailabilityResponse(
+            job_id=job_id,
+            available=True,
+            participant_identity=identity,
+            participant_name=name,
+        )
+        answer.participant_attributes.update(attributes)
+        self._offers[job_id] = answer
 
     async def _ask_user_hook(self, req: JobRequest) -> bool:
         """Run the user's request_fnc; it accepts or rejects through our bookkeeping."""
@@ -153,6 +186,7 @@ class PoolServer(_lk.ServerInternals):
 
         async def on_accept(args: Any) -> None:
             answer["accepted"] = True
+            self._remember_answer(req.id, args.name, args.identity, dict(args.attributes or {}))
             await req.accept(
                 name=args.name,
                 identity=args.identity,
@@ -178,6 +212,87 @@ class PoolServer(_lk.ServerInternals):
                 req.id, Refuse(RejectReason.REQUEST_FNC, "request_fnc rejected"), req.room.name
             )
         return answer["accepted"]
+
+    # --- exact caps against any server --------------------------------------------------
+    def answer_held_offer(
+        self, msg: lk_proto.AvailabilityRequest
+    ) -> list[lk_proto.WorkerMessage] | None:
+        job_id = msg.job.id
+        if job_id not in self._offers:
+            self._offers[job_id] = None
+            return None
+        answer = self._offers[job_id]
+        logger.warning(
+            "offer for job %r, which this worker already holds: answered from what it holds",
+            _printable(job_id),
+        )
+        if answer is None:
+            return []  # the answer being decided answers this offer too
+        return [lk_proto.WorkerMessage(availability=answer)]
+
+    async def unexpected_assignment(self, assignment: lk_proto.JobAssignment) -> None:
+        job_id = assignment.job.id
+        if self._proc_pool is not None and self._proc_pool.get_by_job_id(job_id) is not None:
+            logger.warning("repeated assignment for running job %r ignored", _printable(job_id))
+            return
+        why = (
+            "assignment after its offer timed out"
+            if job_id in self._expired
+            else "assignment for a job never offered to this worker"
+        )
+        self.pool.record_rejection(
+            job_id, Refuse(RejectReason.INVALID_JOB, why), room=_printable(assignment.job.room.name)
+        )
+        update = lk_proto.UpdateJobStatus(
+            job_id=job_id, status=lk_proto.JobStatus.JS_FAILED, error=f"refused: {why}"
+        )
+        await self.send_now(lk_proto.WorkerMessage(update_job=update))
+
+    def unknown_termination(self, job_id: str) -> None:
+        logger.info(
+            "termination for job %r, which this worker does not run: ignored", _printable(job_id)
+        )
+
+    # --- the dispatch link ----------------------------------------------------------------
+    def link_failed(self, error: Exception, attempt: int) -> float:
+        kind, line = describe_failure(self.link_url, error)
+        budget = self.pool.config.dispatch.retry_budget
+        if kind != self._failure_kind:
+            self._failure_kind = kind
+            log = logger.error if kind == "refused" else logger.warning
+            log("%s; retrying (a worker with no live calls gives up after %gs)", line, budget)
+        else:
+            logger.debug("%s (attempt %d)", line, attempt + 1)
+        self.pool.record_dispatch_link(False, line)
+        return backoff(attempt)
+
+    async def link_restored(self) -> None:
+        self._failure_kind = None
+        held = self._held.take()
+        for update in held:
+            await self.send_now(lk_proto.WorkerMessage(update_job=update))
+        if held:
+            self.pool.audit_log.emit(
+                "dispatch.outcomes_reported",
+                target=self.pool.worker_id,
+                job_ids=[u.job_id for u in held],
+            )
+        self.pool.record_dispatch_link(True)
+
+    def hold_final_status(self, update: lk_proto.UpdateJobStatus) -> bool:
+        self._held.hold(update)
+        self.pool.audit_log.emit(
+            "dispatch.outcome_held",
+            target=update.job_id,
+            job_id=update.job_id,
+            status=lk_proto.JobStatus.Name(update.status),
+            error=update.error,
+        )
+        return True
+
+    def unreported_outcomes(self) -> dict[str, str]:
+        """Final statuses the server never received (job id -> status name)."""
+        return self._held.summary()
 
     # --- hooks for the private overrides ----------------------------------------------
     def exact_load(self) -> float:
@@ -222,6 +337,7 @@ class PoolServer(_lk.ServerInternals):
         if info is None:
             return
         job_id = info.job.id
+        self._offers.pop(job_id, None)
         if isinstance(executor, CoroutineJob):
             status = executor.outcome or Outcome.SUCCESS
             error = executor.error or None
@@ -255,6 +371,11 @@ class PoolServer(_lk.ServerInternals):
                 tasks.append(executor.aclose())
         await asyncio.gather(*tasks, return_exceptions=True)
         return cut
+
+
+def _printable(text: str, limit: int = 80) -> str:
+    """Outsider-chosen text, safe to log and audit: valid UTF-8, bounded."""
+    return text[:limit].encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _executor_running(executor: Any) -> bool:
