@@ -35,6 +35,7 @@ class RejectReason(StrEnum):
     TENANT_UNKNOWN = "tenant_unknown"
     TENANT_CONFIG_ERROR = "tenant_config_error"
     TENANT_CIRCUIT_OPEN = "tenant_circuit_open"
+    AUDIT_BACKLOG = "audit_backlog"
 
 
 Caps = Limits
