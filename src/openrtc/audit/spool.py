@@ -248,11 +248,16 @@ class Spool:
                 self._remove(number)
 
     def close(self) -> None:
-        """Release the slot (what it holds stays for the next worker)."""
+        """Release the slot: emptied when all was acknowledged, else kept for the next worker."""
         with self._lock:
             if self._write_fd is not None:
                 os.close(self._write_fd)
                 self._write_fd = None
+            if self.pending_bytes == 0:
+                for number in list(self._segments):
+                    self._remove(number)
+                with contextlib.suppress(FileNotFoundError):
+                    (self.slot / "ack").unlink()
             if self._lock_fd >= 0:
                 os.close(self._lock_fd)
                 self._lock_fd = -1
