@@ -150,10 +150,11 @@ def verify_stream(lines: Iterable[bytes]) -> StreamReport:
         duplicates.setdefault(worker, 0)
         if isinstance(record, dict):
             key = (worker, record.get("seq"))
-            if key in seen and seen[key] == record.get("hash"):
+            body = json.dumps(record, sort_keys=True)
+            if seen.get(key) == body:
                 duplicates[worker] += 1
                 continue
-            seen.setdefault(key, record.get("hash"))
+            seen.setdefault(key, body)
         chain.append((lineno, record))
     other = counted.count - audit
     workers = []
