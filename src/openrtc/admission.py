@@ -37,6 +37,7 @@ class RejectReason(StrEnum):
     TENANT_CIRCUIT_OPEN = "tenant_circuit_open"
     DISPATCH_UNREACHABLE = "dispatch_unreachable"
     INVALID_JOB = "invalid_job"
+    AUDIT_BACKLOG = "audit_backlog"
 
 
 Caps = Limits

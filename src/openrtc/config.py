@@ -517,9 +517,13 @@ class Runtime:
         return self.isolation == "coroutine" if self.shared_vad is None else self.shared_vad
 
 
+SpoolFull = Literal["refuse", "drop"]
+
+
 @dataclass(frozen=True)
 class AuditSettings:
-    """Where audit events go besides the log: a hash-chained file and a callable."""
+    """Where audit events go: a hash-chained file, stdout for a log shipper, an HTTP
+    collector (through an on-disk spool) and a callable."""
 
     path: Path | None = setting(
         None,
@@ -529,6 +533,99 @@ class AuditSettings:
     sink: Any = in_code(
         None, "sink(AuditEvent) for every event (a failing sink is counted, never fatal)."
     )
+    stdout: bool = setting(
+        False,
+        "OPENRTC_AUDIT_STDOUT",
+        "Write every audit record as one marked JSON line on stdout, for a log shipper.",
+        flag="--audit-stdout/--no-audit-stdout",
+    )
+    url: str | None = setting(
+        None,
+        "OPENRTC_AUDIT_URL",
+        "POST audit records in order, in batches, to this http(s) collector; unacknowledged "
+        "records wait in --audit-spool-dir.",
+    )
+    token_file: Path | None = setting(
+        None,
+        "OPENRTC_AUDIT_TOKEN_FILE",
+        "File holding the bearer token sent to --audit-url (never logged).",
+    )
+    spool_dir: Path | None = setting(
+        None,
+        "OPENRTC_AUDIT_SPOOL_DIR",
+        "Directory of the on-disk spool for --audit-url; each worker takes a free slot in it "
+        "and resends what a stopped worker left there.",
+    )
+    spool_max_mb: float = setting(
+        64.0,
+        "OPENRTC_AUDIT_SPOOL_MAX_MB",
+        "MiB of unacknowledged records the spool holds before it counts as full.",
+        min=0.001,
+    )
+    spool_full: SpoolFull = setting(
+        "refuse",
+        "OPENRTC_AUDIT_SPOOL_FULL",
+        "A full spool: refuse new calls (reason audit_backlog) and keep every record, or "
+        "keep taking calls and drop new records (counted).",
+    )
+    retry_max: float = setting(
+        10.0,
+        "OPENRTC_AUDIT_RETRY_MAX",
+        "Longest pause in seconds between retries of an unacknowledged batch.",
+        min=0.05,
+    )
+    sink_timeout: float = setting(
+        5.0,
+        "OPENRTC_AUDIT_SINK_TIMEOUT",
+        "Seconds one delivery to a sink may take before it counts as timed out.",
+        min=0.05,
+    )
+    flush_timeout: float = setting(
+        10.0,
+        "OPENRTC_AUDIT_FLUSH_TIMEOUT",
+        "Seconds a stopping worker waits for the collector to acknowledge its spool.",
+        min=0.0,
+    )
+
+    def __post_init__(self) -> None:
+        if self.url is not None and not str(self.url).strip():
+            object.__setattr__(self, "url", None)
+        url = self.url
+        if url is not None:
+            if not url.startswith(("http://", "https://")):
+                raise ConfigError(f"{_where(AuditSettings, 'url')} must be an http(s) URL")
+            if self.spool_dir is None:
+                raise ConfigError(
+                    f"{_where(AuditSettings, 'url')} needs {_where(AuditSettings, 'spool_dir')}"
+                    " to keep records until the collector acknowledges them"
+                )
+        _check_choice(AuditSettings, "spool_full", self.spool_full, get_args(SpoolFull))
+        for name in ("spool_max_mb", "retry_max", "sink_timeout"):
+            _check_positive(AuditSettings, name, getattr(self, name), whole=False)
+        flush = self.flush_timeout
+        if (
+            isinstance(flush, bool)
+            or not isinstance(flush, int | float)
+            or not (math.isfinite(flush) and flush >= 0)
+        ):
+            raise ConfigError(
+                f"{_where(AuditSettings, 'flush_timeout')} must be a number of at least 0, "
+                f"got {flush!r}"
+            )
+
+    def bearer_token(self) -> str | None:
+        """The collector's bearer token, read from its file (None without one)."""
+        if self.token_file is None:
+            return None
+        try:
+            token = self.token_file.read_text().strip()
+        except OSError as e:
+            raise ConfigError(
+                f"cannot read --audit-token-file {self.token_file}: {e.strerror}"
+            ) from None
+        if not token:
+            raise ConfigError(f"--audit-token-file {self.token_file} is empty")
+        return token
 
 
 GROUPS: dict[str, type[Any]] = {

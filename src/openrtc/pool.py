@@ -28,6 +28,7 @@ from livekit.protocol import agent as lk_proto
 from . import admission, log_context, routing, tenancy
 from .admission import AdmissionCheck, Admit, Refuse
 from .audit import AuditEvent, AuditLog
+from .audit.shipping import open_sinks
 from .config import DEFAULT_VERSION, ISOLATIONS, Isolation, PoolConfig
 from .errors import ConfigError, RegistrationError
 from .flood import FloodGate
@@ -155,6 +156,15 @@ class AgentPool:
         self.tenant_breaker = tenancy.install(
             self, cfg.tenancy, isolation=self.isolation, emit=self.audit_log.emit
         )
+        self.audit_sinks = open_sinks(self.audit_log, cfg.audit)
+        """The stdout and HTTP audit outlets (None without --audit-stdout/--audit-url)."""
+        if self.audit_sinks is not None and cfg.audit.spool_full == "refuse":
+            self.add_admission_check(self._audit_backlog)
+
+    def _audit_backlog(self, request: Any, agent: str, tenant: str) -> Refuse | None:
+        """Refuse new calls while the audit spool is full, rather than drop records."""
+        detail = None if self.audit_sinks is None else self.audit_sinks.backlog()
+        return None if detail is None else Refuse(admission.RejectReason.AUDIT_BACKLOG, detail)
 
     # --- the settings most code asks for ---------------------------------------------------
     @property

@@ -9,7 +9,7 @@ cannot show that records were cut from its end.
 
 from .event import GENESIS_HASH, RESERVED_KEYS, AuditEvent, record_hash
 from .head import HEAD_SUFFIX, AuditFileError, head_path
-from .verify import ChainReport, verify_chain
+from .verify import ChainReport, verify_chain, verify_records
 from .writer import AuditLog
 
 __all__ = [
@@ -23,4 +23,5 @@ __all__ = [
     "head_path",
     "record_hash",
     "verify_chain",
+    "verify_records",
 ]

@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import IO, Any
 
 from .event import GENESIS_HASH, record_hash, record_problem
 from .head import AuditFileError, _Head, _lagging_head, _read_head, _tail_problem, head_path
@@ -40,61 +42,95 @@ class _Scan:
     """Hashes of the last two records by seq, to compare with the head."""
 
 
+def _parsed_lines(handle: IO[bytes]) -> Iterator[tuple[int, Mapping[str, Any] | str]]:
+    """(line number, record) for each non-blank line, or (line number, what is wrong)."""
+    for lineno, raw in enumerate(handle, start=1):
+        line = raw.strip()
+        if not line:
+            continue
+        try:
+            record = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            yield lineno, "is truncated or not valid JSON"
+            continue
+        if not isinstance(record, dict):
+            yield lineno, "is not a JSON object"
+            continue
+        yield lineno, record
+
+
 def _scan_chain(file: Path) -> _Scan:
     """Check seq continuity, the hash chain and every line of `file`, start to end."""
+    with file.open("rb") as handle:
+        return _scan(_parsed_lines(handle))
+
+
+def _scan(items: Iterable[tuple[int, Mapping[str, Any] | str]]) -> _Scan:
+    """Check seq continuity and the hash chain of (line number, record) pairs, in order.
+
+    A str in place of a record says what is wrong with that line.
+    """
     scan = _Scan()
     prev_hash = GENESIS_HASH
-    with file.open("rb") as handle:
-        for lineno, raw in enumerate(handle, start=1):
-            line = raw.strip()
-            if not line:
-                continue
-            count = scan.records
-            expected = scan.last_seq + 1
-            try:
-                record = json.loads(line.decode("utf-8"))
-            except (UnicodeDecodeError, ValueError):
-                scan.problem = ChainReport(
-                    False, count, expected, f"line {lineno} is truncated or not valid JSON"
-                )
-                return scan
-            if not isinstance(record, dict):
-                scan.problem = ChainReport(
-                    False, count, expected, f"line {lineno} is not a JSON object"
-                )
-                return scan
-            problem = record_problem(record)
-            if problem is not None:
-                scan.problem = ChainReport(False, count, expected, f"line {lineno} {problem}")
-                return scan
-            seq: int = record["seq"]
-            if record["hash"] != record_hash(record):
-                scan.problem = ChainReport(
-                    False, count, seq, f"line {lineno} (seq {seq}) was modified after writing"
-                )
-                return scan
-            if seq != expected:
-                scan.problem = ChainReport(
-                    False,
-                    count,
-                    seq,
-                    f"line {lineno} has seq {seq} where {expected} was expected "
-                    "(a record is missing, reordered or inserted)",
-                )
-                return scan
-            if record["prev_hash"] != prev_hash:
-                scan.problem = ChainReport(
-                    False,
-                    count,
-                    seq,
-                    f"line {lineno} (seq {seq}) does not chain to the record before it",
-                )
-                return scan
-            scan.recent = {scan.last_seq: prev_hash, seq: record["hash"]}
-            scan.records += 1
-            scan.last_seq = seq
-            prev_hash = record["hash"]
+    for lineno, record in items:
+        count = scan.records
+        expected = scan.last_seq + 1
+        if isinstance(record, str):
+            scan.problem = ChainReport(False, count, expected, f"line {lineno} {record}")
+            return scan
+        problem = record_problem(record)
+        if problem is not None:
+            scan.problem = ChainReport(False, count, expected, f"line {lineno} {problem}")
+            return scan
+        seq: int = record["seq"]
+        if record["hash"] != record_hash(record):
+            scan.problem = ChainReport(
+                False, count, seq, f"line {lineno} (seq {seq}) was modified after writing"
+            )
+            return scan
+        if seq != expected:
+            scan.problem = ChainReport(
+                False,
+                count,
+                seq,
+                f"line {lineno} has seq {seq} where {expected} was expected "
+                "(a record is missing, reordered or inserted)",
+            )
+            return scan
+        if record["prev_hash"] != prev_hash:
+            scan.problem = ChainReport(
+                False,
+                count,
+                seq,
+                f"line {lineno} (seq {seq}) does not chain to the record before it",
+            )
+            return scan
+        scan.recent = {scan.last_seq: prev_hash, seq: record["hash"]}
+        scan.records += 1
+        scan.last_seq = seq
+        prev_hash = record["hash"]
     return scan
+
+
+def verify_records(records: Iterable[tuple[int, Mapping[str, Any] | str]]) -> ChainReport:
+    """Check one chain held in memory: (line number in its source, record) pairs in order.
+
+    A str in place of a record says what is wrong with that line (it fails the chain).
+
+    The same checks as `verify_chain` except the end: a stream has no head file, so
+    records cut from its end cannot show.
+    """
+    scan = _scan(records)
+    if scan.problem is not None:
+        return scan.problem
+    if scan.records == 0:
+        return ChainReport(True, 0, None, "no records")
+    return ChainReport(
+        True,
+        scan.records,
+        None,
+        f"{scan.records} records verified, last seq {scan.last_seq}",
+    )
 
 
 def _head_for_check(file: Path) -> tuple[_Head | None, str | None]:

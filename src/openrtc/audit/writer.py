@@ -88,6 +88,10 @@ class AuditLog:
         self.worker_id = worker_id
         self.version = version
         self.sink_failures = 0
+        self.failures: collections.Counter[tuple[str, str]] = collections.Counter()
+        """Sink failures by (sink, reason); `sink_failures` is their total."""
+        self._failures_lock = threading.Lock()
+        self._fanout: list[Callable[[dict[str, Any]], None]] = []
         self._sink = sink
         self._logger: logging.Logger | None = logger
         if logger is None and sink is None and path is None:
@@ -254,7 +258,25 @@ class AuditLog:
                 self._deliver(emitted, self._sink, "sink")
             if self._logger is not None:
                 self._deliver(emitted, self._log_event, "logger")
+            if self._fanout:
+                flat = emitted.to_dict()
+                for deliver in self._fanout:
+                    try:
+                        deliver(flat)
+                    except Exception as exc:
+                        self._count_failure(emitted, "fanout", exc)
         return emitted
+
+    def add_fanout(self, deliver: Callable[[dict[str, Any]], None]) -> None:
+        """deliver(record) with every later record's flat form, in seq order, under the
+        log's lock: it must hand the record on without blocking and never call `emit`."""
+        self._fanout.append(deliver)
+
+    def count_failure(self, sink: str, reason: str) -> None:
+        """Count one failure of `sink` (any thread); shown in /metrics and `openrtc top`."""
+        with self._failures_lock:
+            self.sink_failures += 1
+            self.failures[(sink, reason)] += 1
 
     def _write_file(self, event: AuditEvent) -> None:
         data = (event.to_json() + "\n").encode("utf-8")
@@ -303,7 +325,7 @@ class AuditLog:
             self._count_failure(event, name, exc)
 
     def _count_failure(self, event: AuditEvent, name: str, exc: BaseException) -> None:
-        self.sink_failures += 1
+        self.count_failure(name, type(exc).__name__)
         _errors.error(
             "audit %s sink failed for seq %d (%s): %s",
             name,

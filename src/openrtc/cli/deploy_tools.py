@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated
 
@@ -120,14 +122,86 @@ def manifest_verify(
 @audit_app.command("verify")
 def audit_verify(
     path: Annotated[
-        Path, typer.Argument(help="A JSON Lines audit file written with --audit-path.")
+        str,
+        typer.Argument(
+            help="An audit file written with --audit-path, or a log stream holding "
+            "--audit-stdout / --audit-url records ('-' reads stdin)."
+        ),
     ],
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
-    """Check an audit file's hash chain and head: exit 0 when whole, else name the first bad seq.
+    """Check audit records: exit 0 when every chain is whole, else name the first bad seq.
 
+    An audit file is checked with its head; a mixed log stream (audit lines among other
+    log lines, several workers interleaved) is checked chain by chain, one per worker.
     A missing head file (logs from older versions) is a warning on stderr, not a failure.
     """
+    if path == "-":
+        _verify_stream(sys.stdin.buffer.read().splitlines(keepends=True), "stdin", as_json)
+        return
+    file = Path(path)
+    try:
+        with file.open("rb") as handle:
+            first = next((line for line in handle if line.strip()), b"")
+    except FileNotFoundError:
+        raise _error(f"audit file {file} does not exist; check the path and retry") from None
+    except OSError as e:
+        raise _error(f"cannot read {file}: {e.strerror}") from None
+    if _is_stream(first):
+        try:
+            with file.open("rb") as handle:
+                _verify_stream(handle, str(file), as_json)
+        except OSError as e:
+            raise _error(f"cannot read {file}: {e.strerror}") from None
+        return
+    _verify_file(file, as_json)
+
+
+def _is_stream(first: bytes) -> bool:
+    """A plain audit file starts with a flat record; anything else is read as a stream."""
+    try:
+        document = json.loads(first)
+    except ValueError:
+        return True
+    return not (isinstance(document, dict) and "seq" in document and "hash" in document)
+
+
+def _verify_stream(lines: Iterable[bytes], name: str, as_json: bool) -> None:
+    from ..audit.stream import verify_stream
+
+    report = verify_stream(lines)
+    if as_json:
+        typer.echo(json.dumps(report.to_dict()))
+        raise typer.Exit(0 if report.ok else 1)
+    for chain in report.workers:
+        ids = f" (worker_id {', '.join(chain.worker_ids)})" if chain.worker_ids else ""
+        dup = f", {chain.duplicates} duplicate(s) ignored" if chain.duplicates else ""
+        if chain.report.ok:
+            typer.echo(
+                f"ok: worker {chain.worker}{ids}: {chain.report.records} records, seq 1.."
+                f"{chain.report.records}, chain whole, last event {chain.last_event}{dup}"
+            )
+        else:
+            typer.echo(
+                f"BROKEN: worker {chain.worker}{ids} at seq {chain.report.first_bad_seq}: "
+                f"{chain.report.reason}{dup}"
+            )
+    for problem in report.problems:
+        typer.echo(f"BROKEN: {problem}")
+    if not report.workers and not report.problems:
+        typer.echo(f"BROKEN: no audit records in {name}")
+    typer.secho(
+        f"{len(report.workers)} worker(s), {report.audit_lines} audit line(s) among "
+        f"{report.audit_lines + report.other_lines} line(s); a stream has no head file, so "
+        "records cut from the end of a worker's chain cannot show (a worker that stopped "
+        "cleanly ends with worker.stopped)",
+        err=True,
+        fg=typer.colors.YELLOW,
+    )
+    raise typer.Exit(0 if report.ok else 1)
+
+
+def _verify_file(path: Path, as_json: bool) -> None:
     from ..audit import verify_chain
 
     try:

@@ -89,6 +89,41 @@ def reload_text(status: object, now: float) -> Text:
     return Text(f"{watching}; {name} reloaded {ago} ago, {last.get('moved', 0)} call(s) moved")
 
 
+def audit_text(audit: object) -> Text:
+    """Audit sinks in one line: failures by sink and reason, and the spool's backlog."""
+    if not isinstance(audit, Mapping):
+        return Text("n/a")
+    parts: list[tuple[str, str]] = []
+    sinks = audit.get("sinks")
+    if isinstance(sinks, Mapping):
+        for name, st in sorted(sinks.items()):
+            if not isinstance(st, Mapping):
+                continue
+            state = f"{name} failing ({st['failing']})" if st.get("failing") else f"{name} ok"
+            if "spool_bytes" in st:
+                state += f", spool {int(st['spool_bytes']) / 1024:.1f} KiB"
+                if st.get("spool_full"):
+                    state += " FULL"
+            parts.append((state, "bold red" if st.get("failing") or st.get("spool_full") else ""))
+    failures = audit.get("sink_failures")
+    if isinstance(failures, Mapping) and failures:
+        counts = ", ".join(
+            f"{sink} {reason} {n}"
+            for sink, reasons in sorted(failures.items())
+            if isinstance(reasons, Mapping)
+            for reason, n in sorted(reasons.items())
+        )
+        parts.append((f"failures: {counts}", "yellow"))
+    if not parts:
+        return Text("file/log only, no failures", style="dim")
+    text = Text()
+    for i, (chunk, style) in enumerate(parts):
+        if i:
+            text.append("; ")
+        text.append(chunk, style=style)
+    return text
+
+
 def _rejected_text(rejected: object) -> str:
     if not isinstance(rejected, Mapping) or not rejected:
         return "0"
@@ -169,6 +204,8 @@ def render_top(
         "isolation",
         str(snapshot.get("isolation", "?")),
     )
+    if "audit" in snapshot:
+        header.add_row("audit", audit_text(snapshot["audit"]))
     if "hot_reload" in snapshot:
         header.add_row(
             "reload", reload_text(snapshot["hot_reload"], float(snapshot.get("taken_at", 0.0)))

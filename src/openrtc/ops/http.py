@@ -187,7 +187,19 @@ class OpsServer:
             body["call_stats"] = call_stats.snapshot()
         if self.hot_reload is not None:
             body["hot_reload"] = self.hot_reload()
+        body["audit"] = self._audit_status()
         return web.Response(text=json.dumps(body), content_type="application/json")
+
+    def _audit_status(self) -> dict[str, object]:
+        """Audit sink failures by sink and reason, and each outlet's state (spool size)."""
+        log = self.pool.audit_log
+        failures: dict[str, dict[str, int]] = {}
+        for (sink, reason), n in sorted(log.failures.items()):
+            failures.setdefault(sink, {})[reason] = n
+        status: dict[str, object] = {"sink_failures": failures}
+        if self.pool.audit_sinks is not None:
+            status.update(self.pool.audit_sinks.status())
+        return status
 
     async def drain(self, request: web.Request) -> web.Response:
         if self.admin_token is None:

@@ -202,7 +202,26 @@ class Lifespan:
                     await run_task
             if pool.lifecycle.can_move(WorkerState.STOPPED):
                 pool.lifecycle.move(WorkerState.STOPPED, reason="exited")
+            await self._flush_audit()
         return code
+
+    async def _flush_audit(self) -> None:
+        """Deliver the audit outlets' backlog (the spool) up to the flush deadline, last of
+        all so that `worker.stopped` goes too; say how it went."""
+        sinks = self.pool.audit_sinks
+        if sinks is None:
+            return
+        timeout = self.pool.config.audit.flush_timeout
+        logger.info("flushing audit sinks (deadline %gs)", timeout)
+        for report in await asyncio.to_thread(sinks.close, timeout):
+            log = logger.info if report.delivered else logger.error
+            log(
+                "audit sink %s flushed in %.2fs of %gs: %s",
+                report.sink,
+                report.seconds,
+                timeout,
+                report.detail,
+            )
 
     async def _start(self) -> None:
         """Everything a worker needs before it registers; undone by `_close()`."""
