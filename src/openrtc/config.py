@@ -23,10 +23,12 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
 from .errors import ConfigError
+from .keys import KeyRing
 
 Isolation = Literal["coroutine", "thread", "process"]
 ISOLATIONS: tuple[Isolation, ...] = get_args(Isolation)
 UnknownTenant = Literal["refuse", "defaults"]
+AuditDurability = Literal["batch", "os"]
 DEFAULT_VERSION = "unversioned"
 
 
@@ -509,16 +511,49 @@ class Runtime:
 
 @dataclass(frozen=True)
 class AuditSettings:
-    """Where audit events go besides the log: a hash-chained file and a callable."""
+    """Where audit events go besides the log, how they are sealed and how durably."""
 
     path: Path | None = setting(
         None,
         "OPENRTC_AUDIT_PATH",
-        "Append audit events to this hash-chained JSON Lines file.",
+        "Append audit events to this chained JSON Lines file.",
+    )
+    key_file: Path | None = setting(
+        None,
+        "OPENRTC_AUDIT_KEY_FILE",
+        "File of kid:secret lines sealing each audit record with HMAC-SHA256 (the first "
+        "key signs, all verify); without it the chain shows accidents, not forgery.",
+    )
+    durability: AuditDurability = setting(
+        "batch",
+        "OPENRTC_AUDIT_DURABILITY",
+        "batch: the writer thread syncs each batch of records to disk before moving the "
+        "head; os: leave syncing to the operating system.",
+    )
+    refusal_interval_s: float = setting(
+        10.0,
+        "OPENRTC_AUDIT_REFUSAL_INTERVAL_S",
+        "Identical refusals (same reason and source) within this many seconds are one "
+        "audit record plus a count.",
+        flag="--audit-refusal-interval",
+        min=0.1,
     )
     sink: Any = in_code(
         None, "sink(AuditEvent) for every event (a failing sink is counted, never fatal)."
     )
+
+    def __post_init__(self) -> None:
+        _check_choice(AuditSettings, "durability", self.durability, get_args(AuditDurability))
+        _check_positive(AuditSettings, "refusal_interval_s", self.refusal_interval_s, whole=False)
+
+    def keys(self) -> KeyRing | None:
+        """The audit keys from `key_file`, or None (a plain chain)."""
+        if self.key_file is None:
+            return None
+        try:
+            return KeyRing.from_file(self.key_file, what="--audit-key-file")
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
 
 
 GROUPS: dict[str, type[Any]] = {

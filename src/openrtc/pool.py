@@ -116,7 +116,12 @@ class AgentPool:
         )
         self.lifecycle.subscribe(self._on_transition)
         self.audit_log = AuditLog(
-            version=self.deployment_version, sink=cfg.audit.sink, path=cfg.audit.path
+            version=self.deployment_version,
+            sink=cfg.audit.sink,
+            path=cfg.audit.path,
+            keys=cfg.audit.keys(),
+            durability=cfg.audit.durability,
+            refusal_interval_s=cfg.audit.refusal_interval_s,
         )
         self.member: bool | None = None
         """What the manifest last said of this version (None: no manifest in use)."""
@@ -318,12 +323,12 @@ class AgentPool:
         with self._lock:
             self._rejected[refusal.reason_name] += 1
         self.log.info("refused job %s: %s (%s)", job_id, refusal.reason_name, refusal.detail)
-        self.audit_log.emit(
+        self.audit_log.emit_refusal(
             "worker.rejected",
-            target=job_id,
-            result="refused",
-            job_id=job_id,
             reason=refusal.reason_name,
+            source=room,
+            target=job_id,
+            job_id=job_id,
             detail=refusal.detail,
             room=room,
         )

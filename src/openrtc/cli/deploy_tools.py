@@ -117,21 +117,48 @@ def manifest_verify(
         raise typer.Exit(1)
 
 
+AuditKeyFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--key-file",
+        envvar="OPENRTC_AUDIT_KEY_FILE",
+        help="The audit key file (kid:secret lines) the worker sealed the records with.",
+    ),
+]
+
+
 @audit_app.command("verify")
 def audit_verify(
     path: Annotated[
         Path, typer.Argument(help="A JSON Lines audit file written with --audit-path.")
     ],
+    key_file: AuditKeyFile = None,
+    allow_missing_head: Annotated[
+        bool,
+        typer.Option(
+            "--allow-missing-head",
+            help="Pass a log whose head file is gone (records cut from its end would not show).",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
-    """Check an audit file's hash chain and head: exit 0 when whole, else name the first bad seq.
+    """Check an audit file's seals, chain and head: exit 0 when whole, else name the first
+    bad record and exit 1.
 
-    A missing head file (logs from older versions) is a warning on stderr, not a failure.
+    With the key file, every record and the head must carry a valid HMAC (a chain
+    rebuilt without the key fails); without it the chain is checked as plain sha256.
     """
     from ..audit import verify_chain
+    from ..keys import KeyRing
 
+    keys = None
+    if key_file is not None:
+        try:
+            keys = KeyRing.from_file(key_file, what="--key-file")
+        except ValueError as e:
+            raise _error(str(e)) from None
     try:
-        report = verify_chain(path)
+        report = verify_chain(path, keys, allow_missing_head=allow_missing_head)
     except FileNotFoundError as e:
         raise _error(str(e)) from None
     except OSError as e:
@@ -149,7 +176,7 @@ def audit_verify(
             )
         )
     elif report.ok:
-        typer.echo(f"ok: {report.records} records, chain whole")
+        typer.echo(f"ok: {report.reason}")
     else:
         typer.echo(f"BROKEN at seq {report.first_bad_seq}: {report.reason}")
     for warning in report.warnings:
