@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
 from .errors import ConfigError
-from .keys import KeyRing
+from .keys import KeyRing, parse_key_text
 
 Isolation = Literal["coroutine", "thread", "process"]
 ISOLATIONS: tuple[Isolation, ...] = get_args(Isolation)
@@ -365,11 +365,15 @@ class Tenancy:
     secret_file: Path | None = setting(
         None,
         "OPENRTC_TENANT_SECRET_FILE",
-        "Accept only calls whose metadata carries a valid tenant_sig made with this "
-        "secret (also OPENRTC_TENANT_SECRET).",
+        "Accept only calls whose metadata carries a valid room-bound tenant claim "
+        "(tenant_sig) signed with a key from this file of kid:secret lines (also "
+        "OPENRTC_TENANT_SECRET).",
     )
-    secret: str | bytes | None = in_code(
-        None, "The claim secret itself (else OPENRTC_TENANT_SECRET; never logged).", repr=False
+    secret: str | bytes | Mapping[str, str | bytes] | None = in_code(
+        None,
+        "The claim key(s) themselves: a secret or kid -> secret (else OPENRTC_TENANT_SECRET; "
+        "never logged).",
+        repr=False,
     )
     settings: Mapping[str, Mapping[str, Any]] | Callable[[str], Any] | None = in_code(
         None, "Per-tenant providers (stt/llm/tts) and max_sessions: a mapping or tenant -> mapping."
@@ -412,19 +416,20 @@ class Tenancy:
         for name in ("breaker_window_s", "breaker_cooldown_s"):
             _check_positive(Tenancy, name, getattr(self, name), whole=False)
 
-    def claim_secret(self, environ: Mapping[str, str] | None = None) -> str | bytes | None:
-        """The secret tenant claims are signed with: given, its file, or the variable."""
-        if self.secret is not None:
-            return self.secret
-        if self.secret_file is not None:
-            try:
-                return self.secret_file.read_text().strip() or None
-            except OSError as e:
-                raise ConfigError(
-                    f"cannot read --tenant-secret-file {self.secret_file}: {e.strerror}"
-                ) from None
-        env = os.environ if environ is None else environ
-        return env.get("OPENRTC_TENANT_SECRET") or None
+    def claim_keys(self, environ: Mapping[str, str] | None = None) -> KeyRing | None:
+        """The keys tenant claims are signed with: given, from the file, or the variable."""
+        try:
+            if self.secret is not None:
+                return KeyRing(self.secret)
+            if self.secret_file is not None:
+                return KeyRing.from_file(self.secret_file, what="--tenant-secret-file")
+            env = os.environ if environ is None else environ
+            inline = env.get("OPENRTC_TENANT_SECRET", "")
+            if not inline.strip():
+                return None
+            return KeyRing(parse_key_text(inline, "OPENRTC_TENANT_SECRET"))
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""`openrtc manifest ...` and `openrtc audit ...`: the deploy's paperwork."""
+"""`openrtc manifest ...`, `openrtc audit ...` and `openrtc tenant ...`: the paperwork."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import typer
 
 manifest_app = typer.Typer(help="Sign and check membership manifests of active versions.")
 audit_app = typer.Typer(help="Check audit logs.")
+tenant_app = typer.Typer(help="Make tenant claims for dispatchers and tests.")
 
 SecretFile = Annotated[
     Path | None,
@@ -182,3 +183,43 @@ def audit_verify(
     for warning in report.warnings:
         typer.secho(f"warning: {warning}", err=True, fg=typer.colors.YELLOW)
     raise typer.Exit(0 if report.ok else 1)
+
+
+@tenant_app.command("sign")
+def tenant_sign(
+    tenant: Annotated[str, typer.Option("--tenant", help="The tenant the call is for.")],
+    secret_file: Annotated[
+        Path,
+        typer.Option(
+            "--secret-file",
+            envvar="OPENRTC_TENANT_SECRET_FILE",
+            help="The tenant key file (kid:secret lines); the first key signs.",
+        ),
+    ],
+    room: Annotated[
+        str | None, typer.Option("--room", help="The room name the claim is bound to.")
+    ] = None,
+    job_id: Annotated[
+        str | None, typer.Option("--job", help="The job id the claim is bound to.")
+    ] = None,
+    ttl: Annotated[
+        float, typer.Option("--ttl", help="Seconds the claim stays valid.", min=1)
+    ] = 300.0,
+) -> None:
+    """Print a claim for the job metadata's `tenant_sig`, bound to a room and/or job.
+
+    A dispatcher that creates rooms through the LiveKit API signs one per room it
+    creates and puts it next to `tenant` in the dispatch metadata.
+    """
+    from ..errors import ConfigError
+    from ..keys import KeyRing
+    from ..tenancy.claims import sign_tenant
+
+    if not room and not job_id:
+        raise _error("pass --room and/or --job: a claim is bound to the call it is for")
+    try:
+        keys = KeyRing.from_file(secret_file, what="--secret-file")
+        token = sign_tenant(tenant, keys, room=room, job_id=job_id, ttl=ttl)
+    except (ValueError, ConfigError) as e:
+        raise _error(str(e)) from None
+    typer.echo(token)
