@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import time
+from pathlib import Path
 
 import pytest
 
@@ -14,8 +15,6 @@ from openrtc.admission import RejectReason
 from openrtc.config import PoolConfig, Runtime, Tenancy
 from openrtc.devserver import DispatchServer
 from openrtc.sessions import SessionInfo, enter_call
-from pathlib import Path
-
 from openrtc.tenancy import (
     ClaimVerifier,
     TenantDirectory,
