@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -175,14 +176,58 @@ def test_manifest_verify_reports_membership(tmp_path: Path, secret_file: Path) -
 def test_manifest_verify_refuses_a_forged_manifest(tmp_path: Path, secret_file: Path) -> None:
     out = tmp_path / "manifest.json"
     openrtc("manifest", "sign", "--active", "v2.0.0", "--secret-file", secret_file, "--out", out)
-    document = json.loads(out.read_text(encoding="utf-8"))
-    document["active_versions"] = ["v1.0.0"]
-    out.write_text(json.dumps(document), encoding="utf-8")
+    body, _, mac = out.read_text(encoding="utf-8").strip().rpartition(".")
+    prefix, kid, _payload = body.split(".")
+    payload = {"active_versions": ["v1.0.0"], "serial": 1, "issued_at": 1.0, "expires_at": None}
+    swapped = base64.urlsafe_b64encode(json.dumps(payload).encode()).rstrip(b"=").decode()
+    out.write_text(f"{prefix}.{kid}.{swapped}.{mac}", encoding="utf-8")
 
     result = openrtc("manifest", "verify", out, "--secret-file", secret_file)
     assert result.exit_code == 1
-    assert result.stderr.strip() == "error: manifest refused: manifest signature is invalid"
+    assert result.stderr.strip() == (
+        "error: manifest refused: membership document signature is invalid"
+    )
     assert result.stdout == ""
+
+
+def test_manifest_sign_takes_a_serial_and_verify_refuses_hostile_files(
+    tmp_path: Path, secret_file: Path
+) -> None:
+    out = tmp_path / "manifest.txt"
+    signed = openrtc("manifest", "sign", "--active", "v2", "--serial", "7",
+                     "--secret-file", secret_file, "--out", out)  # fmt: skip
+    assert signed.exit_code == 0, signed.output
+    report = json.loads(openrtc("manifest", "verify", out, "--secret-file", secret_file).stdout)
+    assert report["serial"] == 7 and report["key_id"] == "k1"
+
+    for hostile in ("[" * 50_000 + "]" * 50_000, "x" * (2 << 20), '{"issued_at": ' + "9" * 400):
+        out.write_text(hostile, encoding="utf-8")
+        result = openrtc("manifest", "verify", out, "--secret-file", secret_file)
+        assert result.exit_code == 1
+        assert result.stderr.startswith("error: manifest refused: membership document")
+        assert "Traceback" not in result.output
+
+
+def test_tenant_sign_prints_a_room_bound_claim(tmp_path: Path) -> None:
+    from openrtc.tenancy import verify_tenant
+
+    keys = tmp_path / "tenant.keys"
+    tenant_key = "t1:tenant-key-for-the-cli-0123456789abcdef"
+    keys.write_text(tenant_key + "\n", encoding="utf-8")
+    result = openrtc("tenant", "sign", "--tenant", "acme", "--room", "room-a", "--ttl", "60",
+                     "--secret-file", keys)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    claim = result.stdout.strip()
+    secret = {"t1": tenant_key.split(":", 1)[1]}
+    assert verify_tenant(claim, secret, tenant="acme", room="room-a")
+    assert not verify_tenant(claim, secret, tenant="acme", room="room-b")
+
+    unbound = openrtc("tenant", "sign", "--tenant", "acme", "--secret-file", keys)
+    assert_one_line_error(unbound, "pass --room and/or --job")
+    short = tmp_path / "short.keys"
+    short.write_text("t1:short\n", encoding="utf-8")
+    weak = openrtc("tenant", "sign", "--tenant", "acme", "--room", "r", "--secret-file", short)
+    assert_one_line_error(weak, "tenant secret 't1' is 5 bytes")
 
 
 @pytest.mark.parametrize(

@@ -50,34 +50,36 @@ def manifest_sign(
     secret_file: SecretFile = None,
     key_id: Annotated[
         str | None,
-        typer.Option("--key-id", help="Sign with this key id's secret from a kid:secret file."),
+        typer.Option(
+            "--key-id", help="Sign with this key id (default: the first key of the file)."
+        ),
     ] = None,
     ttl: Annotated[
         float | None,
         typer.Option("--ttl", help="Seconds until the manifest expires (default: never)."),
     ] = None,
+    serial: Annotated[
+        int | None,
+        typer.Option(
+            "--serial",
+            min=1,
+            help="Serial of this manifest; must grow with each one (default: now in microseconds).",
+        ),
+    ] = None,
 ) -> None:
-    """Write a signed manifest naming the versions that take new calls.
+    """Write a signed manifest (a membership document) naming the versions that take calls.
 
     Workers whose version is not named stop taking new calls within one poll.
     """
     from ..deploy.manifest import sign_manifest
 
     secrets = _secrets(secret_file)
-    if isinstance(secrets, dict):
-        if key_id is None:
-            if len(secrets) != 1:
-                raise _error("the secret file names several key ids; pick one with --key-id")
-            key_id = next(iter(secrets))
-        if key_id not in secrets:
-            raise _error(f"key id {key_id!r} is not in the secret file")
-        secret = secrets[key_id]
-    else:
-        if key_id is not None:
-            raise _error("--key-id needs a secret file of kid:secret lines")
-        secret = secrets[0]
+    if key_id is not None and not isinstance(secrets, dict):
+        raise _error("--key-id needs a secret file of kid:secret lines")
+    if key_id is not None and key_id not in secrets:
+        raise _error(f"key id {key_id!r} is not in the secret file")
     try:
-        text = sign_manifest(active, secret=secret, key_id=key_id, ttl_seconds=ttl)
+        text = sign_manifest(active, secret=secrets, key_id=key_id, ttl_seconds=ttl, serial=serial)
     except ValueError as e:
         raise _error(str(e)) from None
     if out is None:
@@ -100,14 +102,17 @@ def manifest_verify(
         str | None, typer.Option("--version", help="Also say whether this version is a member.")
     ] = None,
 ) -> None:
-    """Check a manifest's signature and age; exit 0 when a worker would accept it."""
-    from ..deploy.manifest import ManifestError, verify_manifest
+    """Check a manifest's signature, shape and age; exit 0 when a worker would accept it."""
+    from ..deploy.manifest import MAX_MANIFEST_BYTES, ManifestError, verify_manifest
 
     secrets = _secrets(secret_file)
     try:
-        manifest = verify_manifest(path.read_bytes(), secrets=secrets)
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_MANIFEST_BYTES + 1)
     except OSError as e:
         raise _error(f"cannot read {path}: {e.strerror}") from None
+    try:
+        manifest = verify_manifest(raw, secrets=secrets)
     except ManifestError as e:
         raise _error(f"manifest refused: {e.reason}", 1) from None
     out = {"ok": True, **manifest.to_dict()}
