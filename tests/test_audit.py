@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -470,3 +472,70 @@ def test_verify_accepts_a_log_its_writer_extends_while_it_is_read(
         report = verify_chain(path)
     assert report.ok, report.reason
     assert report.records in (4, 4 + after)
+
+
+def test_identical_refusals_are_one_record_plus_a_count_per_interval(tmp_path: Path) -> None:
+    seen: list[AuditEvent] = []
+    log = AuditLog(sink=seen.append, refusal_interval_s=0.3)
+    first = log.emit_refusal("worker.rejected", reason="tenant_unsigned", source="room-1", n=0)
+    assert first is not None and first.fields["source"] == "room-1"
+    for n in range(49):
+        counted = log.emit_refusal("worker.rejected", reason="tenant_unsigned", source="room-1")
+        assert counted is None, n
+    other = log.emit_refusal("worker.rejected", reason="tenant_unsigned", source="room-2")
+    assert other is not None
+    time.sleep(0.35)
+    again = log.emit_refusal("worker.rejected", reason="tenant_unsigned", source="room-1")
+    assert again is not None
+    repeats = [e for e in seen if e.event == "audit.refusals_repeated"]
+    assert [(e.fields["source"], e.fields["count"]) for e in repeats] == [("room-1", 49)]
+    assert repeats[0].fields["refused_event"] == "worker.rejected"
+    assert [e.event for e in seen].count("worker.rejected") == 3
+    log.close()
+
+
+def test_refusal_kinds_are_bounded_and_pending_counts_are_written_at_close(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "audit.jsonl"
+    with AuditLog(path=path, refusal_interval_s=60) as log:
+        for n in range(600):
+            log.emit_refusal("worker.rejected", reason="draining", source=f"room-{n}")
+    records = [json.loads(line) for line in _lines(path)]
+    full = [r for r in records if r["event"] == "worker.rejected"]
+    assert len(full) == 257 and full[-1]["source"] == "*"
+    (repeated,) = [r for r in records if r["event"] == "audit.refusals_repeated"]
+    assert (repeated["source"], repeated["count"]) == ("*", 600 - 257)
+    assert verify_chain(path).ok
+
+
+def test_outsider_sized_values_are_capped_in_the_record(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    with AuditLog(path=path) as log:
+        event = log.emit(
+            "worker.rejected", target="t" * 300_000, detail="d" * 300_000, items=list(range(500))
+        )
+    assert len(event.to_json()) < 3_000
+    assert event.fields["detail"].endswith(f"...(+{300_000 - 512} chars)")
+    assert path.stat().st_size < 3_000
+    assert verify_chain(path).ok
+
+
+def test_a_slow_output_never_slows_emit_and_gets_every_record_in_order(tmp_path: Path) -> None:
+    batches: list[list[int]] = []
+
+    def slow(events: Sequence[AuditEvent]) -> None:
+        time.sleep(0.2)
+        batches.append([e.seq for e in events])
+
+    log = AuditLog(path=tmp_path / "audit.jsonl", durability="os")
+    log.attach(slow, "slow")
+    started = time.monotonic()
+    for n in range(100):
+        log.emit("worker.rejected", n=n)
+    assert time.monotonic() - started < 0.15
+    assert log.flush(timeout=10)
+    assert [seq for batch in batches for seq in batch] == list(range(1, 101))
+    assert len(batches) < 100
+    log.close()
+    assert verify_chain(tmp_path / "audit.jsonl").ok
