@@ -539,3 +539,18 @@ def test_a_slow_output_never_slows_emit_and_gets_every_record_in_order(tmp_path:
     assert len(batches) < 100
     log.close()
     assert verify_chain(tmp_path / "audit.jsonl").ok
+
+
+def test_a_plain_file_chain_says_once_that_it_is_only_accident_evident(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="openrtc")
+    with AuditLog(path=tmp_path / "audit.jsonl") as log:
+        for _ in range(5):
+            log.emit("worker.rejected")
+    said = [r for r in caplog.records if "shows accidents, not forgery" in r.getMessage()]
+    assert len(said) == 1 and "OPENRTC_AUDIT_KEY_FILE" in said[0].getMessage()
+    caplog.clear()
+    with AuditLog(path=tmp_path / "sealed.jsonl", keys=KeyRing({"a1": "k" * 32})) as log:
+        assert log.emit("worker.started").kid == "a1" and log.keyed
+    assert "not forgery" not in caplog.text
