@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,7 @@ from openrtc.audit import (
     verify_chain,
 )
 from openrtc.audit import verify as audit_module
+from openrtc.keys import KeyRing
 
 
 def _write_events(path: Path, count: int) -> list[AuditEvent]:
@@ -307,7 +310,9 @@ def test_file_sink_keeps_a_head_with_the_last_seq_and_hash(tmp_path: Path) -> No
     head = json.loads(head_path(path).read_text(encoding="utf-8"))
     assert head == {"seq": 3, "hash": events[-1].hash}
     assert head_path(path) == tmp_path / "audit.jsonl.head"
-    assert verify_chain(path).warnings == ()
+    report = verify_chain(path)
+    assert report.ok and len(report.warnings) == 1
+    assert "plain sha256" in report.warnings[0]
 
 
 def test_verify_chain_detects_deleted_tail(tmp_path: Path) -> None:
@@ -352,25 +357,7 @@ def test_resume_after_tail_deletion_never_reuses_a_seq(
     assert "where 4 was expected" in report.reason
 
 
-def test_head_one_record_behind_is_accepted(tmp_path: Path) -> None:
-    path = tmp_path / "audit.jsonl"
-    _write_events(path, 3)
-    head_before_fourth = head_path(path).read_bytes()
-    with AuditLog(path=path) as log:
-        log.emit("deployment.drain_started")
-    head_path(path).write_bytes(head_before_fourth)
-
-    report = verify_chain(path)
-    assert report.ok, report.reason
-    assert report.records == 4 and report.warnings == ()
-
-    with AuditLog(path=path) as log:
-        assert log.last_seq == 4
-        assert log.emit("deployment.drain_completed").seq == 5
-    assert verify_chain(path).ok
-
-
-def test_a_head_trailing_by_more_than_one_record_is_a_warning(tmp_path: Path) -> None:
+def test_a_head_behind_the_log_fails_until_a_writer_catches_it_up(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
     _write_events(path, 3)
     stale = head_path(path).read_bytes()
@@ -379,8 +366,14 @@ def test_a_head_trailing_by_more_than_one_record_is_a_warning(tmp_path: Path) ->
         log.emit("deployment.drain_completed")
     head_path(path).write_bytes(stale)
     report = verify_chain(path)
-    assert report.ok and report.records == 5
-    assert len(report.warnings) == 1 and "stops at seq 3" in report.warnings[0]
+    assert not report.ok and report.records == 5
+    assert report.first_bad_seq == 4
+    assert "stops at seq 3" in report.reason and "not covered" in report.reason
+
+    with AuditLog(path=path) as log:
+        assert log.last_seq == 5
+        assert log.emit("worker.started").seq == 6
+    assert verify_chain(path).ok
 
 
 def test_rewritten_end_with_a_valid_chain_is_caught_by_the_head(tmp_path: Path) -> None:
@@ -400,18 +393,24 @@ def test_rewritten_end_with_a_valid_chain_is_caught_by_the_head(tmp_path: Path) 
     assert "rewritten" in report.reason
 
 
-def test_missing_head_is_a_warning_not_a_failure(tmp_path: Path) -> None:
+def test_missing_head_fails_unless_allowed_and_then_says_what_is_unproven(
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "audit.jsonl"
     _write_events(path, 3)
     head_path(path).unlink()
     report = verify_chain(path)
-    assert report.ok and report.records == 3
-    assert len(report.warnings) == 1
-    assert "audit.jsonl.head is missing" in report.warnings[0]
+    assert not report.ok and report.records == 3
+    assert report.first_bad_seq == 4
+    assert "audit.jsonl.head is missing" in report.reason
+
+    allowed = verify_chain(path, allow_missing_head=True)
+    assert allowed.ok
+    assert any("cannot be detected" in w for w in allowed.warnings)
 
     with AuditLog(path=path) as log:
         assert log.emit("worker.started").seq == 4
-    assert verify_chain(path).warnings == ()
+    assert verify_chain(path).ok
 
 
 def test_garbled_head_warns_in_verify_and_stops_a_writer(tmp_path: Path) -> None:
@@ -419,8 +418,8 @@ def test_garbled_head_warns_in_verify_and_stops_a_writer(tmp_path: Path) -> None
     _write_events(path, 2)
     head_path(path).write_text('{"seq": "two"}', encoding="utf-8")
     report = verify_chain(path)
-    assert report.ok
-    assert "unreadable (it has no positive integer seq)" in report.warnings[0]
+    assert not report.ok
+    assert "unreadable (it has no positive integer seq)" in report.reason
     with pytest.raises(AuditFileError, match="move it aside"):
         AuditLog(path=path)
 
@@ -430,11 +429,12 @@ def test_failed_head_write_is_counted_and_the_record_is_kept(tmp_path: Path) -> 
     with AuditLog(path=path) as log:
         head_path(path).mkdir()
         log.emit("worker.started")
+        assert log.flush()
         assert log.sink_failures == 1
     assert len(_lines(path)) == 1
     report = verify_chain(path)
-    assert report.ok
-    assert "unreadable" in report.warnings[0]
+    assert not report.ok
+    assert "unreadable" in report.reason
 
 
 def _append_while_scanning(
@@ -443,12 +443,19 @@ def _append_while_scanning(
     """Make a live writer append `during` records before the scan and `after` behind it."""
     real_scan = audit_module._scan_chain
 
-    def scan_with_writer(file: Path) -> audit_module._Scan:
+    calls: list[Path] = []
+
+    def scan_with_writer(file: Path, keys: KeyRing | None) -> audit_module._Scan:
+        calls.append(file)
+        if len(calls) > 1:
+            return real_scan(file, keys)
         for _ in range(during):
             log.emit("worker.rejected")
-        scan = real_scan(file)
+        assert log.flush()
+        scan = real_scan(file, keys)
         for _ in range(after):
             log.emit("worker.rejected")
+        assert log.flush()
         return scan
 
     monkeypatch.setattr(audit_module, "_scan_chain", scan_with_writer)
@@ -464,4 +471,86 @@ def test_verify_accepts_a_log_its_writer_extends_while_it_is_read(
         _append_while_scanning(monkeypatch, log, during=3, after=after)
         report = verify_chain(path)
     assert report.ok, report.reason
-    assert report.records == 4
+    assert report.records in (4, 4 + after)
+
+
+def test_identical_refusals_are_one_record_plus_a_count_per_interval(tmp_path: Path) -> None:
+    seen: list[AuditEvent] = []
+    log = AuditLog(sink=seen.append, refusal_interval_s=0.3)
+    first = log.emit_refusal("worker.rejected", reason="tenant_unsigned", source="room-1", n=0)
+    assert first is not None and first.fields["source"] == "room-1"
+    for n in range(49):
+        counted = log.emit_refusal("worker.rejected", reason="tenant_unsigned", source="room-1")
+        assert counted is None, n
+    other = log.emit_refusal("worker.rejected", reason="tenant_unsigned", source="room-2")
+    assert other is not None
+    time.sleep(0.35)
+    again = log.emit_refusal("worker.rejected", reason="tenant_unsigned", source="room-1")
+    assert again is not None
+    repeats = [e for e in seen if e.event == "audit.refusals_repeated"]
+    assert [(e.fields["source"], e.fields["count"]) for e in repeats] == [("room-1", 49)]
+    assert repeats[0].fields["refused_event"] == "worker.rejected"
+    assert [e.event for e in seen].count("worker.rejected") == 3
+    log.close()
+
+
+def test_refusal_kinds_are_bounded_and_pending_counts_are_written_at_close(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "audit.jsonl"
+    with AuditLog(path=path, refusal_interval_s=60) as log:
+        for n in range(600):
+            log.emit_refusal("worker.rejected", reason="draining", source=f"room-{n}")
+    records = [json.loads(line) for line in _lines(path)]
+    full = [r for r in records if r["event"] == "worker.rejected"]
+    assert len(full) == 257 and full[-1]["source"] == "*"
+    (repeated,) = [r for r in records if r["event"] == "audit.refusals_repeated"]
+    assert (repeated["source"], repeated["count"]) == ("*", 600 - 257)
+    assert verify_chain(path).ok
+
+
+def test_outsider_sized_values_are_capped_in_the_record(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    with AuditLog(path=path) as log:
+        event = log.emit(
+            "worker.rejected", target="t" * 300_000, detail="d" * 300_000, items=list(range(500))
+        )
+    assert len(event.to_json()) < 3_000
+    assert event.fields["detail"].endswith(f"...(+{300_000 - 512} chars)")
+    assert path.stat().st_size < 3_000
+    assert verify_chain(path).ok
+
+
+def test_a_slow_output_never_slows_emit_and_gets_every_record_in_order(tmp_path: Path) -> None:
+    batches: list[list[int]] = []
+
+    def slow(events: Sequence[AuditEvent]) -> None:
+        time.sleep(0.2)
+        batches.append([e.seq for e in events])
+
+    log = AuditLog(path=tmp_path / "audit.jsonl", durability="os")
+    log.attach(slow, "slow")
+    started = time.monotonic()
+    for n in range(100):
+        log.emit("worker.rejected", n=n)
+    assert time.monotonic() - started < 0.15
+    assert log.flush(timeout=10)
+    assert [seq for batch in batches for seq in batch] == list(range(1, 101))
+    assert len(batches) < 100
+    log.close()
+    assert verify_chain(tmp_path / "audit.jsonl").ok
+
+
+def test_a_plain_file_chain_says_once_that_it_is_only_accident_evident(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="openrtc")
+    with AuditLog(path=tmp_path / "audit.jsonl") as log:
+        for _ in range(5):
+            log.emit("worker.rejected")
+    said = [r for r in caplog.records if "shows accidents, not forgery" in r.getMessage()]
+    assert len(said) == 1 and "OPENRTC_AUDIT_KEY_FILE" in said[0].getMessage()
+    caplog.clear()
+    with AuditLog(path=tmp_path / "sealed.jsonl", keys=KeyRing({"a1": "k" * 32})) as log:
+        assert log.emit("worker.started").kid == "a1" and log.keyed
+    assert "not forgery" not in caplog.text

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import json
 from pathlib import Path
 from typing import Any
@@ -11,6 +14,7 @@ import pytest
 from aiohttp import web
 
 from openrtc.deploy.manifest import (
+    MANIFEST_FORMAT,
     Manifest,
     ManifestError,
     ManifestSource,
@@ -18,6 +22,7 @@ from openrtc.deploy.manifest import (
     sign_manifest,
     verify_manifest,
 )
+from openrtc.deploy.membership import MembershipError, MembershipVerifier, sign_membership
 
 NOW = 1_700_000_000.0
 SECRET = "manifest-signing-key-2024"
@@ -51,38 +56,59 @@ class Recorder:
 
 
 def _signed(versions: list[str], issued_at: float = NOW, **kwargs: Any) -> str:
-    return sign_manifest(versions, secret=SECRET, issued_at=issued_at, **kwargs)
+    secret: Any = {kwargs.pop("key_id"): SECRET} if "key_id" in kwargs else SECRET
+    return sign_manifest(versions, secret=secret, issued_at=issued_at, **kwargs)
+
+
+def _forge(payload: dict[str, Any] | bytes, *, kid: str = "k1", key: str = SECRET) -> str:
+    """A document signed the real way around any payload, as only a key holder can."""
+    raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    body = f"{MANIFEST_FORMAT}.{kid}." + base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+    mac = hmac.new(key.encode(), body.encode(), hashlib.sha256).hexdigest()
+    return f"{body}.{mac}"
+
+
+def _payload(**changes: Any) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "active_versions": ["v1"], "serial": 1, "issued_at": NOW, "expires_at": None,
+    }  # fmt: skip
+    payload.update(changes)
+    return payload
 
 
 def test_round_trip_and_membership() -> None:
     text = _signed(["v2.0.0", "v2.0.1", "v2.0.0"], ttl_seconds=600, key_id="k2")
+    assert text.startswith("openrtc-membership/2.k2.")
     manifest = verify_manifest(text, secrets={"k2": SECRET}, now=NOW + 1)
     assert manifest.active_versions == ("v2.0.0", "v2.0.1")
-    assert manifest.issued_at == NOW
-    assert manifest.expires_at == NOW + 600
-    assert manifest.key_id == "k2"
-    assert manifest.is_member("v2.0.1")
-    assert not manifest.is_member("v1.0.0")
-    again = verify_manifest(json.dumps(manifest.to_dict()), secrets=[SECRET], now=NOW)
-    assert again == manifest
+    assert manifest.is_member("v2.0.1") and not manifest.is_member("v1")
+    assert manifest.expires_at == NOW + 600 and manifest.key_id == "k2"
+    assert manifest.serial == int(NOW * 1_000_000)
+    assert manifest.to_dict()["active_versions"] == ["v2.0.0", "v2.0.1"]
 
 
 def test_rotation_and_key_ids() -> None:
-    old = sign_manifest(["v1"], secret=OLD_SECRET, issued_at=NOW)
-    assert verify_manifest(old, secrets=[SECRET, OLD_SECRET], now=NOW).is_member("v1")
-    keyed = sign_manifest(["v1"], secret=OLD_SECRET, key_id="k1", issued_at=NOW)
-    verify_manifest(keyed, secrets={"k1": OLD_SECRET, "k2": SECRET}, now=NOW)
-    with pytest.raises(ManifestError, match="key id"):
-        verify_manifest(keyed, secrets={"k2": SECRET}, now=NOW)
+    old = sign_manifest(["v1"], secret={"k1": OLD_SECRET}, issued_at=NOW)
+    assert verify_manifest(old, secrets={"k2": SECRET, "k1": OLD_SECRET}, now=NOW).is_member("v1")
+    new = sign_manifest(["v1"], secret={"k2": SECRET, "k1": OLD_SECRET}, issued_at=NOW)
+    assert verify_manifest(new, secrets={"k2": SECRET}, now=NOW).key_id == "k2"
+    with pytest.raises(ManifestError, match="key id that is not configured"):
+        verify_manifest(old, secrets={"k2": SECRET}, now=NOW)
 
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"active_versions": []}, {"active_versions": ["v1", ""]}, {"ttl_seconds": 0}],
+    [
+        {"active_versions": []},
+        {"active_versions": "v1"},
+        {"active_versions": [""]},
+        {"active_versions": ["v1"], "ttl_seconds": 0},
+        {"active_versions": ["v1"], "key_id": "bad id"},
+        {"active_versions": ["v1"], "serial": 0},
+    ],
 )
 def test_sign_rejects_bad_input(kwargs: dict[str, Any]) -> None:
-    options: dict[str, Any] = {"active_versions": ["v1"], "secret": SECRET}
-    options.update(kwargs)
+    options = {"secret": SECRET, **kwargs}
     with pytest.raises(ValueError):
         sign_manifest(**options)
     with pytest.raises(ValueError):
@@ -90,55 +116,98 @@ def test_sign_rejects_bad_input(kwargs: dict[str, Any]) -> None:
 
 
 def test_forged_manifest_rejected() -> None:
-    document = json.loads(_signed(["v2.0.0"]))
-    document["active_versions"] = ["v1.0.0"]
-    with pytest.raises(ManifestError, match="signature is invalid") as info:
-        verify_manifest(json.dumps(document), secrets=[SECRET], now=NOW)
-    assert SECRET not in info.value.reason
+    text = _signed(["v1.0.0"])
+    body, _, mac = text.rpartition(".")
+    prefix, kid, _payload_b64 = body.split(".")
+    swapped = (
+        base64.urlsafe_b64encode(json.dumps(_payload(active_versions=["v9"])).encode())
+        .rstrip(b"=")
+        .decode()
+    )
+    with pytest.raises(ManifestError, match="signature is invalid"):
+        verify_manifest(f"{prefix}.{kid}.{swapped}.{mac}", secrets=[SECRET], now=NOW)
     forged = sign_manifest(["v1.0.0"], secret="attacker-key", issued_at=NOW)
     with pytest.raises(ManifestError, match="signature is invalid"):
         verify_manifest(forged, secrets=[SECRET], now=NOW)
 
 
-def test_expired_future_and_stale_rejected() -> None:
-    short = _signed(["v2"], ttl_seconds=60)
+def test_expired_and_future_rejected() -> None:
+    short = _signed(["v1"], ttl_seconds=60)
     verify_manifest(short, secrets=[SECRET], now=NOW + 59)
     with pytest.raises(ManifestError, match="expired"):
-        verify_manifest(short, secrets=[SECRET], now=NOW + 61)
-
-    ahead = _signed(["v2"], issued_at=NOW + 10)
-    with pytest.raises(ManifestError, match="future"):
+        verify_manifest(short, secrets=[SECRET], now=NOW + 66)
+    ahead = _signed(["v2"], issued_at=NOW + 60)
+    with pytest.raises(ManifestError, match="in the future"):
         verify_manifest(ahead, secrets=[SECRET], now=NOW)
     verify_manifest(_signed(["v2"], issued_at=NOW + 4), secrets=[SECRET], now=NOW)
 
-    older = _signed(["v1"], issued_at=NOW - 100)
-    with pytest.raises(ManifestError, match="older than the one in force"):
-        verify_manifest(older, secrets=[SECRET], now=NOW, not_before_issued_at=NOW - 50)
+
+def test_replay_by_serial_is_refused_and_the_same_document_is_no_change() -> None:
+    verifier = MembershipVerifier({"k1": SECRET}, clock=FakeClock())
+    first = sign_membership(["v1"], secret={"k1": SECRET}, serial=5, issued_at=NOW)
+    assert verifier.verify(first).serial == 5
+    assert verifier.verify(first).serial == 5
+    older = sign_membership(["v0"], secret={"k1": SECRET}, serial=4, issued_at=NOW)
+    with pytest.raises(MembershipError, match="older than the one in force"):
+        verifier.verify(older)
+    twin = sign_membership(["v2"], secret={"k1": SECRET}, serial=5, issued_at=NOW)
+    with pytest.raises(MembershipError, match="same serial 5"):
+        verifier.verify(twin)
+    rollback = sign_membership(["v0"], secret={"k1": SECRET}, serial=6, issued_at=NOW)
+    assert verifier.verify(rollback).is_member("v0")
+    assert SECRET not in repr(verifier)
 
 
-@pytest.mark.parametrize(
-    ("text", "reason"),
-    [
-        ('{"format": "openrtc-manifest/1", "active_', "not valid JSON"),
-        (b"\xff\xfe{}", "not UTF-8"),
-        ("[1, 2]", "not a JSON object"),
-        ('{"active_versions": ["v1"]}', "missing field"),
-    ],
-)
-def test_garbled_manifest_rejected(text: str | bytes, reason: str) -> None:
-    with pytest.raises(ManifestError, match=reason):
-        verify_manifest(text, secrets=[SECRET], now=NOW)
+HOSTILE = {
+    "old-json-400-digit-issued-at": (
+        '{"format": "openrtc-manifest/1", "active_versions": ["v1"], "issued_at": '
+        + "9" * 400
+        + ', "expires_at": null, "key_id": null, "signature": "'
+        + "0" * 64
+        + '"}',
+        "is not an openrtc-membership/2 document",
+    ),
+    "non-ascii-signature": (
+        _signed(["v1"]).rpartition(".")[0] + "." + "é" * 64,
+        "non-ASCII",
+    ),
+    "deeply-nested-unsigned": ("[" * 100_000 + "]" * 100_000, "larger than"),
+    "nested-in-the-envelope": (
+        f"{MANIFEST_FORMAT}.k1."
+        + base64.urlsafe_b64encode(b"[" * 5000).rstrip(b"=").decode()
+        + "."
+        + "a" * 64,
+        "signature is invalid",
+    ),
+    "huge": ("x" * (2 << 20), "larger than 65536 bytes"),
+    "garbled": ("openrtc-membership/2.k1.@@@.zz", "malformed"),
+    "empty": ("", "is not an openrtc-membership/2 document"),
+    "signed-400-digit-issued-at": (
+        _forge(
+            b'{"active_versions":["v1"],"serial":1,"issued_at":'
+            + b"9" * 400
+            + b',"expires_at":null}'
+        ),
+        "issued_at must be a unix time",
+    ),
+    "signed-deep-nesting": (
+        _forge(b'{"active_versions":' + b"[" * 3000 + b"]" * 3000 + b"}"),
+        "nests deeper",
+    ),
+    "signed-wrong-types": (_forge(_payload(serial="1")), "serial must be"),
+    "signed-extra-field": (_forge({**_payload(), "admin": True}), "must have exactly"),
+    "signed-not-an-object": (_forge(b"[1, 2]"), "not a JSON object"),
+}
 
 
-def test_wrongly_typed_fields_rejected() -> None:
-    document = json.loads(_signed(["v2"]))
-    document["issued_at"] = "yesterday"
-    with pytest.raises(ManifestError, match="issued_at"):
-        verify_manifest(json.dumps(document), secrets=[SECRET], now=NOW)
-    document = json.loads(_signed(["v2"]))
-    document["extra"] = True
-    with pytest.raises(ManifestError, match="unexpected field"):
-        verify_manifest(json.dumps(document), secrets=[SECRET], now=NOW)
+@pytest.mark.parametrize(("text", "reason"), list(HOSTILE.values()), ids=list(HOSTILE))
+def test_hostile_manifests_are_refused_with_a_reason_never_an_exception(
+    text: str, reason: str
+) -> None:
+    with pytest.raises(ManifestError) as refused:
+        verify_manifest(text, secrets={"k1": SECRET}, now=NOW)
+    assert reason in refused.value.reason
+    assert SECRET not in refused.value.reason
 
 
 async def test_watcher_on_file_tracks_changes_rejections_and_rollback(tmp_path: Path) -> None:
@@ -169,7 +238,7 @@ async def test_watcher_on_file_tracks_changes_rejections_and_rollback(tmp_path: 
     for _ in range(3):
         assert await watcher.poll_once() == second
     assert len(seen.rejections) == rejections_before + 1
-    assert "not valid JSON" in seen.rejections[-1]
+    assert "is not an openrtc-membership/2 document" in seen.rejections[-1]
 
     path.write_text(_signed(["v1.0.0", "v2.0.0"], issued_at=NOW), encoding="utf-8")
     for _ in range(2):
@@ -197,12 +266,12 @@ async def test_watcher_rejects_forged_manifest_and_keeps_last_valid(tmp_path: Pa
     path.write_text(sign_manifest(["v1.0.0"], secret="guess", issued_at=NOW + 5), "utf-8")
     await watcher.poll_once()
     await watcher.poll_once()
-    assert seen.rejections == ["manifest signature is invalid"]
+    assert seen.rejections == ["membership document signature is invalid"]
     assert watcher.current == valid
 
     path.write_text(_signed(["v2.0.0", "v2.1.0"], issued_at=NOW), "utf-8")
     await watcher.poll_once()
-    assert "same issued_at" in seen.rejections[-1]
+    assert "under the same serial" in seen.rejections[-1]
     assert watcher.current == valid
 
 

@@ -32,6 +32,8 @@ class RejectReason(StrEnum):
     REQUEST_FNC = "request_fnc"
     TENANT_UNSIGNED = "tenant_unsigned"
     TENANT_FORGED = "tenant_forged"
+    TENANT_CLAIM_EXPIRED = "tenant_claim_expired"
+    TENANT_CLAIM_MISMATCH = "tenant_claim_mismatch"
     TENANT_UNKNOWN = "tenant_unknown"
     TENANT_CONFIG_ERROR = "tenant_config_error"
     TENANT_CIRCUIT_OPEN = "tenant_circuit_open"

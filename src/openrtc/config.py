@@ -23,10 +23,12 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
 from .errors import ConfigError
+from .keys import KeyRing, parse_key_text
 
 Isolation = Literal["coroutine", "thread", "process"]
 ISOLATIONS: tuple[Isolation, ...] = get_args(Isolation)
 UnknownTenant = Literal["refuse", "defaults"]
+AuditDurability = Literal["batch", "os"]
 DEFAULT_VERSION = "unversioned"
 
 
@@ -373,11 +375,15 @@ class Tenancy:
     secret_file: Path | None = setting(
         None,
         "OPENRTC_TENANT_SECRET_FILE",
-        "Accept only calls whose metadata carries a valid tenant_sig made with this "
-        "secret (also OPENRTC_TENANT_SECRET).",
+        "Accept only calls whose metadata carries a valid room-bound tenant claim "
+        "(tenant_sig) signed with a key from this file of kid:secret lines (also "
+        "OPENRTC_TENANT_SECRET).",
     )
-    secret: str | bytes | None = in_code(
-        None, "The claim secret itself (else OPENRTC_TENANT_SECRET; never logged).", repr=False
+    secret: str | bytes | Mapping[str, str | bytes] | None = in_code(
+        None,
+        "The claim key(s) themselves: a secret or kid -> secret (else OPENRTC_TENANT_SECRET; "
+        "never logged).",
+        repr=False,
     )
     settings: Mapping[str, Mapping[str, Any]] | Callable[[str], Any] | None = in_code(
         None, "Per-tenant providers (stt/llm/tts) and max_sessions: a mapping or tenant -> mapping."
@@ -420,19 +426,20 @@ class Tenancy:
         for name in ("breaker_window_s", "breaker_cooldown_s"):
             _check_positive(Tenancy, name, getattr(self, name), whole=False)
 
-    def claim_secret(self, environ: Mapping[str, str] | None = None) -> str | bytes | None:
-        """The secret tenant claims are signed with: given, its file, or the variable."""
-        if self.secret is not None:
-            return self.secret
-        if self.secret_file is not None:
-            try:
-                return self.secret_file.read_text().strip() or None
-            except OSError as e:
-                raise ConfigError(
-                    f"cannot read --tenant-secret-file {self.secret_file}: {e.strerror}"
-                ) from None
-        env = os.environ if environ is None else environ
-        return env.get("OPENRTC_TENANT_SECRET") or None
+    def claim_keys(self, environ: Mapping[str, str] | None = None) -> KeyRing | None:
+        """The keys tenant claims are signed with: given, from the file, or the variable."""
+        try:
+            if self.secret is not None:
+                return KeyRing(self.secret)
+            if self.secret_file is not None:
+                return KeyRing.from_file(self.secret_file, what="--tenant-secret-file")
+            env = os.environ if environ is None else environ
+            inline = env.get("OPENRTC_TENANT_SECRET", "")
+            if not inline.strip():
+                return None
+            return KeyRing(parse_key_text(inline, "OPENRTC_TENANT_SECRET"))
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
 
 
 @dataclass(frozen=True)
@@ -522,13 +529,33 @@ SpoolFull = Literal["refuse", "drop"]
 
 @dataclass(frozen=True)
 class AuditSettings:
-    """Where audit events go: a hash-chained file, stdout for a log shipper, an HTTP
-    collector (through an on-disk spool) and a callable."""
+    """Where audit events go: a sealed, hash-chained file, stdout for a log shipper, an
+    HTTP collector (through an on-disk spool) and a callable; how durably."""
 
     path: Path | None = setting(
         None,
         "OPENRTC_AUDIT_PATH",
-        "Append audit events to this hash-chained JSON Lines file.",
+        "Append audit events to this chained JSON Lines file.",
+    )
+    key_file: Path | None = setting(
+        None,
+        "OPENRTC_AUDIT_KEY_FILE",
+        "File of kid:secret lines sealing each audit record with HMAC-SHA256 (the first "
+        "key signs, all verify); without it the chain shows accidents, not forgery.",
+    )
+    durability: AuditDurability = setting(
+        "batch",
+        "OPENRTC_AUDIT_DURABILITY",
+        "batch: the writer thread syncs each batch of records to disk before moving the "
+        "head; os: leave syncing to the operating system.",
+    )
+    refusal_interval_s: float = setting(
+        10.0,
+        "OPENRTC_AUDIT_REFUSAL_INTERVAL_S",
+        "Identical refusals (same reason and source) within this many seconds are one "
+        "audit record plus a count.",
+        flag="--audit-refusal-interval",
+        min=0.1,
     )
     sink: Any = in_code(
         None, "sink(AuditEvent) for every event (a failing sink is counted, never fatal)."
@@ -600,6 +627,8 @@ class AuditSettings:
                     " to keep records until the collector acknowledges them"
                 )
         _check_choice(AuditSettings, "spool_full", self.spool_full, get_args(SpoolFull))
+        _check_choice(AuditSettings, "durability", self.durability, get_args(AuditDurability))
+        _check_positive(AuditSettings, "refusal_interval_s", self.refusal_interval_s, whole=False)
         for name in ("spool_max_mb", "retry_max", "sink_timeout"):
             _check_positive(AuditSettings, name, getattr(self, name), whole=False)
         flush = self.flush_timeout
@@ -626,6 +655,15 @@ class AuditSettings:
         if not token:
             raise ConfigError(f"--audit-token-file {self.token_file} is empty")
         return token
+
+    def keys(self) -> KeyRing | None:
+        """The audit keys from `key_file`, or None (a plain chain)."""
+        if self.key_file is None:
+            return None
+        try:
+            return KeyRing.from_file(self.key_file, what="--audit-key-file")
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
 
 
 GROUPS: dict[str, type[Any]] = {

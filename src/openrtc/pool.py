@@ -31,7 +31,6 @@ from .audit import AuditEvent, AuditLog
 from .audit.shipping import open_sinks
 from .config import DEFAULT_VERSION, ISOLATIONS, Isolation, PoolConfig
 from .errors import ConfigError, RegistrationError
-from .flood import FloodGate
 from .lifecycle import Lifecycle, Transition, WorkerState
 from .lifecycle import logger as lifecycle_logger
 from .registry import AgentSpec, Registry, agent_files, spec_from_file, validate_agent_class
@@ -118,7 +117,12 @@ class AgentPool:
         )
         self.lifecycle.subscribe(self._on_transition)
         self.audit_log = AuditLog(
-            version=self.deployment_version, sink=cfg.audit.sink, path=cfg.audit.path
+            version=self.deployment_version,
+            sink=cfg.audit.sink,
+            path=cfg.audit.path,
+            keys=cfg.audit.keys(),
+            durability=cfg.audit.durability,
+            refusal_interval_s=cfg.audit.refusal_interval_s,
         )
         self.member: bool | None = None
         """What the manifest last said of this version (None: no manifest in use)."""
@@ -130,7 +134,6 @@ class AgentPool:
         """Why the dispatch link is down (None: up, or never tried yet)."""
         self.dispatch_down_since: float | None = None
         """time.monotonic() when the link went down (None: up)."""
-        self._floods = FloodGate()
 
         self._lock = threading.Lock()
         self._ledger = admission.Ledger()
@@ -333,35 +336,28 @@ class AgentPool:
         return Admit(route, route.agent, tenant)
 
     def record_rejection(self, job_id: str, refusal: Refuse, room: str = "") -> None:
-        """Count a refusal, log it and audit it. Refusals an outsider can repeat at will
-        (`invalid_job`) are counted every time but logged and audited once a minute, with
-        how many were held back."""
+        """Count every refusal; log and audit it under the bounded-volume rule: a refusal
+        repeated with the same reason from the same room within the audit's interval is
+        counted into one `audit.refusals_repeated` record instead of being written again,
+        so an outsider repeating an offer cannot fill the disk or the log."""
         reason = refusal.reason_name
         with self._lock:
             self._rejected[reason] += 1
-        extra: dict[str, Any] = {}
+        record = self.audit_log.emit_refusal(
+            "worker.rejected",
+            reason=reason,
+            source=room,
+            target=job_id,
+            job_id=job_id,
+            detail=refusal.detail,
+            room=room,
+        )
+        if record is None:
+            return
         if reason == admission.RejectReason.INVALID_JOB:
-            held = self._floods.admit(f"rejected:{reason}")
-            if held is None:
-                return
-            extra["held_back"] = held
             self.log.warning("refused job %r: %s (%s)", job_id, reason, refusal.detail)
         else:
             self.log.info("refused job %s: %s (%s)", job_id, reason, refusal.detail)
-        self.audit_log.emit(
-            "worker.rejected",
-            target=job_id,
-            result="refused",
-            job_id=job_id,
-            reason=reason,
-            detail=refusal.detail,
-            room=room,
-            **extra,
-        )
-
-    def flood_gate(self) -> FloodGate:
-        """The gate that bounds floods of identical outsider-caused events."""
-        return self._floods
 
     def release(self, job_id: str) -> None:
         """Give back a call's slot: its offer fell through or the call ended."""

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
 import aiohttp
+import pytest
 from livekit.agents import Agent, JobRequest
 from livekit.protocol import agent as lk_proto
 from livekit.protocol import models
@@ -155,3 +157,87 @@ async def test_a_worker_set_to_drain_when_dropped_finishes_its_calls_and_exits_0
     (drain,) = [e for e in events if e["event"] == "deployment.drain_started"]
     assert (drain["actor"], drain["reason"]) == ("manifest", "version left the manifest")
     assert pool.runtime_snapshot().outcomes_total == {"success": 2}
+
+
+HOSTILE = {
+    "400-digit issued_at": (
+        '{"format": "openrtc-manifest/1", "active_versions": ["v1.0.0"], "issued_at": '
+        + "9" * 400
+        + ', "expires_at": null, "key_id": null, "signature": "'
+        + "0" * 64
+        + '"}'
+    ),
+    "non-ASCII signature": "",  # filled from a real manifest below
+    "deeply nested JSON": "[" * 30_000 + "]" * 30_000,
+    "huge file": "v" * (3 << 20),
+}
+
+
+def _hostile(name: str) -> str:
+    if name == "non-ASCII signature":
+        return sign_manifest(["v1.0.0"], secret=SECRET).rpartition(".")[0] + "." + "é" * 64
+    return HOSTILE[name]
+
+
+async def test_hostile_manifests_are_refused_audited_and_the_last_valid_one_stays(
+    devserver: DispatchServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="openrtc.deploy.membership")
+    manifest = tmp_path / "manifest.json"
+    publish(manifest, ["v1.0.0"])
+    events: list[dict[str, object]] = []
+    pool = member_pool(manifest, events)
+    call = {"turns": ["hi"], "mode": "text", "pause_s": 0.0}
+
+    def refusals() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "manifest rejected" in r.getMessage()]
+
+    async with running(pool, devserver):
+        for count, name in enumerate(HOSTILE, start=1):
+            (tmp_path / "next").write_text(_hostile(name), encoding="utf-8")
+            (tmp_path / "next").replace(manifest)
+            await wait_until(lambda n=count: len(refusals()) == n, timeout=5)  # type: ignore[misc]
+            assert pool.state.value == "accepting", name
+            job = await devserver.dispatch(simulated_call=call)
+            done = await devserver.wait_job(job.id, {"success", "unserved"}, timeout=10)
+            assert done.state.value == "success", name
+    pool.audit_log.close()
+    logged = refusals()
+    assert "is not an openrtc-membership/2 document" in logged[0]
+    assert "non-ASCII" in logged[1]
+    assert "is not an openrtc-membership/2 document" in logged[2]
+    assert "larger than" in logged[3]
+    audited = [e for e in events if e["event"] == "membership.manifest_rejected"]
+    repeated = [
+        e
+        for e in events
+        if e["event"] == "audit.refusals_repeated"
+        and e["refused_event"] == "membership.manifest_rejected"
+    ]
+    assert len(audited) == 3  # the second "not a document" is counted, not written again
+    assert len(audited) + sum(int(str(e["count"])) for e in repeated) == len(HOSTILE)
+    assert all(len(str(e["reason"])) < 200 for e in audited)
+
+
+async def test_a_worker_starting_with_a_bad_manifest_starts_closed_then_follows_a_good_one(
+    devserver: DispatchServer, tmp_path: Path
+) -> None:
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(HOSTILE["400-digit issued_at"], encoding="utf-8")
+    events: list[dict[str, object]] = []
+    pool = member_pool(manifest, events)
+    call = {"turns": ["hi"], "mode": "text", "pause_s": 0.0}
+    async with running(pool, devserver) as worker:
+        assert not worker.task.done()
+        assert pool.state.value == "not_member"
+        job = await devserver.dispatch(simulated_call=call, deadline=1.0)
+        refused = await devserver.wait_job(job.id, {"unserved", "success"}, timeout=5)
+        assert refused.state.value == "unserved"
+
+        publish(manifest, ["v1.0.0"])
+        await wait_until(lambda: pool.state.value == "accepting", timeout=5)
+        job = await devserver.dispatch(simulated_call=call)
+        served = await devserver.wait_job(job.id, {"success", "unserved"}, timeout=10)
+        assert served.state.value == "success"
+    (rejected, *_) = [e for e in events if e["event"] == "membership.manifest_rejected"]
+    assert "is not an openrtc-membership/2 document" in str(rejected["reason"])

@@ -15,7 +15,7 @@ from livekit.agents import Agent
 from prometheus_client.parser import text_string_to_metric_families
 
 from openrtc import AgentPool
-from openrtc.config import Deployment, Limits, PoolConfig, Runtime
+from openrtc.config import Deployment, Limits, PoolConfig, Runtime, Tenancy
 from openrtc.deploy.manifest import sign_manifest
 from openrtc.devserver import DispatchServer
 from openrtc.ops.http import HANG_AFTER_S
@@ -71,6 +71,7 @@ async def test_endpoints_across_the_lifecycle(
                 manifest=manifest, membership_secrets=[SECRET], manifest_poll_interval=0.1
             ),
             limits=Limits(per_tenant=1),
+            tenancy=Tenancy(settings={"acme": {}}),  # configured tenants are metric labels
             runtime=Runtime(prewarm_models=False),
         ),
     )

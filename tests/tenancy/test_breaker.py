@@ -116,7 +116,11 @@ async def test_a_failing_tenant_is_cut_off_while_others_are_served_and_recovers(
         **fakes(),
         config=PoolConfig.from_env(
             tenancy=Tenancy(
-                breaker=True, breaker_failures=3, breaker_window_s=30, breaker_cooldown_s=1.5
+                breaker=True,
+                breaker_failures=3,
+                breaker_window_s=30,
+                breaker_cooldown_s=1.5,
+                settings={"bad": {}, "good": {}},  # configured tenants are metric labels
             ),
             runtime=Runtime(prewarm_models=False),
         ),

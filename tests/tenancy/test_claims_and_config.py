@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
+from pathlib import Path
 
 import pytest
 
 from openrtc import AgentPool, ConfigError, current_tenant_id
+from openrtc.admission import RejectReason
 from openrtc.config import PoolConfig, Runtime, Tenancy
 from openrtc.devserver import DispatchServer
 from openrtc.sessions import SessionInfo, enter_call
@@ -23,7 +26,8 @@ from tests.harness import running, wait_until
 
 from .agents import OwnedLLM, TenantAgent, call, fakes
 
-SECRET = "tenant-test-secret-8c1f"
+SECRET = "tenant-test-secret-8c1f-0123456789abcdef"
+OLD_STATIC_SIG = "3f" * 32
 ENDED = {"success", "failed", "unserved"}
 
 
@@ -35,16 +39,41 @@ def info_for(tenant: str, job_id: str = "AJ_1") -> SessionInfo:
     return SessionInfo(job_id, "t", "room", tenant, "v1", "W_1", {}, 0.0)
 
 
-def test_a_signature_is_valid_only_for_its_tenant_and_secret() -> None:
-    sig = sign_tenant("acme", SECRET)
-    assert verify_tenant("acme", sig, SECRET)
-    assert verify_tenant("acme", sig.upper(), SECRET)
-    assert not verify_tenant("globex", sig, SECRET)
-    assert not verify_tenant("acme", sign_tenant("acme", "another-secret"), SECRET)
-    assert not verify_tenant("acme", "é" * 64, SECRET)
-    assert SECRET not in repr(ClaimVerifier(SECRET))
-    with pytest.raises(ConfigError, match="tenant_secret is empty"):
-        sign_tenant("acme", "")
+def test_a_claim_is_valid_only_for_its_tenant_room_job_key_and_time() -> None:
+    claim = sign_tenant("acme", SECRET, room="room-a", ttl=60)
+    assert verify_tenant(claim, SECRET, tenant="acme", room="room-a")
+    assert not verify_tenant(claim, SECRET, tenant="acme", room="room-b")
+    assert not verify_tenant(claim, SECRET, tenant="globex", room="room-a")
+    assert not verify_tenant(claim, "another-secret-0123456789abcdef-xyz", tenant="acme",
+                             room="room-a")  # fmt: skip
+    by_job = sign_tenant("acme", SECRET, job_id="AJ_1")
+    assert verify_tenant(by_job, SECRET, tenant="acme", room="any", job_id="AJ_1")
+    assert not verify_tenant(by_job, SECRET, tenant="acme", room="any", job_id="AJ_2")
+    stale = sign_tenant("acme", SECRET, room="room-a", ttl=10, now=time.time() - 60)
+    assert not verify_tenant(stale, SECRET, tenant="acme", room="room-a")
+    assert not verify_tenant(OLD_STATIC_SIG, SECRET, tenant="acme", room="room-a")
+    assert not verify_tenant("é" * 64, SECRET, tenant="acme", room="room-a")
+    assert not verify_tenant("x" * 5000, SECRET, tenant="acme", room="room-a")
+
+
+def test_keys_rotate_and_short_or_missing_keys_are_refused() -> None:
+    old = {"t1": SECRET}
+    rotated = {"t2": "tenant-test-secret-two-0123456789abcdef", "t1": SECRET}
+    from_old = sign_tenant("acme", old, room="r")
+    assert verify_tenant(from_old, rotated, tenant="acme", room="r")
+    from_new = sign_tenant("acme", rotated, room="r")
+    assert verify_tenant(from_new, rotated, tenant="acme", room="r")
+    assert not verify_tenant(from_new, old, tenant="acme", room="r")
+    verifier = ClaimVerifier(old)
+    assert verifier.check({"tenant_sig": from_new}, "acme", room="r", job_id="j") == (
+        RejectReason.TENANT_FORGED,
+        "the tenant claim names an unknown key id",
+    )
+    assert SECRET not in repr(verifier)
+    with pytest.raises(ConfigError, match="at least 32"):
+        sign_tenant("acme", "short", room="r")
+    with pytest.raises(ValueError, match="room and/or the job"):
+        sign_tenant("acme", SECRET)
 
 
 def test_bad_tenant_options_are_refused_when_the_pool_is_built() -> None:
@@ -106,7 +135,7 @@ async def test_the_tenant_of_the_running_call_is_visible_to_its_code_only() -> N
     assert current_tenant_id() == "default"
 
 
-async def test_only_a_validly_signed_tenant_claim_is_served(
+async def test_a_room_bound_claim_is_served_only_in_its_room_and_before_it_expires(
     devserver: DispatchServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
@@ -116,42 +145,117 @@ async def test_only_a_validly_signed_tenant_claim_is_served(
         audit_sink=lambda e: events.append(e.to_dict()),
         **fakes(),
         config=PoolConfig.from_env(
-            tenancy=Tenancy(secret=SECRET), runtime=Runtime(prewarm_models=False)
+            tenancy=Tenancy(secret=SECRET, settings={"acme": {}}),
+            runtime=Runtime(prewarm_models=False),
         ),
     )
+    claim_a = sign_tenant("acme", SECRET, room="room-a", ttl=60)
     async with running(pool, devserver):
         valid = await devserver.dispatch(
-            metadata={"tenant": "acme", "tenant_sig": sign_tenant("acme", SECRET)},
+            room="room-a", metadata={"tenant": "acme", "tenant_sig": claim_a},
             simulated_call=call(),
+        )  # fmt: skip
+        other_room = await devserver.dispatch(
+            room="room-b", metadata={"tenant": "acme", "tenant_sig": claim_a},
+            simulated_call=call(), deadline=1.0,
+        )  # fmt: skip
+        expired = await devserver.dispatch(
+            room="room-a",
+            metadata={
+                "tenant": "acme",
+                "tenant_sig": sign_tenant(
+                    "acme", SECRET, room="room-a", ttl=5, now=time.time() - 30
+                ),
+            },
+            simulated_call=call(),
+            deadline=1.0,
         )
         borrowed = await devserver.dispatch(
-            metadata={"tenant": "globex", "tenant_sig": sign_tenant("acme", SECRET)},
-            simulated_call=call(),
-            deadline=1.0,
-        )
-        wrong_key = await devserver.dispatch(
-            metadata={"tenant": "acme", "tenant_sig": sign_tenant("acme", "guessed")},
-            simulated_call=call(),
-            deadline=1.0,
-        )
+            room="room-a", metadata={"tenant": "globex", "tenant_sig": claim_a},
+            simulated_call=call(), deadline=1.0,
+        )  # fmt: skip
+        static = await devserver.dispatch(
+            room="room-c", metadata={"tenant": "acme", "tenant_sig": OLD_STATIC_SIG},
+            simulated_call=call(), deadline=1.0,
+        )  # fmt: skip
         unsigned = await devserver.dispatch(
-            metadata={"tenant": "acme"}, simulated_call=call(), deadline=1.0
+            room="room-a", metadata={"tenant": "acme"}, simulated_call=call(), deadline=1.0
         )
-        done = await asyncio.gather(
-            *(devserver.wait_job(j.id, ENDED, 15) for j in (valid, borrowed, wrong_key, unsigned))
-        )
-    assert [d.state.value for d in done] == ["success", "unserved", "unserved", "unserved"]
+        jobs = (valid, other_room, expired, borrowed, static, unsigned)
+        done = await asyncio.gather(*(devserver.wait_job(j.id, ENDED, 15) for j in jobs))
+    assert [d.state.value for d in done] == ["success"] + ["unserved"] * 5
     assert "You serve tenant acme." in replies(pool, valid.id)[0]
-    rejected = pool.runtime_snapshot().rejected_total
-    assert set(rejected) == {"tenant_forged", "tenant_unsigned"}
-    refusals = {(e["job_id"], e["reason"]) for e in events if e["event"] == "worker.rejected"}
+    refusals = {e["job_id"]: e["reason"] for e in events if e["event"] == "worker.rejected"}
     assert refusals == {
-        (borrowed.id, "tenant_forged"),
-        (wrong_key.id, "tenant_forged"),
-        (unsigned.id, "tenant_unsigned"),
+        other_room.id: "tenant_claim_mismatch",
+        expired.id: "tenant_claim_expired",
+        borrowed.id: "tenant_forged",
+        static.id: "tenant_forged",
+        unsigned.id: "tenant_unsigned",
     }
     assert SECRET not in caplog.text
     assert SECRET not in json.dumps(events)
+
+
+async def test_unsigned_hostile_tenant_ids_stay_small_in_the_audit_and_out_of_labels(
+    devserver: DispatchServer, tmp_path: Path
+) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from openrtc.config import AuditSettings
+    from openrtc.ops.metrics import OTHER_TENANT, PoolMetrics
+
+    huge = "x" * 300_000
+    labelled = AgentPool(
+        agents={"t": TenantAgent},
+        **fakes(),
+        config=PoolConfig.from_env(
+            tenancy=Tenancy(unknown="defaults", settings={"acme": {}}),
+            runtime=Runtime(prewarm_models=False),
+        ),
+    )
+    async with running(labelled, devserver):
+        live = await devserver.dispatch(
+            room="room-h", metadata={"tenant": huge}, simulated_call=call(hold_s=1.0)
+        )
+        await wait_until(lambda: len(labelled.live_sessions()) == 1)
+        text = PoolMetrics(labelled).render().decode()
+        await devserver.wait_job(live.id, ENDED, 15)
+
+    audit = tmp_path / "audit.jsonl"
+    pool = AgentPool(
+        agents={"t": TenantAgent},
+        **fakes(),
+        config=PoolConfig.from_env(
+            tenancy=Tenancy(unknown="refuse", settings={"acme": {}}),
+            audit=AuditSettings(path=audit, refusal_interval_s=30.0),
+            runtime=Runtime(prewarm_models=False),
+        ),
+    )
+    async with running(pool, devserver):
+        flood = [
+            await devserver.dispatch(
+                room="room-h", metadata={"tenant": huge}, simulated_call=call(), deadline=0.5
+            )
+            for _ in range(21)
+        ]
+        await asyncio.gather(*(devserver.wait_job(j.id, ENDED, 15) for j in flood))
+    pool.audit_log.close()  # records the count of the interval still open
+    labels = {
+        s.labels.get("tenant")
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if "tenant" in s.labels
+    }
+    assert labels <= {"default", "acme", OTHER_TENANT} and OTHER_TENANT in labels
+    assert huge[:1000] not in text
+    assert audit.stat().st_size < 64_000
+    records = [json.loads(line) for line in audit.read_text().splitlines()]
+    refused = [r for r in records if r["event"] == "worker.rejected"]
+    assert len(refused) == 1 and refused[0]["reason"] == "tenant_unknown"
+    repeated = [r for r in records if r["event"] == "audit.refusals_repeated"]
+    counted = len(refused) + sum(int(r["count"]) for r in repeated)
+    assert counted == pool.runtime_snapshot().rejected_total["tenant_unknown"] >= 21
 
 
 async def llm_owners(pool: AgentPool, count: int) -> dict[str, str]:

@@ -1,4 +1,10 @@
-"""An audit record and its hash: the canonical form every sink writes and every check reads."""
+"""An audit record and its seal: the canonical form every sink writes and every check reads.
+
+A record's `hash` seals its canonical form, which includes `prev_hash`, the seal of the
+record before it. With an audit key the seal is HMAC-SHA256 under the key named by
+the record's `kid`, so a chain edited and recomputed without the key does not verify;
+without a key it is a plain sha256, which shows accidents but not forgery.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,8 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any
+
+from ..keys import KeyRing, hmac_hex, same_digest
 
 GENESIS_HASH = "0" * 64
 """The `prev_hash` of the first record of a chain."""
@@ -24,6 +32,7 @@ RESERVED_KEYS = frozenset(
         "host",
         "prev_hash",
         "hash",
+        "kid",
     }
 )
 """Top-level keys of a flat record; extra fields may not use these names."""
@@ -35,10 +44,67 @@ def _canonical(record: Mapping[str, Any]) -> bytes:
     )
 
 
+MAX_TEXT = 512
+"""Longest string kept in a record field; longer ones are cut and say by how much."""
+MAX_ITEMS = 32
+"""Most items kept from a list or mapping in a record field."""
+_MAX_DEPTH = 4
+
+
 def record_hash(record: Mapping[str, Any]) -> str:
-    """Return the sha256 hex digest of a flat record, ignoring its own `hash` key."""
+    """Return the plain sha256 hex digest of a flat record, ignoring its own `hash` key."""
     unsigned = {key: value for key, value in record.items() if key != "hash"}
     return hashlib.sha256(_canonical(unsigned)).hexdigest()
+
+
+def record_mac(record: Mapping[str, Any], key: bytes) -> str:
+    """Return the HMAC-SHA256 of a flat record under `key`, ignoring its own `hash` key."""
+    unsigned = {name: value for name, value in record.items() if name != "hash"}
+    return hmac_hex(key, b"openrtc-audit/1\n" + _canonical(unsigned))
+
+
+def seal_problem(record: Mapping[str, Any], keys: KeyRing | None) -> str | None:
+    """Why a parsed record's `hash` does not seal it, or None when it does.
+
+    With `keys`, every record must carry a configured `kid` and its HMAC: a plain
+    record in a keyed check is a chain rebuilt without the key. Without keys, a keyed
+    record cannot be checked and says so.
+    """
+    kid = record.get("kid")
+    if keys is None:
+        if kid is not None:
+            return f"is sealed with audit key {str(kid)[:64]!r}; verify with the audit key file"
+        return None if same_digest(record_hash(record), record.get("hash")) else "was modified"
+    if kid is None:
+        return "is not sealed with an audit key (a plain chain where a keyed one was expected)"
+    key = keys.get(kid)
+    if key is None:
+        return f"names audit key {str(kid)[:64]!r}, which is not in the key file"
+    if not same_digest(record_mac(record, key), record.get("hash")):
+        return "does not carry a valid HMAC: it was modified, or forged without the key"
+    return None
+
+
+def cap_value(value: Any, depth: int = 0) -> Any:
+    """`value` with strings, lists and mappings cut to a bounded size (JSON types only)."""
+    if isinstance(value, str):
+        if len(value) <= MAX_TEXT:
+            return value
+        return f"{value[:MAX_TEXT]}...(+{len(value) - MAX_TEXT} chars)"
+    if depth >= _MAX_DEPTH and isinstance(value, list | dict):
+        return "...(nested too deep)"
+    if isinstance(value, list):
+        kept = [cap_value(item, depth + 1) for item in value[:MAX_ITEMS]]
+        if len(value) > MAX_ITEMS:
+            kept.append(f"...(+{len(value) - MAX_ITEMS} items)")
+        return kept
+    if isinstance(value, dict):
+        items = list(value.items())
+        capped = {str(k)[:64]: cap_value(v, depth + 1) for k, v in items[:MAX_ITEMS]}
+        if len(items) > MAX_ITEMS:
+            capped["..."] = f"+{len(items) - MAX_ITEMS} keys"
+        return capped
+    return value
 
 
 def _check_field_names(names: Iterable[object]) -> None:
@@ -52,10 +118,15 @@ def _check_field_names(names: Iterable[object]) -> None:
 
 
 def _json_safe(fields: Mapping[str, Any]) -> dict[str, Any]:
-    """Return `fields` as JSON would read them back, so hashes verify from the file alone."""
+    """Return `fields` as JSON would read them back, so seals verify from the file alone.
+
+    Values are capped (`cap_value`) so an outsider-controlled value cannot grow a record.
+    """
     loaded = json.loads(json.dumps(dict(fields), default=str, ensure_ascii=False))
     assert isinstance(loaded, dict)
-    return loaded
+    capped = cap_value(loaded, depth=-1)
+    assert isinstance(capped, dict)
+    return capped
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +145,8 @@ class AuditEvent:
     fields: dict[str, Any]
     prev_hash: str
     hash: str
+    kid: str | None = None
+    """The audit key that sealed this record; None for a plain (unkeyed) chain."""
 
     def __post_init__(self) -> None:
         _check_field_names(self.fields)
@@ -92,6 +165,8 @@ class AuditEvent:
             "host": self.host,
         }
         record.update(self.fields)
+        if self.kid is not None:
+            record["kid"] = self.kid
         record["prev_hash"] = self.prev_hash
         record["hash"] = self.hash
         return record
@@ -115,6 +190,8 @@ def record_problem(record: Mapping[str, Any]) -> str | None:
     for key in _STRING_KEYS:
         if not isinstance(record.get(key), str):
             return f"has no string {key!r}"
+    if "kid" in record and not isinstance(record["kid"], str):
+        return "has a 'kid' that is not a string"
     for key in ("prev_hash", "hash"):
         value = record.get(key)
         if not isinstance(value, str) or len(value) != 64:

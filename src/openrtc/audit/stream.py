@@ -15,6 +15,7 @@ import json
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+from ..keys import KeyRing
 from .sinks import FORMAT, MARKER
 from .verify import ChainReport, verify_records
 
@@ -133,7 +134,7 @@ def audit_records(
             yield lineno, worker, record
 
 
-def verify_stream(lines: Iterable[bytes]) -> StreamReport:
+def verify_stream(lines: Iterable[bytes], keys: KeyRing | None = None) -> StreamReport:
     """Group the stream's audit records per worker and verify each chain in stream order."""
     chains: dict[str, list[tuple[int, Mapping[str, Any] | str]]] = {}
     seen: dict[tuple[str, object], object] = {}
@@ -159,7 +160,7 @@ def verify_stream(lines: Iterable[bytes]) -> StreamReport:
     other = counted.count - audit
     workers = []
     for worker, items in chains.items():
-        report = verify_records(items)
+        report = verify_records(items, keys)
         records = [r for _, r in items if isinstance(r, Mapping)]
         ids = tuple(dict.fromkeys(str(r.get("worker_id")) for r in records if r.get("worker_id")))
         workers.append(

@@ -9,8 +9,17 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
-from .event import GENESIS_HASH, record_hash, record_problem
-from .head import AuditFileError, _Head, _lagging_head, _read_head, _tail_problem, head_path
+from ..keys import KeyRing
+from .event import GENESIS_HASH, record_problem, seal_problem
+from .head import (
+    AuditFileError,
+    _Head,
+    _lagging_head,
+    _read_head,
+    _tail_problem,
+    head_path,
+    head_seal_problem,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,8 +29,8 @@ class ChainReport:
     `records` counts the records that verified before the first problem. `first_bad_seq`
     is the seq written on the first record that fails, or the seq expected at a line
     that cannot be read or that was deleted from the end; it is None when the chain is
-    intact. `warnings` say what could not be checked without failing the log, such as
-    a missing head file.
+    intact. `warnings` say what the check could not prove although it passed (a plain
+    chain, a missing head allowed by the caller).
     """
 
     ok: bool
@@ -59,17 +68,15 @@ def _parsed_lines(handle: IO[bytes]) -> Iterator[tuple[int, Mapping[str, Any] | 
         yield lineno, record
 
 
-def _scan_chain(file: Path) -> _Scan:
-    """Check seq continuity, the hash chain and every line of `file`, start to end."""
+def _scan_chain(file: Path, keys: KeyRing | None) -> _Scan:
+    """Check seq continuity, the seals, the chain and every line of `file`, start to end."""
     with file.open("rb") as handle:
-        return _scan(_parsed_lines(handle))
+        return _scan(_parsed_lines(handle), keys)
 
 
-def _scan(items: Iterable[tuple[int, Mapping[str, Any] | str]]) -> _Scan:
-    """Check seq continuity and the hash chain of (line number, record) pairs, in order.
-
-    A str in place of a record says what is wrong with that line.
-    """
+def _scan(items: Iterable[tuple[int, Mapping[str, Any] | str]], keys: KeyRing | None) -> _Scan:
+    """Check seq continuity, each record's seal and the chain of (line number, record)
+    pairs, in order. A str in place of a record says what is wrong with that line."""
     scan = _Scan()
     prev_hash = GENESIS_HASH
     for lineno, record in items:
@@ -83,10 +90,9 @@ def _scan(items: Iterable[tuple[int, Mapping[str, Any] | str]]) -> _Scan:
             scan.problem = ChainReport(False, count, expected, f"line {lineno} {problem}")
             return scan
         seq: int = record["seq"]
-        if record["hash"] != record_hash(record):
-            scan.problem = ChainReport(
-                False, count, seq, f"line {lineno} (seq {seq}) was modified after writing"
-            )
+        sealed = seal_problem(record, keys)
+        if sealed is not None:
+            scan.problem = ChainReport(False, count, seq, f"line {lineno} (seq {seq}) {sealed}")
             return scan
         if seq != expected:
             scan.problem = ChainReport(
@@ -112,87 +118,129 @@ def _scan(items: Iterable[tuple[int, Mapping[str, Any] | str]]) -> _Scan:
     return scan
 
 
-def verify_records(records: Iterable[tuple[int, Mapping[str, Any] | str]]) -> ChainReport:
+def verify_records(
+    records: Iterable[tuple[int, Mapping[str, Any] | str]], keys: KeyRing | None = None
+) -> ChainReport:
     """Check one chain held in memory: (line number in its source, record) pairs in order.
 
-    A str in place of a record says what is wrong with that line (it fails the chain).
-
-    The same checks as `verify_chain` except the end: a stream has no head file, so
-    records cut from its end cannot show.
+    The same checks as `verify_chain` (seals with `keys`, seq continuity, the chain)
+    except the end: a stream has no head file, so records cut from its end cannot show.
     """
-    scan = _scan(records)
+    scan = _scan(records, keys)
     if scan.problem is not None:
         return scan.problem
     if scan.records == 0:
         return ChainReport(True, 0, None, "no records")
+    sealed = "HMAC-sealed" if keys is not None else "plain sha256"
     return ChainReport(
         True,
         scan.records,
         None,
-        f"{scan.records} records verified, last seq {scan.last_seq}",
+        f"{scan.records} records verified ({sealed}), last seq {scan.last_seq}",
     )
 
 
-def _head_for_check(file: Path) -> tuple[_Head | None, str | None]:
-    """Read the head of `file` for verification: (head, why it is unreadable)."""
-    try:
-        return _read_head(file), None
-    except AuditFileError as exc:
-        return None, str(exc)
-
-
-def _head_warnings(file: Path, unreadable: str | None, missing: bool) -> tuple[str, ...]:
-    """Say why the end of the log could not be checked; a warning, never a failure."""
+def _head_problem(file: Path, keys: KeyRing | None) -> tuple[_Head | None, str | None]:
+    """Read the head of `file`: (head, why it cannot be used)."""
     name = head_path(file).name
-    consequence = "so records deleted from the end of the log cannot be detected"
-    if unreadable is not None:
-        return (f"head file {name} is unreadable ({unreadable}), {consequence}",)
-    if missing:
-        return (f"head file {name} is missing, {consequence}",)
-    return ()
+    try:
+        head = _read_head(file)
+    except AuditFileError as exc:
+        return None, f"head file {name} is unreadable ({exc})"
+    if head is None:
+        return None, None
+    sealed = head_seal_problem(head, keys)
+    if sealed is not None:
+        return None, f"head file {name} cannot be trusted: {sealed}"
+    return head, None
 
 
-def verify_chain(path: str | os.PathLike[str]) -> ChainReport:
-    """Check an audit file end to end: seq continuity, the hash chain, every line, the end.
+def verify_chain(
+    path: str | os.PathLike[str],
+    keys: KeyRing | None = None,
+    *,
+    allow_missing_head: bool = False,
+) -> ChainReport:
+    """Check an audit file end to end: every line, every seal, the chain and its end.
 
-    Detects a deleted, edited, reordered or inserted record, a truncated or garbled
-    line, and records deleted from the end (against the head file, which may trail the
-    log by one record after a crash). Blank lines are skipped. A missing or unreadable
-    head file is a warning, not a failure. Raises FileNotFoundError when the file is
-    missing.
+    With `keys` (the audit key file) every record and the head must carry a valid HMAC,
+    so a chain edited and recomputed without the key fails. Without keys, records are
+    checked against plain sha256 (accidents only), and a keyed record fails because it
+    cannot be checked. Fails on a deleted, edited, reordered or inserted record, a
+    garbled line, a head ahead of or behind the log (a cut tail), an unreadable head,
+    and a missing head unless `allow_missing_head` (then a warning says what is not
+    proven). Raises FileNotFoundError when the file is missing.
     """
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"audit file {file} does not exist; check the path and retry")
-    head, unreadable = _head_for_check(file)
-    scan = _scan_chain(file)
-    missing = head is None and unreadable is None and scan.records > 0
-    warnings = _head_warnings(file, unreadable, missing)
+    for _attempt in range(3):
+        report = _verify_once(file, keys, allow_missing_head)
+        if report is not None:
+            return report
+    return ChainReport(
+        False,
+        0,
+        None,
+        "the log kept growing past its head while it was read; verify it again "
+        "once its writer has stopped",
+    )
+
+
+def _verify_once(file: Path, keys: KeyRing | None, allow_missing_head: bool) -> ChainReport | None:
+    """One pass over the file and its head; None when a live writer moved the head past
+    the records read (the caller reads again)."""
+    head, unusable = _head_problem(file, keys)
+    scan = _scan_chain(file, keys)
+    warnings: tuple[str, ...] = ()
+    if keys is None and scan.records > 0:
+        warnings = (
+            "no audit key given: the chain is checked with plain sha256, which shows "
+            "accidents, not forgery",
+        )
     if scan.problem is not None:
         return dataclasses.replace(scan.problem, warnings=warnings)
-    if head is not None and scan.last_seq > head.seq + 1:
-        head = _settled_head(file, head, scan.last_seq)
-    if head is not None:
+    if head is not None and scan.last_seq > head.seq:
+        head = _settled_head(file, head, scan.last_seq, keys)
+        if head is None:
+            return None
+    if unusable is not None:
+        return ChainReport(False, scan.records, scan.last_seq + 1, unusable, warnings)
+    if head is None:
+        if scan.records == 0:
+            return ChainReport(True, 0, None, "the audit file is empty", warnings)
+        if head_path(file).exists():
+            return None  # a live writer wrote its first head while the log was read
+        name = head_path(file).name
+        missing = (
+            f"head file {name} is missing, so records deleted from the end of the log "
+            "cannot be detected"
+        )
+        if not allow_missing_head:
+            return ChainReport(False, scan.records, scan.last_seq + 1, missing, warnings)
+        warnings = (*warnings, missing)
+    else:
         problem = _tail_problem(scan.last_seq, scan.recent, head)
         if problem is not None:
             first_bad, reason = problem
             return ChainReport(False, scan.records, first_bad, reason, warnings)
         lagging = _lagging_head(scan.last_seq, head)
         if lagging is not None:
-            warnings = (*warnings, lagging)
+            return ChainReport(False, scan.records, head.seq + 1, lagging, warnings)
     if scan.records == 0:
         return ChainReport(True, 0, None, "the audit file is empty", warnings)
+    sealed = "HMAC-sealed" if keys is not None else "plain sha256"
     return ChainReport(
         True,
         scan.records,
         None,
-        f"{scan.records} records verified, last seq {scan.last_seq}",
+        f"{scan.records} records verified ({sealed}), last seq {scan.last_seq}",
         warnings,
     )
 
 
-def _settled_head(file: Path, head: _Head, last_seq: int) -> _Head | None:
-    """Re-read a head that trails the log by more than one record.
+def _settled_head(file: Path, head: _Head, last_seq: int, keys: KeyRing | None) -> _Head | None:
+    """Re-read a head that trails the log.
 
     A live writer may have appended while the log was read; its newer head is compared
     instead. A head now past `last_seq` means the log grew after it was read, which
@@ -202,6 +250,6 @@ def _settled_head(file: Path, head: _Head, last_seq: int) -> _Head | None:
         fresh = _read_head(file)
     except AuditFileError:
         return head
-    if fresh is None or fresh.seq <= head.seq:
+    if fresh is None or fresh.seq <= head.seq or head_seal_problem(fresh, keys) is not None:
         return head
     return fresh if fresh.seq <= last_seq else None

@@ -1,60 +1,62 @@
-"""Writing audit events: to the log, a callable and an append-only, fsync'ed file."""
+"""Writing audit events: to the log, a callable, and (from a writer thread) a sealed file.
+
+`emit` seals and numbers a record under a lock and hands it on at once: the callable
+sink and the logger get it on the caller's thread, the file (and any output attached
+later with `attach`) get it from one writer thread, in batches, so a slow disk never
+stalls the worker's event loop.
+
+Durability (`durability`): "batch" (default) syncs each batch to disk before the head
+moves, so after a crash at most the records emitted in the last few milliseconds are
+lost and `openrtc audit verify` names the first uncovered seq; "os" leaves syncing to
+the operating system (faster; a power loss can lose more). `flush()` waits until
+everything emitted so far is written; `close()` flushes and releases the file.
+"""
 
 from __future__ import annotations
 
+import atexit
 import collections
 import dataclasses
-import json
 import logging
 import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - non-POSIX platforms
-    fcntl = None  # type: ignore[assignment]
-
+from ..keys import KeyRing
 from .event import (
     GENESIS_HASH,
     AuditEvent,
-    _canonical,
     _check_field_names,
     _json_safe,
+    cap_value,
     record_hash,
-    record_problem,
+    record_mac,
 )
-from .head import AuditFileError, _Head, _read_head, _tail_problem, head_path
+from .file import AuditFile
+from .volume import RefusalWindows, Repeats
 
 _LOGGER_NAME = "openrtc.audit"
 _errors = logging.getLogger("openrtc")
-_TAIL_CHUNK = 8192
+
+Durability = Literal["batch", "os"]
+DURABILITIES: tuple[Durability, ...] = ("batch", "os")
+
+Output = Callable[[Sequence[AuditEvent]], None]
+"""Something fed batches of records, in seq order, from the writer thread."""
+
+_open_logs: weakref.WeakSet[AuditLog] = weakref.WeakSet()
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
-def _read_last_line(fd: int) -> bytes:
-    """Return the last non-blank line of an open file, reading backwards in chunks."""
-    size = os.lseek(fd, 0, os.SEEK_END)
-    pos = size
-    buf = b""
-    while pos > 0:
-        step = min(_TAIL_CHUNK, pos)
-        pos -= step
-        buf = os.pread(fd, step, pos) + buf
-        if b"\n" in buf.rstrip():
-            break
-    return buf.rstrip().rsplit(b"\n", 1)[-1].strip()
+@atexit.register
+def _close_open_logs() -> None:
+    for log in list(_open_logs):
+        log.close()
 
 
 class AuditLog:
@@ -62,15 +64,15 @@ class AuditLog:
 
     With no `sink` and no `path`, each event is one JSON line on the `openrtc.audit`
     logger at INFO; passing `logger` turns the logger sink on alongside the others.
-    The file sink is fsync'ed per event and continues the seq and hash chain of the
-    records already in it; one process may write a file at a time. After each append it
-    replaces the head file (`<log>.head`) with the new last seq and hash; on reopening it
-    continues after whichever of the file's last record and the head is later, so a seq
-    is never reused even when records were cut from the end of the file.
+    With `keys`, each record is sealed with HMAC-SHA256 under the first key (its `kid`
+    is recorded), so the chain cannot be rebuilt without the key; without keys it is a
+    plain sha256 chain. The file continues the seq and chain of the records already in
+    it; one process may write a file at a time. After each batch the head file
+    (`<log>.head`) gets the new last seq and hash (sealed with the key too).
     `emit` is thread-safe. Call it from threads or asyncio callbacks (including
     `loop.add_signal_handler`), not from a raw `signal.signal` handler, which can
-    interrupt an emit already running on the same thread. Sinks run in seq order under
-    the log's lock, so a sink must not call `emit` itself.
+    interrupt an emit already running on the same thread. The callable sink runs in
+    seq order under the log's lock, so it must not call `emit` itself.
     """
 
     def __init__(
@@ -82,9 +84,14 @@ class AuditLog:
         logger: logging.Logger | None = None,
         *,
         history: int = 1000,
+        keys: KeyRing | None = None,
+        durability: Durability = "batch",
+        refusal_interval_s: float = 10.0,
     ) -> None:
         if history < 1:
             raise ValueError(f"history must be at least 1, got {history}; pass a positive size")
+        if durability not in DURABILITIES:
+            raise ValueError(f"durability must be one of {', '.join(DURABILITIES)}")
         self.worker_id = worker_id
         self.version = version
         self.sink_failures = 0
@@ -93,6 +100,7 @@ class AuditLog:
         self._failures_lock = threading.Lock()
         self._fanout: list[Callable[[dict[str, Any]], None]] = []
         self._sink = sink
+        self._keys = keys
         self._logger: logging.Logger | None = logger
         if logger is None and sink is None and path is None:
             self._logger = logging.getLogger(_LOGGER_NAME)
@@ -101,16 +109,29 @@ class AuditLog:
         self._recent: collections.deque[AuditEvent] = collections.deque(maxlen=history)
         self._seq = 0
         self._last_hash = GENESIS_HASH
-        self._fd: int | None = None
+        self._refusals = RefusalWindows(refusal_interval_s)
+        self._file: AuditFile | None = None
         self._path: Path | None = None
-        self._needs_newline = False
+        self._outputs: list[tuple[str, Output]] = []
+        self._cond = threading.Condition()
+        self._queue: collections.deque[AuditEvent] = collections.deque()
+        self._queued_seq = 0
+        self._written_seq = 0
+        self._stopping = False
+        self._closed = False
+        self._thread: threading.Thread | None = None
         if path is not None:
-            self._open_file(Path(path))
+            self._open_file(Path(path), durability)
 
     @property
     def path(self) -> Path | None:
         """The audit file, if a file sink is configured."""
         return self._path
+
+    @property
+    def keyed(self) -> bool:
+        """True when records are sealed with an audit key (forgery-evident)."""
+        return self._keys is not None
 
     @property
     def last_seq(self) -> int:
@@ -122,89 +143,40 @@ class AuditLog:
         """Hash of the most recent event (`GENESIS_HASH` before the first)."""
         return self._last_hash
 
-    def _open_file(self, path: Path) -> None:
-        created = not path.exists()
-        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
-        try:
-            if fcntl is not None:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    raise AuditFileError(
-                        f"audit file {path} is in use by another writer; "
-                        "give each worker its own audit path"
-                    ) from None
-            self._resume_from(fd, path)
-            if created:
-                self._fsync_dir(path.parent)
-        except BaseException:
-            os.close(fd)
-            raise
-        self._fd = fd
+    def _open_file(self, path: Path, durability: Durability) -> None:
+        file = AuditFile(path, self._keys, sync=durability == "batch")
+        if file.resume is not None:
+            self._seq = file.resume.seq
+            self._last_hash = file.resume.hash
+            self._queued_seq = self._written_seq = self._seq
+        self._file = file
         self._path = path
-
-    def _resume_from(self, fd: int, path: Path) -> None:
-        """Continue after the later of the file's last record and its head, so no seq repeats."""
-        tail = self._file_tail(fd, path)
-        try:
-            head = _read_head(path)
-        except AuditFileError as exc:
-            raise AuditFileError(
-                f"head file {head_path(path)} is unreadable ({exc}); move it aside to "
-                "continue from the audit file's own last record"
-            ) from None
-        resume = tail
-        if head is not None:
-            last_seq = 0 if tail is None else tail.seq
-            problem = _tail_problem(last_seq, {} if tail is None else {tail.seq: tail.hash}, head)
-            if problem is not None:
-                _errors.error(
-                    "audit file %s: %s; new records follow seq %d",
-                    path,
-                    problem[1],
-                    max(last_seq, head.seq),
-                )
-            if head.seq > last_seq:
-                resume = head
-        if resume is not None:
-            self._seq = resume.seq
-            self._last_hash = resume.hash
-
-    def _file_tail(self, fd: int, path: Path) -> _Head | None:
-        """Return the seq and hash of the file's last record, None when it has none."""
-        last = _read_last_line(fd)
-        if not last:
-            return None
-        try:
-            record = json.loads(last.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            record = None
-        if not isinstance(record, dict) or record_problem(record) is not None:
-            raise AuditFileError(
-                f"the last line of audit file {path} is truncated or garbled; "
-                f"check it with `openrtc audit verify {path}` and move it aside before restarting"
+        if self._keys is None:
+            _errors.warning(
+                "audit file %s is a plain sha256 chain: it shows accidents, not forgery; "
+                "set OPENRTC_AUDIT_KEY_FILE to seal it",
+                path,
             )
-        if record["hash"] != record_hash(record):
-            raise AuditFileError(
-                f"the last record of audit file {path} was modified after writing; "
-                f"check it with `openrtc audit verify {path}` and move it aside before restarting"
-            )
-        size = os.lseek(fd, 0, os.SEEK_END)
-        self._needs_newline = size > 0 and os.pread(fd, 1, size - 1) != b"\n"
-        return _Head(record["seq"], record["hash"])
+        self._start_thread()
 
-    @staticmethod
-    def _fsync_dir(directory: Path) -> None:
-        try:
-            dir_fd = os.open(directory, os.O_RDONLY)
-        except OSError:
-            return
-        try:
-            os.fsync(dir_fd)
-        except OSError:
-            pass
-        finally:
-            os.close(dir_fd)
+    def attach(self, output: Output, name: str = "output") -> None:
+        """Feed `output` every later record, in seq-ordered batches, from the writer thread.
+
+        A failing output is counted in `sink_failures` and logged, never fatal.
+        """
+        with self._cond:
+            self._outputs.append((name, output))
+        self._start_thread()
+
+    def _start_thread(self) -> None:
+        with self._cond:
+            if self._thread is not None or self._closed:
+                return
+            self._thread = threading.Thread(
+                target=self._run, name="openrtc-audit-writer", daemon=True
+            )
+            self._thread.start()
+        _open_logs.add(self)
 
     def busy(self) -> bool:
         """True while some thread is writing an event (a signal may have interrupted it)."""
@@ -223,8 +195,9 @@ class AuditLog:
     ) -> AuditEvent:
         """Record one event and deliver it to every sink; a failing sink never raises here.
 
-        Raises ValueError only for caller mistakes: an empty event name or an extra
-        field that would shadow a built-in key.
+        Field values (and actor and target) are capped in length. Raises ValueError
+        only for caller mistakes: an empty event name or an extra field that would
+        shadow a built-in key.
         """
         if not isinstance(event, str) or not event:
             raise ValueError("audit event name must be a non-empty string like 'worker.started'")
@@ -232,28 +205,33 @@ class AuditLog:
         extra = _json_safe(fields)
         with self._lock:
             seq = self._seq + 1
-            timestamp = time.time()
+            kid = None if self._keys is None else self._keys.signing[0]
             unsigned = AuditEvent(
                 seq=seq,
-                timestamp=timestamp,
-                event=event,
-                actor=actor,
-                target=target,
-                result=result,
-                version=self.version if version is None else version,
-                worker_id=self.worker_id,
+                timestamp=time.time(),
+                event=cap_value(event),
+                actor=cap_value(str(actor)),
+                target=cap_value(str(target)),
+                result=cap_value(str(result)),
+                version=cap_value(self.version if version is None else version),
+                worker_id=cap_value(self.worker_id),
                 host=self._host,
                 fields=extra,
                 prev_hash=self._last_hash,
                 hash="",
+                kid=kid,
             )
             record = unsigned.to_dict()
-            emitted = dataclasses.replace(unsigned, hash=record_hash(record))
+            seal = (
+                record_hash(record)
+                if self._keys is None
+                else record_mac(record, self._keys.signing[1])
+            )
+            emitted = dataclasses.replace(unsigned, hash=seal)
             self._seq = seq
             self._last_hash = emitted.hash
             self._recent.append(emitted)
-            if self._path is not None:
-                self._write_file(emitted)
+            self._enqueue(emitted)
             if self._sink is not None:
                 self._deliver(emitted, self._sink, "sink")
             if self._logger is not None:
@@ -272,47 +250,132 @@ class AuditLog:
         log's lock: it must hand the record on without blocking and never call `emit`."""
         self._fanout.append(deliver)
 
-    def count_failure(self, sink: str, reason: str) -> None:
-        """Count one failure of `sink` (any thread); shown in /metrics and `openrtc top`."""
+    def count_failure(self, sink: str, reason: str, count: int = 1) -> None:
+        """Count failures of `sink` (any thread); shown in /metrics and `openrtc top`."""
         with self._failures_lock:
-            self.sink_failures += 1
-            self.failures[(sink, reason)] += 1
+            self.sink_failures += count
+            self.failures[(sink, reason)] += count
 
-    def _write_file(self, event: AuditEvent) -> None:
-        data = (event.to_json() + "\n").encode("utf-8")
-        if self._needs_newline:
-            data = b"\n" + data
-        try:
-            if self._fd is None:
-                raise OSError("the audit file is closed")
-            _write_all(self._fd, data)
-            os.fsync(self._fd)
-            self._needs_newline = False
-        except OSError as exc:
-            self._needs_newline = True
-            self._count_failure(event, "file", exc)
-            return
-        try:
-            self._write_head(event)
-        except OSError as exc:
-            self._count_failure(event, "head file", exc)
+    def emit_refusal(
+        self,
+        event: str,
+        /,
+        *,
+        reason: str,
+        source: str,
+        actor: str = "system",
+        target: str = "",
+        **fields: Any,
+    ) -> AuditEvent | None:
+        """Audit a refusal an outsider can repeat at will, at a bounded volume.
 
-    def _write_head(self, event: AuditEvent) -> None:
-        """Record the last seq and hash; the head is replaced whole, never torn.
-
-        Not synced to disk: the record itself was, and a head that trails after a power
-        loss only narrows the cut-tail check (verify warns), while a sync here would
-        triple the cost of every audit event on the worker's loop.
+        The first refusal of a kind (event, reason, source) in each interval
+        (`refusal_interval_s`) is recorded in full, with `source`; identical ones
+        inside the interval are only counted, and the count is recorded as one
+        `audit.refusals_repeated` record when the interval ends (at the next refusal,
+        on the writer's periodic sweep, or at close). Returns the record, or None when
+        the refusal was only counted.
         """
-        assert self._path is not None
-        target = head_path(self._path)
-        temp = target.with_name(target.name + ".tmp")
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-        try:
-            _write_all(fd, _canonical({"seq": event.seq, "hash": event.hash}) + b"\n")
-        finally:
-            os.close(fd)
-        os.replace(temp, target)
+        source = str(cap_value(str(source)))[:128]
+        full, counted_as, due = self._refusals.admit(event, str(reason), source)
+        self._record_repeats(due)
+        if not full:
+            return None
+        return self.emit(
+            event,
+            actor=actor,
+            target=target,
+            result="refused",
+            reason=reason,
+            source=counted_as,
+            **fields,
+        )
+
+    def _record_repeats(self, due: list[Repeats]) -> None:
+        for repeats in due:
+            self.emit(
+                "audit.refusals_repeated",
+                target=repeats.source,
+                result="refused",
+                refused_event=repeats.event,
+                reason=repeats.reason,
+                source=repeats.source,
+                count=repeats.count,
+                interval_s=repeats.interval_s,
+            )
+
+    def _enqueue(self, event: AuditEvent) -> None:
+        """Hand a record to the writer thread (called under the emit lock, in seq order)."""
+        if self._file is None and not self._outputs:
+            return
+        with self._cond:
+            if self._stopping:
+                failed = self._file is not None
+            else:
+                failed = False
+                self._queue.append(event)
+                self._queued_seq = event.seq
+                self._cond.notify_all()
+        if failed:
+            self._count_failure(event, "file", OSError("the audit file is closed"))
+
+    def _run(self) -> None:
+        sweep_every = min(1.0, self._refusals.interval_s / 2)
+        next_sweep = time.monotonic() + sweep_every
+        while True:
+            with self._cond:
+                while not self._queue and not self._stopping:
+                    left = next_sweep - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+                batch = list(self._queue)
+                self._queue.clear()
+                stopping = self._stopping
+                outputs = list(self._outputs)
+            if batch:
+                self._write(batch, outputs)
+                with self._cond:
+                    self._written_seq = batch[-1].seq
+                    self._cond.notify_all()
+            elif stopping:
+                return
+            if not stopping and time.monotonic() >= next_sweep:
+                next_sweep = time.monotonic() + sweep_every
+                try:
+                    self._record_repeats(self._refusals.due())
+                except Exception:
+                    _errors.exception("audit writer: recording repeated refusals failed")
+
+    def _write(self, batch: list[AuditEvent], outputs: list[tuple[str, Output]]) -> None:
+        file = self._file
+        if file is not None:
+            try:
+                file.append(batch)
+            except OSError as exc:
+                self._count_failure(batch[0], "file", exc, count=len(batch))
+            else:
+                try:
+                    file.write_head(batch[-1].seq, batch[-1].hash)
+                except OSError as exc:
+                    self._count_failure(batch[-1], "head file", exc)
+        for name, output in outputs:
+            try:
+                output(batch)
+            except Exception as exc:
+                self._count_failure(batch[0], name, exc, count=len(batch))
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every record emitted so far is written; False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            target = self._queued_seq
+            while self._written_seq < target and self._thread is not None:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._thread.is_alive():
+                    return False
+                self._cond.wait(left)
+        return True
 
     def _log_event(self, event: AuditEvent) -> None:
         assert self._logger is not None
@@ -324,13 +387,16 @@ class AuditLog:
         except Exception as exc:
             self._count_failure(event, name, exc)
 
-    def _count_failure(self, event: AuditEvent, name: str, exc: BaseException) -> None:
-        self.count_failure(name, type(exc).__name__)
+    def _count_failure(
+        self, event: AuditEvent, name: str, exc: BaseException, *, count: int = 1
+    ) -> None:
+        self.count_failure(name, type(exc).__name__, count)
         _errors.error(
-            "audit %s sink failed for seq %d (%s): %s",
+            "audit %s sink failed for seq %d (%s)%s: %s",
             name,
             event.seq,
             event.event,
+            "" if count == 1 else f" and the {count - 1} records after it",
             type(exc).__name__,
         )
 
@@ -342,12 +408,27 @@ class AuditLog:
             items = list(self._recent)
         return items[-n:]
 
-    def close(self) -> None:
-        """Close the audit file (releasing it for the next writer); other sinks keep working."""
-        with self._lock:
-            if self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
+    def close(self, timeout: float = 10.0) -> None:
+        """Record pending refusal counts, write everything queued, release the file.
+
+        The callable sink and the logger keep working afterwards; the file does not.
+        """
+        if self._closed:
+            return
+        try:
+            self._record_repeats(self._refusals.due(everything=True))
+        except Exception:
+            _errors.exception("audit: recording repeated refusals at close failed")
+        with self._cond:
+            self._stopping = True
+            self._closed = True
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+        if self._file is not None:
+            self._file.close()
+        _open_logs.discard(self)
 
     def __enter__(self) -> AuditLog:
         return self

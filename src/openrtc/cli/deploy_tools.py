@@ -1,4 +1,4 @@
-"""`openrtc manifest ...` and `openrtc audit ...`: the deploy's paperwork."""
+"""`openrtc manifest ...`, `openrtc audit ...` and `openrtc tenant ...`: the paperwork."""
 
 from __future__ import annotations
 
@@ -7,12 +7,16 @@ import os
 import sys
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+if TYPE_CHECKING:
+    from ..keys import KeyRing
+
 manifest_app = typer.Typer(help="Sign and check membership manifests of active versions.")
 audit_app = typer.Typer(help="Check audit logs.")
+tenant_app = typer.Typer(help="Make tenant claims for dispatchers and tests.")
 
 SecretFile = Annotated[
     Path | None,
@@ -51,34 +55,36 @@ def manifest_sign(
     secret_file: SecretFile = None,
     key_id: Annotated[
         str | None,
-        typer.Option("--key-id", help="Sign with this key id's secret from a kid:secret file."),
+        typer.Option(
+            "--key-id", help="Sign with this key id (default: the first key of the file)."
+        ),
     ] = None,
     ttl: Annotated[
         float | None,
         typer.Option("--ttl", help="Seconds until the manifest expires (default: never)."),
     ] = None,
+    serial: Annotated[
+        int | None,
+        typer.Option(
+            "--serial",
+            min=1,
+            help="Serial of this manifest; must grow with each one (default: now in microseconds).",
+        ),
+    ] = None,
 ) -> None:
-    """Write a signed manifest naming the versions that take new calls.
+    """Write a signed manifest (a membership document) naming the versions that take calls.
 
     Workers whose version is not named stop taking new calls within one poll.
     """
     from ..deploy.manifest import sign_manifest
 
     secrets = _secrets(secret_file)
-    if isinstance(secrets, dict):
-        if key_id is None:
-            if len(secrets) != 1:
-                raise _error("the secret file names several key ids; pick one with --key-id")
-            key_id = next(iter(secrets))
-        if key_id not in secrets:
-            raise _error(f"key id {key_id!r} is not in the secret file")
-        secret = secrets[key_id]
-    else:
-        if key_id is not None:
-            raise _error("--key-id needs a secret file of kid:secret lines")
-        secret = secrets[0]
+    if key_id is not None and not isinstance(secrets, dict):
+        raise _error("--key-id needs a secret file of kid:secret lines")
+    if key_id is not None and key_id not in secrets:
+        raise _error(f"key id {key_id!r} is not in the secret file")
     try:
-        text = sign_manifest(active, secret=secret, key_id=key_id, ttl_seconds=ttl)
+        text = sign_manifest(active, secret=secrets, key_id=key_id, ttl_seconds=ttl, serial=serial)
     except ValueError as e:
         raise _error(str(e)) from None
     if out is None:
@@ -101,14 +107,17 @@ def manifest_verify(
         str | None, typer.Option("--version", help="Also say whether this version is a member.")
     ] = None,
 ) -> None:
-    """Check a manifest's signature and age; exit 0 when a worker would accept it."""
-    from ..deploy.manifest import ManifestError, verify_manifest
+    """Check a manifest's signature, shape and age; exit 0 when a worker would accept it."""
+    from ..deploy.manifest import MAX_MANIFEST_BYTES, ManifestError, verify_manifest
 
     secrets = _secrets(secret_file)
     try:
-        manifest = verify_manifest(path.read_bytes(), secrets=secrets)
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_MANIFEST_BYTES + 1)
     except OSError as e:
         raise _error(f"cannot read {path}: {e.strerror}") from None
+    try:
+        manifest = verify_manifest(raw, secrets=secrets)
     except ManifestError as e:
         raise _error(f"manifest refused: {e.reason}", 1) from None
     out = {"ok": True, **manifest.to_dict()}
@@ -117,6 +126,16 @@ def manifest_verify(
     typer.echo(json.dumps(out, indent=2))
     if version is not None and not out["member"]:
         raise typer.Exit(1)
+
+
+AuditKeyFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--key-file",
+        envvar="OPENRTC_AUDIT_KEY_FILE",
+        help="The audit key file (kid:secret lines) the worker sealed the records with.",
+    ),
+]
 
 
 @audit_app.command("verify")
@@ -128,16 +147,28 @@ def audit_verify(
             "--audit-stdout / --audit-url records ('-' reads stdin)."
         ),
     ],
+    key_file: AuditKeyFile = None,
+    allow_missing_head: Annotated[
+        bool,
+        typer.Option(
+            "--allow-missing-head",
+            help="Pass a log whose head file is gone (records cut from its end would not show).",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
-    """Check audit records: exit 0 when every chain is whole, else name the first bad seq.
+    """Check audit records' seals and chains: exit 0 when every chain is whole, else name
+    the first bad record and exit 1.
 
     An audit file is checked with its head; a mixed log stream (audit lines among other
     log lines, several workers interleaved) is checked chain by chain, one per worker.
-    A missing head file (logs from older versions) is a warning on stderr, not a failure.
+    With the key file, every record (and the head) must carry a valid HMAC, so a chain
+    rebuilt without the key fails; without it the chains are checked as plain sha256.
     """
+    keys = _audit_keys(key_file)
     if path == "-":
-        _verify_stream(sys.stdin.buffer.read().splitlines(keepends=True), "stdin", as_json)
+        lines = sys.stdin.buffer.read().splitlines(keepends=True)
+        _verify_stream(lines, "stdin", keys, as_json)
         return
     file = Path(path)
     try:
@@ -150,11 +181,22 @@ def audit_verify(
     if _is_stream(first):
         try:
             with file.open("rb") as handle:
-                _verify_stream(handle, str(file), as_json)
+                _verify_stream(handle, str(file), keys, as_json)
         except OSError as e:
             raise _error(f"cannot read {file}: {e.strerror}") from None
         return
-    _verify_file(file, as_json)
+    _verify_file(file, keys, allow_missing_head, as_json)
+
+
+def _audit_keys(key_file: Path | None) -> KeyRing | None:
+    from ..keys import KeyRing
+
+    if key_file is None:
+        return None
+    try:
+        return KeyRing.from_file(key_file, what="--key-file")
+    except ValueError as e:
+        raise _error(str(e)) from None
 
 
 def _is_stream(first: bytes) -> bool:
@@ -166,10 +208,10 @@ def _is_stream(first: bytes) -> bool:
     return not (isinstance(document, dict) and "seq" in document and "hash" in document)
 
 
-def _verify_stream(lines: Iterable[bytes], name: str, as_json: bool) -> None:
+def _verify_stream(lines: Iterable[bytes], name: str, keys: KeyRing | None, as_json: bool) -> None:
     from ..audit.stream import verify_stream
 
-    report = verify_stream(lines)
+    report = verify_stream(lines, keys)
     if as_json:
         typer.echo(json.dumps(report.to_dict()))
         raise typer.Exit(0 if report.ok else 1)
@@ -201,11 +243,11 @@ def _verify_stream(lines: Iterable[bytes], name: str, as_json: bool) -> None:
     raise typer.Exit(0 if report.ok else 1)
 
 
-def _verify_file(path: Path, as_json: bool) -> None:
+def _verify_file(path: Path, keys: KeyRing | None, allow_missing_head: bool, as_json: bool) -> None:
     from ..audit import verify_chain
 
     try:
-        report = verify_chain(path)
+        report = verify_chain(path, keys, allow_missing_head=allow_missing_head)
     except FileNotFoundError as e:
         raise _error(str(e)) from None
     except OSError as e:
@@ -223,9 +265,49 @@ def _verify_file(path: Path, as_json: bool) -> None:
             )
         )
     elif report.ok:
-        typer.echo(f"ok: {report.records} records, chain whole")
+        typer.echo(f"ok: {report.reason}")
     else:
         typer.echo(f"BROKEN at seq {report.first_bad_seq}: {report.reason}")
     for warning in report.warnings:
         typer.secho(f"warning: {warning}", err=True, fg=typer.colors.YELLOW)
     raise typer.Exit(0 if report.ok else 1)
+
+
+@tenant_app.command("sign")
+def tenant_sign(
+    tenant: Annotated[str, typer.Option("--tenant", help="The tenant the call is for.")],
+    secret_file: Annotated[
+        Path,
+        typer.Option(
+            "--secret-file",
+            envvar="OPENRTC_TENANT_SECRET_FILE",
+            help="The tenant key file (kid:secret lines); the first key signs.",
+        ),
+    ],
+    room: Annotated[
+        str | None, typer.Option("--room", help="The room name the claim is bound to.")
+    ] = None,
+    job_id: Annotated[
+        str | None, typer.Option("--job", help="The job id the claim is bound to.")
+    ] = None,
+    ttl: Annotated[
+        float, typer.Option("--ttl", help="Seconds the claim stays valid.", min=1)
+    ] = 300.0,
+) -> None:
+    """Print a claim for the job metadata's `tenant_sig`, bound to a room and/or job.
+
+    A dispatcher that creates rooms through the LiveKit API signs one per room it
+    creates and puts it next to `tenant` in the dispatch metadata.
+    """
+    from ..errors import ConfigError
+    from ..keys import KeyRing
+    from ..tenancy.claims import sign_tenant
+
+    if not room and not job_id:
+        raise _error("pass --room and/or --job: a claim is bound to the call it is for")
+    try:
+        keys = KeyRing.from_file(secret_file, what="--secret-file")
+        token = sign_tenant(tenant, keys, room=room, job_id=job_id, ttl=ttl)
+    except (ValueError, ConfigError) as e:
+        raise _error(str(e)) from None
+    typer.echo(token)

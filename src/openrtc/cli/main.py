@@ -153,7 +153,7 @@ def list_agents(
     Console().print(table)
 
 
-from .deploy_tools import audit_app, manifest_app  # noqa: E402
+from .deploy_tools import audit_app, manifest_app, tenant_app  # noqa: E402
 from .dev import dev_command, devserver_command  # noqa: E402
 from .fleet import fleet_command  # noqa: E402
 from .rehearse import rehearse_command  # noqa: E402
@@ -162,6 +162,7 @@ from .top import top_command  # noqa: E402
 
 app.add_typer(manifest_app, name="manifest")
 app.add_typer(audit_app, name="audit")
+app.add_typer(tenant_app, name="tenant")
 app.command("rehearse")(rehearse_command)
 app.command("dev")(dev_command)
 app.command("top")(top_command)

@@ -1,4 +1,8 @@
-"""Keeps a worker's membership in step with the signed manifest of active versions."""
+"""Keeps a worker's membership in step with the signed manifest of active versions.
+
+Fail closed: until a manifest verifies, the worker is not a member (it takes no new
+calls); a refused manifest is logged and audited and the last valid one stays in force.
+"""
 
 from __future__ import annotations
 
@@ -61,14 +65,23 @@ def membership_watcher(pool: AgentPool) -> Any:
 
     def on_rejected(reason: str) -> None:
         logger.warning("membership manifest rejected, the last valid one stays: %s", reason)
-        pool.audit_log.emit(
-            "membership.manifest_rejected", actor="manifest", result="rejected", reason=reason
+        pool.audit_log.emit_refusal(
+            "membership.manifest_rejected",
+            reason=reason,
+            source=watcher.source.display,
+            actor="manifest",
         )
+        if watcher.current is None and pool.member is not False:
+            pool.set_membership(False, reason=f"no valid manifest ({reason})")
 
-    return ManifestWatcher(
-        deployment.manifest,
-        secrets,
-        interval=deployment.manifest_poll_interval,
-        on_change=on_change,
-        on_rejected=on_rejected,
-    )
+    try:
+        watcher = ManifestWatcher(
+            deployment.manifest,
+            secrets,
+            interval=deployment.manifest_poll_interval,
+            on_change=on_change,
+            on_rejected=on_rejected,
+        )
+    except ValueError as e:
+        raise ConfigError(f"membership secret: {e}") from None
+    return watcher

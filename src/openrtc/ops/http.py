@@ -229,16 +229,11 @@ class OpsServer:
         return hmac.compare_digest(given, expected)
 
     def _audit_refused(self, request: web.Request) -> None:
-        """A failed drain attempt: audited, at most once a minute (with the count held back)."""
-        held = self.pool.flood_gate().admit("ops.drain_refused")
-        if held is None:
-            return
+        """A failed drain attempt: audited under the bounded-volume rule (one record, then
+        a count per interval for the same peer)."""
         peer = request.remote or ""
-        logger.warning("POST /drain refused: bad or missing admin token (from %s)", peer)
-        self.pool.audit_log.emit(
-            "ops.drain_refused",
-            actor=peer,
-            result="refused",
-            reason="bad admin token",
-            held_back=held,
+        record = self.pool.audit_log.emit_refusal(
+            "ops.drain_refused", reason="bad admin token", source=peer, actor=peer
         )
+        if record is not None:
+            logger.warning("POST /drain refused: bad or missing admin token (from %s)", peer)

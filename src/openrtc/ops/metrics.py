@@ -33,7 +33,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from ..lifecycle import WorkerState
-from ..sessions import SessionInfo, SessionOutcome
+from ..sessions import DEFAULT_TENANT, SessionInfo, SessionOutcome
 from .memory import process_memory
 from .turn_latency import TURN_LATENCY_BUCKETS, TurnLatencyObserver
 
@@ -73,6 +73,29 @@ def build_labels(deployment_version: str) -> dict[str, str]:
     }
 
 
+OTHER_TENANT = "other"
+"""The `tenant` label of every tenant that is not configured: labels stay bounded."""
+
+
+def tenant_label(pool: AgentPool, tenant: str) -> str:
+    """`tenant` when it is configured (or the default), else "other".
+
+    A tenant id comes from job metadata, which a caller controls; only configured
+    tenants become label values, so the label's cardinality is what the operator set.
+    """
+    settings = pool.config.tenancy.settings
+    if tenant == DEFAULT_TENANT or (isinstance(settings, Mapping) and tenant in settings):
+        return tenant
+    return OTHER_TENANT
+
+
+def _relabelled(pool: AgentPool, counts: Mapping[str, int]) -> Counter[str]:
+    out: Counter[str] = Counter()
+    for tenant, n in counts.items():
+        out[tenant_label(pool, tenant)] += n
+    return out
+
+
 class PoolCollector(Collector):
     def __init__(self, pool: AgentPool) -> None:
         self.pool = pool
@@ -87,7 +110,7 @@ class PoolCollector(Collector):
             "Live calls on this worker.",
             labels=["agent", "tenant", "version"],
         )
-        counts = Counter((s["agent"], s["tenant"]) for s in snap.sessions)
+        counts = Counter((s["agent"], tenant_label(pool, s["tenant"])) for s in snap.sessions)
         for agent in snap.agents:
             if not any(a == agent for a, _ in counts):
                 counts[(agent, "default")] += 0
@@ -143,21 +166,24 @@ class PoolCollector(Collector):
                 "openrtc_tenant_circuit_trips",
                 "Times a tenant's circuit breaker opened.",
                 "tenant",
-                breaker.breaker_trips,
+                _relabelled(pool, breaker.breaker_trips),
             )
             yield _by_label(
                 "openrtc_tenant_circuit_recoveries",
                 "Times a tenant's circuit breaker closed again after a good trial call.",
                 "tenant",
-                breaker.breaker_recoveries,
+                _relabelled(pool, breaker.breaker_recoveries),
             )
             open_now = GaugeMetricFamily(
                 "openrtc_tenant_circuit_open",
                 "1 while a tenant's new calls are refused by its breaker.",
                 labels=["tenant"],
             )
-            for tenant, st in sorted(breaker.states().items()):
-                open_now.add_metric([tenant], 0.0 if st == "closed" else 1.0)
+            open_by_label: Counter[str] = Counter()
+            for tenant, st in breaker.states().items():
+                open_by_label[tenant_label(pool, tenant)] += 0 if st == "closed" else 1
+            for label, n in sorted(open_by_label.items()):
+                open_now.add_metric([label], float(n))
             yield open_now
 
         memory = GaugeMetricFamily(

@@ -20,6 +20,13 @@ if TYPE_CHECKING:
 logger = logging.getLogger("openrtc.tenancy")
 
 PROVIDER_SLOTS = ("stt", "llm", "tts")
+
+
+def shown(tenant: str) -> str:
+    """A tenant id as messages show it: caller-supplied, so cut to a readable length."""
+    return repr(tenant) if len(tenant) <= 64 else f"{tenant[:64]!r}...(+{len(tenant) - 64} chars)"
+
+
 SETTING_KEYS = frozenset({*PROVIDER_SLOTS, "max_sessions"})
 
 
@@ -115,19 +122,22 @@ class TenantDirectory:
         try:
             settings = self.settings_for(tenant)
         except Exception as e:
-            logger.exception("tenant_config failed for tenant %r", tenant)
-            return RejectReason.TENANT_CONFIG_ERROR, f"tenant_config failed for {tenant!r}: {e}"
+            logger.exception("tenant_config failed for tenant %s", shown(tenant))
+            return (
+                RejectReason.TENANT_CONFIG_ERROR,
+                f"tenant_config failed for {shown(tenant)}: {str(e)[:200]}",
+            )
         if settings is None:
             if self.refuse_unknown:
                 return (
                     RejectReason.TENANT_UNKNOWN,
-                    f"tenant {tenant!r} is not in tenant_config (unknown_tenant='refuse')",
+                    f"tenant {shown(tenant)} is not in tenant_config (unknown_tenant='refuse')",
                 )
             return None
         if settings.max_sessions is not None and admitted >= settings.max_sessions:
             return (
                 RejectReason.TENANT_AT_CAPACITY,
-                f"tenant {tenant!r} has {admitted} of its {settings.max_sessions} calls",
+                f"tenant {shown(tenant)} has {admitted} of its {settings.max_sessions} calls",
             )
         return None
 
@@ -136,10 +146,10 @@ class TenantDirectory:
         settings = self.settings_for(info.tenant)
         if settings is None:
             logger.info(
-                "call %s: tenant %r is not in tenant_config; it uses the pool's default "
+                "call %s: tenant %s is not in tenant_config; it uses the pool's default "
                 "providers (unknown_tenant='defaults')",
                 info.job_id,
-                info.tenant,
+                shown(info.tenant),
             )
             return
         for slot, provider in settings.providers.items():

@@ -71,13 +71,14 @@ def install(
     Order at offer time: signed claim, known tenant and its cap, circuit breaker. Returns
     the breaker (exposed as `pool.tenant_breaker`), or None when it is not enabled.
     """
-    secret = settings.claim_secret()
-    if secret is not None:
-        verifier = ClaimVerifier(secret)
+    keys = settings.claim_keys()
+    if keys is not None:
+        verifier = ClaimVerifier(keys)
 
         def check_claim(request: JobRequest, _agent: str, tenant: str) -> Refuse | None:
-            metadata = routing.parse_metadata(request.job.metadata)
-            return _refusal(verifier.check(metadata, tenant))
+            job = request.job
+            metadata = routing.parse_metadata(job.metadata)
+            return _refusal(verifier.check(metadata, tenant, room=job.room.name, job_id=job.id))
 
         pool.add_admission_check(check_claim)
 

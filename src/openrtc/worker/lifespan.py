@@ -202,6 +202,8 @@ class Lifespan:
                     await run_task
             if pool.lifecycle.can_move(WorkerState.STOPPED):
                 pool.lifecycle.move(WorkerState.STOPPED, reason="exited")
+            # the audit file is written by its own thread: wait for it off the loop
+            await asyncio.to_thread(pool.audit_log.flush)
             await self._flush_audit()
         return code
 
