@@ -464,7 +464,9 @@ def _agent_hook_problems() -> list[str]:
     instance attribute set by `skip_agent_hooks` is what runs."""
     from livekit.agents.voice import agent_activity
 
-    src = inspect.getsource(agent_activity.AgentActivity)
+    # the module's text, read as lines: parsing it (getsource of the class) is slower and
+    # trips a CPython 3.11 ast bug when the collector runs finalizers mid-parse
+    src = inspect.getsource(agent_activity)
     return [
         f"AgentActivity no longer calls {call!r}"
         for call in _HOOK_CALLS.values()

@@ -223,8 +223,8 @@ class PoolServer(_lk.ServerInternals):
             return
         job_id = info.job.id
         if isinstance(executor, CoroutineJob):
-            status = executor.outcome or Outcome.SUCCESS
-            error = executor.error or None
+            status = executor.outcome or Outcome.FAILED
+            error = executor.error or (None if executor.outcome else "the call ended unsettled")
             reason = executor.end_reason
             self.pool.forget_crash(job_id)
         elif job_id in self._cut:
