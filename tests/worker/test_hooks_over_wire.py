@@ -20,8 +20,8 @@ FAKES: dict[str, Any] = {
     "default_stt": FakeSTT(),
     "default_llm": FakeLLM(),
     "default_tts": FakeTTS(),
-    "prewarm_models": False,
 }
+NO_PREWARM = Runtime(prewarm_models=False)
 CALL = {"turns": ["hello"], "mode": "text", "pause_s": 0.0}
 
 
@@ -55,6 +55,7 @@ async def test_observers_see_every_call_and_a_broken_one_is_skipped(
         observers=[Broken(), rec],
         deployment_version="v3.1.0",
         **FAKES,
+        config=PoolConfig.from_env(runtime=NO_PREWARM),
     )
     async with running(pool, devserver):
         ok = await devserver.dispatch(
@@ -86,7 +87,7 @@ async def test_request_fnc_decides_and_its_rejections_are_counted(
     pool = AgentPool(
         agents={"sales": SalesAgent},
         **FAKES,
-        config=PoolConfig.from_env(dispatch=Dispatch(request_fnc=only_vip)),
+        config=PoolConfig.from_env(runtime=NO_PREWARM, dispatch=Dispatch(request_fnc=only_vip)),
     )
     async with running(pool, devserver):
         vip = await devserver.dispatch(room="vip-1", simulated_call=CALL)
@@ -106,7 +107,9 @@ async def test_accept_only_registered_rooms_drops_the_fallback(devserver: Dispat
     pool = AgentPool(
         agents={"sales": SalesAgent, "support": SupportAgent},
         **FAKES,
-        config=PoolConfig.from_env(dispatch=Dispatch(accept_only_registered_rooms=True)),
+        config=PoolConfig.from_env(
+            runtime=NO_PREWARM, dispatch=Dispatch(accept_only_registered_rooms=True)
+        ),
     )
     async with running(pool, devserver):
         named = await devserver.dispatch(room="support-9", simulated_call=CALL)
@@ -124,7 +127,7 @@ async def test_agent_name_registers_for_explicit_dispatch(devserver: DispatchSer
     pool = AgentPool(
         agents={"sales": SalesAgent},
         **FAKES,
-        config=PoolConfig.from_env(dispatch=Dispatch(agent_name="front-desk")),
+        config=PoolConfig.from_env(runtime=NO_PREWARM, dispatch=Dispatch(agent_name="front-desk")),
     )
     async with running(pool, devserver):
         assert devserver.worker(pool.worker_id).agent_name == "front-desk"

@@ -11,10 +11,12 @@
 3. drain: the server is told we are full at once and every new offer is refused
    (`worker.rejected`, reason `draining`); in-flight calls run to hang-up.
 4. exit: when the last call ends, the final job statuses are flushed, the connection is
-   closed cleanly and `serve()` returns EXIT_OK. If `drain_timeout` passes first, or a
-   second signal arrives, the calls still live are closed gracefully (sessions closed,
-   shutdown callbacks run, JS_CANCELLED sent), `deployment.drain_timeout` is audited with
-   the cut job ids, and `serve()` returns EXIT_DRAIN_TIMEOUT.
+   closed cleanly, the observers' pending `on_session_end` calls are awaited (at most
+   `observer_flush_timeout`; any abandoned is audited) and `serve()` returns EXIT_OK.
+   If `drain_timeout` passes first, or a second signal arrives, the calls still live
+   are closed gracefully (sessions closed, shutdown callbacks run, JS_CANCELLED sent),
+   `deployment.drain_timeout` is audited with the cut job ids, and `serve()` returns
+   EXIT_DRAIN_TIMEOUT.
 """
 
 from __future__ import annotations
@@ -277,6 +279,8 @@ class Lifespan:
         await self.server.flush_outbox()
         with contextlib.suppress(Exception):
             await self.server.aclose()
+        # every ended call's on_session_end reaches the observers before the process exits
+        await self.pool.flush_observers()
         if self.ops is not None:
             await self.ops.aclose()
         if self.watcher is not None:
