@@ -148,7 +148,10 @@ class AgentPool:
         for name, cls in (agents or {}).items():
             self.add(name, cls)
         self.tenant_breaker = tenancy.install(
-            self, cfg.tenancy, isolation=self.isolation, emit=self.audit_log.emit
+            self,
+            cfg.tenancy,
+            isolation=self.isolation,
+            emit=lambda *args, **kwargs: self.audit_log.emit(*args, **kwargs),
         )
 
     # --- the settings most code asks for ---------------------------------------------------
@@ -166,9 +169,37 @@ class AgentPool:
 
     def update_config(self, group: str, **changes: Any) -> None:
         """Change some fields of one group before the worker starts (e.g. `openrtc dev`)."""
+        self.reconfigure(self.config.replace(group, **changes))
+
+    def reconfigure(self, config: PoolConfig) -> None:
+        """Take new settings before the worker starts (command-line flags over a pool
+        built in Python). Tenancy is installed when the pool is built, so it stays."""
         if self.registered:
             raise ConfigError("the worker is already serving; settings are fixed once it starts")
-        self.config = self.config.replace(group, **changes)
+        if config.tenancy != self.config.tenancy:
+            raise ConfigError(
+                "tenancy settings of a pool built in Python are fixed when it is built; "
+                "give them to AgentPool(config=...) instead of as flags or variables"
+            )
+        previous, self.config = self.config, config
+        version = config.deployment.version
+        if version != previous.deployment.version or config.audit != previous.audit:
+            self.log = log_context.FieldsAdapter(logger, {"deployment_version": version})
+            self.audit_log = AuditLog(
+                version=version, sink=config.audit.sink, path=config.audit.path
+            )
+
+    def run(self, argv: list[str] | None = None) -> None:
+        """Run this pool as a program: `python app.py start|dev|console|connect|download-files`.
+
+        The same commands, flags and variables as the `openrtc` CLI; this pool's own
+        settings are the base and flags given on the command line override them. Call it
+        under `if __name__ == "__main__":` (job processes import the module again).
+        """
+        import importlib
+
+        # the command line sits above the pool in the layers: it is looked up, not imported
+        importlib.import_module("openrtc.cli.pool_app").run_pool(self, argv)
 
     # --- registration ---------------------------------------------------------------
     def add(
