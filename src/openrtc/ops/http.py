@@ -10,6 +10,7 @@ import hmac
 import json
 import logging
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -57,6 +58,9 @@ class OpsServer:
         self.metrics = PoolMetrics(pool, lag)
         self.hot_reload: Callable[[], dict[str, Any]] | None = None
         """The hot reloader's status, shown under "hot_reload" in /snapshot when set."""
+        self.snapshots_served = 0
+        self.last_snapshot_at: float | None = None
+        """When /snapshot last answered (monotonic): someone (fleet, top) is watching."""
         if call_stats.enabled():
             call_stats.install_collector()
         self._runner: web.AppRunner | None = None
@@ -128,6 +132,8 @@ class OpsServer:
             body["call_stats"] = call_stats.snapshot()
         if self.hot_reload is not None:
             body["hot_reload"] = self.hot_reload()
+        self.snapshots_served += 1
+        self.last_snapshot_at = time.monotonic()
         return web.Response(text=json.dumps(body), content_type="application/json")
 
     async def drain(self, request: web.Request) -> web.Response:

@@ -54,6 +54,11 @@ EXIT_DRAIN_TIMEOUT = 3
 
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
+REPORT_DRAINED_S = 2.0
+"""A watched worker (its /snapshot read lately) waits at most this long before exiting
+for one more read, so its watcher sees `drained` rather than a worker gone with calls."""
+WATCHED_WITHIN_S = 10.0
+
 
 @contextlib.contextmanager
 def capture_signals(
@@ -275,6 +280,15 @@ class Lifespan:
                 continue
             await asyncio.sleep(0.01)
 
+    async def _report_drained(self, ops: OpsServer) -> None:
+        """Let a watcher read `drained` once before the endpoint goes away (bounded)."""
+        seen = ops.last_snapshot_at
+        if self.pool.lifecycle.state is not WorkerState.DRAINED or seen is None:
+            return
+        if time.monotonic() - seen > WATCHED_WITHIN_S:
+            return
+        await _wait_for_a_read(ops, REPORT_DRAINED_S)
+
     async def _close(self) -> None:
         await self.server.flush_outbox()
         with contextlib.suppress(Exception):
@@ -282,6 +296,7 @@ class Lifespan:
         # every ended call's on_session_end reaches the observers before the process exits
         await self.pool.flush_observers()
         if self.ops is not None:
+            await self._report_drained(self.ops)
             await self.ops.aclose()
         if self.watcher is not None:
             await self.watcher.aclose()
@@ -293,6 +308,13 @@ class Lifespan:
         self.started.set()
         if self.protection is not None:
             await self.protection.aclose()
+
+
+async def _wait_for_a_read(ops: OpsServer, timeout: float) -> None:
+    served = ops.snapshots_served
+    deadline = time.monotonic() + timeout
+    while ops.snapshots_served == served and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
 
 
 async def until_started(lifespan: Lifespan, task: asyncio.Task[int]) -> bool:
