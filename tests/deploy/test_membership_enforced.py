@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 from livekit.agents import Agent, JobRequest
@@ -56,7 +55,9 @@ async def _noop_accept(args: object) -> None:
     return None
 
 
-def member_pool(manifest: Path, events: list[dict[str, object]], **kw: Any) -> AgentPool:
+def member_pool(
+    manifest: Path, events: list[dict[str, object]], *, drain_when_not_member: bool = False
+) -> AgentPool:
     """v1.0.0 under `manifest` (polled every 0.1 s), auditing into `events`."""
     return AgentPool(
         agents={"sales": Sales},
@@ -65,10 +66,12 @@ def member_pool(manifest: Path, events: list[dict[str, object]], **kw: Any) -> A
         default_stt=FakeSTT(),
         default_llm=FakeLLM(),
         default_tts=FakeTTS(),
-        **kw,
         config=PoolConfig.from_env(
             deployment=Deployment(
-                manifest=manifest, membership_secrets=[SECRET], manifest_poll_interval=0.1
+                manifest=manifest,
+                membership_secrets=[SECRET],
+                manifest_poll_interval=0.1,
+                drain_when_not_member=drain_when_not_member,
             ),
             runtime=Runtime(prewarm_models=False),
         ),
@@ -142,9 +145,9 @@ async def test_a_worker_set_to_drain_when_dropped_finishes_its_calls_and_exits_0
         ended = [await devserver.wait_job(j.id, {"success", "failed", "cancelled"}) for j in jobs]
         assert [e.state.value for e in ended] == ["success", "success"]
         assert await worker.exit_code() == EXIT_OK
+    # the drop and the drain it asks for are applied together: the drain wins
     assert [t.state.value for t in pool.lifecycle.history] == [
         "accepting",
-        "not_member",
         "draining",
         "drained",
         "stopped",

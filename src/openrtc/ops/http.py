@@ -113,6 +113,8 @@ class OpsServer:
             WorkerState.DRAINED: "drained",
             WorkerState.STOPPED: "stopped",
         }.get(state, state.value)
+        if state is WorkerState.NOT_MEMBER and self.pool.membership_reason == "manifest_expired":
+            reason = "manifest_expired"
         return web.json_response(
             {"ready": False, "state": state.value, "reason": reason}, status=503
         )

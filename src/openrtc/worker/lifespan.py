@@ -213,7 +213,7 @@ class Lifespan:
         self.watcher = membership_watcher(pool)
         if self.watcher is not None:
             await self.watcher.start()
-            if self.watcher.current is None:
+            if self.watcher.current is None and pool.member is None:
                 # fail closed: a worker that cannot verify a manifest takes no calls
                 pool.set_membership(False, reason="no valid manifest yet")
         if pool.config.runtime.prewarm_models:
