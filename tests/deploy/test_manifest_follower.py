@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
+
+from typer.testing import CliRunner, Result
 
 from openrtc.deploy.manifest import sign_manifest
 from openrtc.deploy.rehearsal.workers import free_port
@@ -73,3 +76,52 @@ async def test_workers_record_the_cutover_and_the_rollback(
         ("deployment.cutover", ["v1.0.0"], ["v2.0.0"]),
         ("deployment.rolled_back", ["v2.0.0"], ["v2.0.0", "v1.0.0"]),
     ]
+
+
+def rollback(*args: str) -> Result:
+    from openrtc.cli.main import app
+
+    env: dict[str, str | None] = {
+        "OPENRTC_MEMBERSHIP_SECRET": None,
+        "OPENRTC_MEMBERSHIP_SECRET_FILE": None,
+    }
+    return CliRunner().invoke(app, ["manifest", "rollback", *args], env=env)
+
+
+async def test_manifest_rollback_puts_the_previous_version_back_on_a_live_worker(
+    devserver: DispatchServer, tmp_path: Path
+) -> None:
+    manifest = tmp_path / "manifest.json"
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(SECRET + "\n")
+    publish(manifest, ["v1.0.0"], issued_at=time.time() - 2)
+    events: list[dict[str, object]] = []
+    pool = member_pool(manifest, events)
+    async with running(pool, devserver):
+        publish(manifest, ["v2.0.0"], issued_at=time.time() - 1)
+        await wait_until(lambda: pool.member is False, timeout=10)
+        args = ("--to", "v1.0.0", "--manifest", str(manifest), "--secret-file", str(secret_file))
+        result = await asyncio.to_thread(rollback, *args)
+        assert result.exit_code == 0, result.output
+        assert "rolled back: active v2.0.0 -> v1.0.0" in result.stderr
+        await wait_until(lambda: pool.member is True, timeout=10)
+        served = await devserver.dispatch(simulated_call=CALL)
+        done = await devserver.wait_job(served.id, {"success", "failed"}, timeout=20)
+        assert done.state.value == "success"
+    back = [e for e in events if e["event"] == "deployment.rolled_back"]
+    assert [(e["previous_active"], e["active"]) for e in back] == [(["v2.0.0"], ["v1.0.0"])]
+
+
+def test_manifest_rollback_refuses_a_manifest_it_cannot_verify(tmp_path: Path) -> None:
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(sign_manifest(["v2.0.0"], secret="someone-else"))
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(SECRET + "\n")
+    before = manifest.read_text()
+    result = rollback(
+        "--to", "v1.0.0", "--manifest", str(manifest), "--secret-file", str(secret_file)
+    )
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"error: --manifest {manifest} refused:")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert manifest.read_text() == before

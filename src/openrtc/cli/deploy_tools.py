@@ -62,7 +62,15 @@ def manifest_sign(
     """
     from ..deploy.manifest import sign_manifest
 
-    secrets = _secrets(secret_file)
+    key_id, secret = _signing_key(_secrets(secret_file), key_id)
+    try:
+        text = sign_manifest(active, secret=secret, key_id=key_id, ttl_seconds=ttl)
+    except ValueError as e:
+        raise _error(str(e)) from None
+    _write(text, out, active)
+
+
+def _signing_key(secrets: list[str] | dict[str, str], key_id: str | None) -> tuple[str | None, str]:
     if isinstance(secrets, dict):
         if key_id is None:
             if len(secrets) != 1:
@@ -70,15 +78,13 @@ def manifest_sign(
             key_id = next(iter(secrets))
         if key_id not in secrets:
             raise _error(f"key id {key_id!r} is not in the secret file")
-        secret = secrets[key_id]
-    else:
-        if key_id is not None:
-            raise _error("--key-id needs a secret file of kid:secret lines")
-        secret = secrets[0]
-    try:
-        text = sign_manifest(active, secret=secret, key_id=key_id, ttl_seconds=ttl)
-    except ValueError as e:
-        raise _error(str(e)) from None
+        return key_id, secrets[key_id]
+    if key_id is not None:
+        raise _error("--key-id needs a secret file of kid:secret lines")
+    return None, secrets[0]
+
+
+def _write(text: str, out: Path | None, active: list[str]) -> None:
     if out is None:
         typer.echo(text)
         return
@@ -89,6 +95,60 @@ def manifest_sign(
     except OSError as e:
         raise _error(f"cannot write {out}: {e.strerror}") from None
     typer.echo(f"wrote {out}: active {', '.join(dict.fromkeys(active))}", err=True)
+
+
+@manifest_app.command("rollback")
+def manifest_rollback(
+    to: Annotated[
+        str, typer.Option("--to", metavar="VERSION", help="The previous version to put back.")
+    ],
+    manifest: Annotated[
+        Path,
+        typer.Option(
+            "--manifest", help="The manifest in force (its file); rewritten unless --out."
+        ),
+    ],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write the new manifest here instead.")
+    ] = None,
+    secret_file: SecretFile = None,
+    key_id: Annotated[
+        str | None,
+        typer.Option("--key-id", help="Sign with this key id's secret from a kid:secret file."),
+    ] = None,
+) -> None:
+    """Put VERSION back: write the signed manifest naming it alone as active.
+
+    The manifest in force is verified first; the new one is issued now (so workers take
+    it over the old one) with the same lifetime. Workers of VERSION take calls again
+    within one poll (audited `deployment.rolled_back`); the others stop taking new calls
+    (`deployment.cutover`) and finish the calls they have.
+    """
+    from ..deploy.manifest import ManifestError, sign_manifest, verify_manifest
+
+    secrets = _secrets(secret_file)
+    try:
+        current = verify_manifest(manifest.read_bytes(), secrets=secrets)
+    except OSError as e:
+        raise _error(f"cannot read --manifest {manifest}: {e.strerror}") from None
+    except ManifestError as e:
+        raise _error(f"--manifest {manifest} refused: {e.reason}") from None
+    if not to.strip():
+        raise _error("--to needs a version")
+    if list(current.active_versions) == [to]:
+        typer.echo(f"{manifest} already names {to} alone; nothing to roll back", err=True)
+        return
+    ttl = None
+    if current.expires_at is not None:
+        ttl = current.expires_at - current.issued_at
+    kid, secret = _signing_key(secrets, key_id or current.key_id)
+    try:
+        text = sign_manifest([to], secret=secret, key_id=kid, ttl_seconds=ttl)
+    except ValueError as e:
+        raise _error(str(e)) from None
+    _write(text, manifest if out is None else out, [to])
+    was = ", ".join(current.active_versions)
+    typer.echo(f"rolled back: active {was} -> {to}", err=True)
 
 
 @manifest_app.command("verify")
