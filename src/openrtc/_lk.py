@@ -104,6 +104,7 @@ _CONNECTION_STEPS = (
 """What AgentServer._connection_task does per attempt; `ServerInternals` repeats these steps
 with its own retry policy, so each one must still be there upstream."""
 _JOB_CONTEXT_PRIVATE = (
+    "_info",
     "_primary_agent_session",
     "_shutdown_callbacks",
     "_pending_tasks",
@@ -317,6 +318,27 @@ def new_job_context(
         on_shutdown=on_shutdown,
         inference_executor=_NoInferenceExecutor(),
     )
+
+
+AGENT_ATTRIBUTE = "openrtc.agent"
+"""The agent participant attribute naming the agent decided at admission."""
+
+
+def accepted_agent(ctx: JobContext, *, from_name: bool = False) -> str | None:
+    """The agent the worker decided on when it accepted this job (None: not recorded).
+
+    In the worker's process it rides in the accept arguments' attributes. livekit sends
+    a job process only the accept name, identity and metadata, so under process
+    isolation the worker accepts with the agent as the participant name (`from_name`).
+    """
+    info = getattr(ctx, "_info", None)
+    args = getattr(info, "accept_arguments", None)
+    if from_name:
+        name = getattr(args, "name", None)
+        return name if isinstance(name, str) and name else None
+    attributes = getattr(args, "attributes", None) or {}
+    agent = attributes.get(AGENT_ATTRIBUTE)
+    return agent if isinstance(agent, str) and agent else None
 
 
 def new_job_process(executor_type: JobExecutorType = JobExecutorType.THREAD) -> JobProcess:
@@ -696,7 +718,9 @@ def _agent_hook_problems() -> list[str]:
     instance attribute set by `skip_agent_hooks` is what runs."""
     from livekit.agents.voice import agent_activity
 
-    src = inspect.getsource(agent_activity.AgentActivity)
+    # the module's text, read as lines: parsing it (getsource of the class) is slower and
+    # trips a CPython 3.11 ast bug when the collector runs finalizers mid-parse
+    src = inspect.getsource(agent_activity)
     return [
         f"AgentActivity no longer calls {call!r}"
         for call in _HOOK_CALLS.values()

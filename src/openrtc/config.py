@@ -247,9 +247,16 @@ class DrainPolicy:
         "Seconds a hung-up call may take to close its session before it is cut.",
         min=0.1,
     )
+    observer_flush_timeout: float = setting(
+        10.0,
+        "OPENRTC_OBSERVER_FLUSH_TIMEOUT",
+        "Seconds a stopping worker waits for session observers to finish their pending "
+        "on_session_end calls; any still running then is abandoned and audited.",
+        min=0.001,
+    )
 
     def __post_init__(self) -> None:
-        for name in ("timeout", "session_close_timeout"):
+        for name in ("timeout", "session_close_timeout", "observer_flush_timeout"):
             _check_positive(DrainPolicy, name, getattr(self, name), whole=False)
 
 

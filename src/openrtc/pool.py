@@ -10,7 +10,6 @@ running LiveKit worker; `openrtc.cli` runs that worker as a process.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import threading
@@ -33,8 +32,9 @@ from .config import DEFAULT_VERSION, ISOLATIONS, Isolation, PoolConfig
 from .errors import ConfigError, RegistrationError
 from .lifecycle import Lifecycle, Transition, WorkerState
 from .lifecycle import logger as lifecycle_logger
+from .observers import Deliveries
 from .registry import AgentSpec, Registry, agent_files, spec_from_file, validate_agent_class
-from .sessions import LiveSession, Outcome, SessionInfo, SessionObserver, SessionOutcome, notify
+from .sessions import LiveSession, Outcome, SessionInfo, SessionObserver, SessionOutcome
 from .simulation.script import SIMULATED_CALL_KEY
 from .snapshot import RuntimeSnapshot
 
@@ -140,6 +140,8 @@ class AgentPool:
         self._live: dict[str, LiveSession] = {}
         self._routes: dict[str, routing.Route] = {}
         self._crashes: dict[str, str] = {}
+        self._clean_ends: set[str] = set()
+        self._deliveries = Deliveries(lambda: self.observers)
         self._accepted_total = 0
         self._rejected: Counter[str] = Counter()
         self._outcomes: Counter[str] = Counter()
@@ -151,13 +153,15 @@ class AgentPool:
         self._start_listeners: list[Callable[[SessionInfo], None]] = []
         self._admission_checks: list[AdmissionCheck] = []
         self._session_option_hooks: list[SessionOptionHook] = []
-        self._bg: set[asyncio.Task[Any]] = set()
         self.transcripts: dict[str, Any] = {}
 
         for name, cls in (agents or {}).items():
             self.add(name, cls)
         self.tenant_breaker = tenancy.install(
-            self, cfg.tenancy, isolation=self.isolation, emit=self.audit_log.emit
+            self,
+            cfg.tenancy,
+            isolation=self.isolation,
+            emit=lambda *args, **kwargs: self.audit_log.emit(*args, **kwargs),
         )
         self.audit_sinks = open_sinks(self.audit_log, cfg.audit)
         """The stdout and HTTP audit outlets (None without --audit-stdout/--audit-url)."""
@@ -184,9 +188,37 @@ class AgentPool:
 
     def update_config(self, group: str, **changes: Any) -> None:
         """Change some fields of one group before the worker starts (e.g. `openrtc dev`)."""
+        self.reconfigure(self.config.replace(group, **changes))
+
+    def reconfigure(self, config: PoolConfig) -> None:
+        """Take new settings before the worker starts (command-line flags over a pool
+        built in Python). Tenancy is installed when the pool is built, so it stays."""
         if self.registered:
             raise ConfigError("the worker is already serving; settings are fixed once it starts")
-        self.config = self.config.replace(group, **changes)
+        if config.tenancy != self.config.tenancy:
+            raise ConfigError(
+                "tenancy settings of a pool built in Python are fixed when it is built; "
+                "give them to AgentPool(config=...) instead of as flags or variables"
+            )
+        previous, self.config = self.config, config
+        version = config.deployment.version
+        if version != previous.deployment.version or config.audit != previous.audit:
+            self.log = log_context.FieldsAdapter(logger, {"deployment_version": version})
+            self.audit_log = AuditLog(
+                version=version, sink=config.audit.sink, path=config.audit.path
+            )
+
+    def run(self, argv: list[str] | None = None) -> None:
+        """Run this pool as a program: `python app.py start|dev|console|connect|download-files`.
+
+        The same commands, flags and variables as the `openrtc` CLI; this pool's own
+        settings are the base and flags given on the command line override them. Call it
+        under `if __name__ == "__main__":` (job processes import the module again).
+        """
+        import importlib
+
+        # the command line sits above the pool in the layers: it is looked up, not imported
+        importlib.import_module("openrtc.cli.pool_app").run_pool(self, argv)
 
     # --- registration ---------------------------------------------------------------
     def add(
@@ -389,15 +421,21 @@ class AgentPool:
         return min(1.0, self._ledger.total / cap)
 
     # --- calls ------------------------------------------------------------------------
-    def session_info(self, job: lk_proto.Job) -> SessionInfo | None:
-        """What the pool knows of a job's call: its routed agent, tenant and metadata."""
-        route = self.route_of(job.id) or routing.resolve(job, self.registry.names())
-        if route.agent is None or route.agent not in self.registry:
+    def session_info(self, job: lk_proto.Job, agent: str | None = None) -> SessionInfo | None:
+        """What the pool knows of a job's call: its routed agent, tenant and metadata.
+
+        `agent` is the agent decided at admission when the decision was handed over (a
+        job process has no record of it); without it, the pool's own record or the job.
+        """
+        if agent is None:
+            route = self.route_of(job.id) or routing.resolve(job, self.registry.names())
+            agent = route.agent
+        if agent is None or agent not in self.registry:
             return None
         metadata = routing.parse_metadata(job.metadata)
         return SessionInfo(
             job_id=job.id,
-            agent=route.agent,
+            agent=agent,
             room=job.room.name,
             tenant=routing.tenant_of(job),
             deployment_version=self.deployment_version,
@@ -410,7 +448,12 @@ class AgentPool:
         )
 
     def session_started(self, info: SessionInfo, session: Any = None) -> None:
-        """Record a call as live (once), or attach its AgentSession when it exists."""
+        """Record a call as live (once), or attach its AgentSession when it exists.
+
+        Observers hear of the call when its session exists, in the background; under
+        process isolation the session lives in the job process, so they hear of it here
+        (with no session) when the parent launches the job.
+        """
         with self._lock:
             live = self._live.get(info.job_id)
             first = live is None
@@ -425,11 +468,22 @@ class AgentPool:
                     listener(info)
                 except Exception:
                     self.log.exception("session start listener failed")
+        if session is not None or self.isolation == "process":
+            self._deliveries.start(info, session)
 
     def record_crash(self, job_id: str, error: str) -> None:
         with self._lock:
             if job_id in self._ledger.by_job or job_id in self._live:
                 self._crashes[job_id] = error
+
+    def record_clean_end(self, job_id: str) -> None:
+        """The call's session closed normally (the evidence a call ended SUCCESS)."""
+        with self._lock:
+            if job_id in self._ledger.by_job or job_id in self._live:
+                self._clean_ends.add(job_id)
+
+    def ended_cleanly(self, job_id: str) -> bool:
+        return job_id in self._clean_ends
 
     def session_ended(self, job_id: str, status: Outcome, error: str | None, reason: str) -> None:
         """Called on the worker's loop when a call's job has fully closed."""
@@ -455,8 +509,31 @@ class AgentPool:
                 listener(live.info, outcome)
             except Exception:
                 self.log.exception("session end listener failed")
-        if self.observers:
-            self._spawn(notify(self.observers, "on_session_end", live.info, outcome))
+        self._deliveries.end(live.info, outcome)
+
+    async def flush_observers(self, timeout: float | None = None) -> list[SessionInfo]:
+        """Wait (bounded) for observers' pending on_session_end calls; audit any abandoned.
+
+        The worker's lifespan calls this before it exits, so the last calls of a
+        drained worker reach every observer.
+        """
+        bound = self.config.drain.observer_flush_timeout if timeout is None else timeout
+        abandoned = await self._deliveries.flush(bound)
+        for info in abandoned:
+            self.log.warning(
+                "observers of call %s did not finish on_session_end within %.1fs; abandoned",
+                info.job_id,
+                bound,
+            )
+            self.audit_log.emit(
+                "observer.delivery_abandoned",
+                target=info.job_id,
+                result="abandoned",
+                job_id=info.job_id,
+                agent=info.agent,
+                flush_timeout=bound,
+            )
+        return abandoned
 
     def crash_of(self, job_id: str) -> str | None:
         return self._crashes.get(job_id)
@@ -465,6 +542,7 @@ class AgentPool:
         """Called once the job's final status went out: the record is no longer needed."""
         with self._lock:
             self._crashes.pop(job_id, None)
+            self._clean_ends.discard(job_id)
 
     def live_sessions(self) -> list[LiveSession]:
         with self._lock:
@@ -591,11 +669,6 @@ class AgentPool:
                 listener()
             except Exception:
                 self.log.exception("load listener failed")
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._bg.add(task)
-        task.add_done_callback(self._bg.discard)
 
     # --- observation --------------------------------------------------------------------
     def runtime_snapshot(self) -> RuntimeSnapshot:

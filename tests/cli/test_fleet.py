@@ -10,11 +10,16 @@ import time
 from livekit.agents import Agent
 from typer.testing import Result
 
-from openrtc.cli.fleet import fleet_command
+from openrtc.cli.fleet import EXIT_VANISHED, fleet_command
+from openrtc.config import PoolConfig, Runtime
+from openrtc.deploy.rehearsal.workers import free_port
+from openrtc.devserver import DispatchServer
 from openrtc.lifecycle import WorkerState
 from openrtc.pool import AgentPool
 from openrtc.sessions import Outcome, SessionInfo
+from openrtc.testing import FakeLLM, FakeSTT, FakeTTS
 from tests.cli.endpoints import free_port_url, invoke, serving
+from tests.harness import running
 
 
 async def fleet(*args: str) -> Result:
@@ -128,20 +133,52 @@ async def test_wait_drained_times_out_while_a_call_is_live() -> None:
     )
 
 
-async def test_a_worker_that_stops_answering_counts_as_drained() -> None:
+async def test_a_worker_that_vanishes_with_live_calls_is_named_and_exits_3() -> None:
     v1 = make_pool("v1.0.0", 1, draining=True)
-    async with serving(v1) as (a,):
+    v1b = make_pool("v1.0.0", 0, draining=True)
+    async with serving(v1, v1b) as (a, b):
 
-        async def exit_later() -> None:
+        async def killed_later() -> None:
             await asyncio.sleep(0.5)
-            await a.aclose()  # the drained process exits with its calls
+            await a.aclose()  # gone, as a SIGKILLed worker is, with its call on the books
 
-        exiting = asyncio.create_task(exit_later())
-        result = await fleet(a.url, "--wait-drained", "v1.0.0", "--interval", "0.1")
+        exiting = asyncio.create_task(killed_later())
+        result = await fleet(a.url, b.url, "--wait-drained", "v1.0.0", "--interval", "0.1")
         await exiting
+    assert result.exit_code == EXIT_VANISHED, result.output
+    assert f"{a.url} vanished (connection refused) with 1 live call at last sight" in (
+        result.stderr
+    )
+    assert f"workers vanished with 1 call live at last sight: {a.url} (1)" in result.stderr
+
+
+async def test_a_lone_worker_that_drains_and_exits_is_drained(
+    devserver: DispatchServer,
+) -> None:
+    pool = AgentPool(
+        agents={"sales": Sales},
+        deployment_version="v1.0.0",
+        default_stt=FakeSTT(),
+        default_llm=FakeLLM(),
+        default_tts=FakeTTS(),
+        config=PoolConfig.from_env(runtime=Runtime(prewarm_models=False)),
+    )
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    async with running(pool, devserver, http_port=port) as worker:
+        job = await devserver.dispatch(
+            simulated_call={"turns": ["hi"], "mode": "text", "pause_s": 0.0, "hold_s": 1.5}
+        )
+        await devserver.wait_job(job.id, {"running"}, timeout=20)
+        waiting = asyncio.create_task(
+            fleet(url, "--wait-drained", "v1.0.0", "--interval", "1.0", "--timeout", "30")
+        )
+        await asyncio.sleep(0.3)
+        pool.begin_drain(reason="deploy", actor="test")
+        assert await worker.exit_code(timeout=30) == 0
+        result = await waiting
     assert result.exit_code == 0, result.output
-    assert f"{a.url} stopped answering (connection refused): counted as drained" in result.stderr
-    assert "no live calls on 1 worker (1 stopped answering)" in result.stdout
+    assert re.search(r"^v1\.0\.0 drained after [\d.]+s", result.stdout, re.M)
 
 
 async def test_wait_drained_notes_a_worker_still_accepting() -> None:
@@ -168,4 +205,5 @@ def test_a_missed_poll_is_not_a_drain() -> None:
         watch.update([blip])
     assert not watch.drained and watch.holding == {url: 2}
     lines = watch.update([blip])
-    assert watch.drained and "counted as drained" in lines[0]
+    assert not watch.drained and watch.settled and watch.vanished == {url: 2}
+    assert "vanished (timed out) with 2 live calls at last sight" in lines[0]

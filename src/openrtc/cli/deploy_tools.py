@@ -87,6 +87,10 @@ def manifest_sign(
         text = sign_manifest(active, secret=secrets, key_id=key_id, ttl_seconds=ttl, serial=serial)
     except ValueError as e:
         raise _error(str(e)) from None
+    _write(text, out, active)
+
+
+def _write(text: str, out: Path | None, active: list[str]) -> None:
     if out is None:
         typer.echo(text)
         return
@@ -97,6 +101,63 @@ def manifest_sign(
     except OSError as e:
         raise _error(f"cannot write {out}: {e.strerror}") from None
     typer.echo(f"wrote {out}: active {', '.join(dict.fromkeys(active))}", err=True)
+
+
+@manifest_app.command("rollback")
+def manifest_rollback(
+    to: Annotated[
+        str, typer.Option("--to", metavar="VERSION", help="The previous version to put back.")
+    ],
+    manifest: Annotated[
+        Path,
+        typer.Option(
+            "--manifest", help="The manifest in force (its file); rewritten unless --out."
+        ),
+    ],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write the new manifest here instead.")
+    ] = None,
+    secret_file: SecretFile = None,
+    key_id: Annotated[
+        str | None,
+        typer.Option("--key-id", help="Sign with this key id's secret from a kid:secret file."),
+    ] = None,
+) -> None:
+    """Put VERSION back: write the signed manifest naming it alone as active.
+
+    The manifest in force is verified first; the new one is issued now (so workers take
+    it over the old one) with the same lifetime. Workers of VERSION take calls again
+    within one poll (audited `deployment.rolled_back`); the others stop taking new calls
+    (`deployment.cutover`) and finish the calls they have.
+    """
+    from ..deploy.manifest import ManifestError, sign_manifest, verify_manifest
+
+    secrets = _secrets(secret_file)
+    try:
+        current = verify_manifest(manifest.read_bytes(), secrets=secrets)
+    except OSError as e:
+        raise _error(f"cannot read --manifest {manifest}: {e.strerror}") from None
+    except ManifestError as e:
+        raise _error(f"--manifest {manifest} refused: {e.reason}") from None
+    if not to.strip():
+        raise _error("--to needs a version")
+    if list(current.active_versions) == [to]:
+        typer.echo(f"{manifest} already names {to} alone; nothing to roll back", err=True)
+        return
+    ttl = None
+    if current.expires_at is not None:
+        ttl = current.expires_at - current.issued_at
+    kid = key_id or current.key_id
+    if isinstance(secrets, dict) and kid not in secrets:
+        raise _error(f"key id {kid!r} is not in the secret file")
+    try:
+        # issued now with a newer serial, so workers take it over the manifest in force
+        text = sign_manifest([to], secret=secrets, key_id=kid, ttl_seconds=ttl)
+    except ValueError as e:
+        raise _error(str(e)) from None
+    _write(text, manifest if out is None else out, [to])
+    was = ", ".join(current.active_versions)
+    typer.echo(f"rolled back: active {was} -> {to}", err=True)
 
 
 @manifest_app.command("verify")

@@ -13,7 +13,7 @@ from ..config import PoolConfig
 from ..errors import OpenRTCError
 from . import pool_options as po
 from .logs import setup_logging
-from .options import AgentsDir, ApiKey, ApiSecret, FormatName, LevelName, LogFormat, LogLevel
+from .options import ApiKey, ApiSecret, FormatName, LevelName, LogFormat, LogLevel, Target
 
 
 def _say(line: str) -> None:
@@ -45,8 +45,9 @@ async def _place_demo_calls(devserver: Any, pool: Any, turns: list[str]) -> bool
 
 async def _run_dev(
     config: PoolConfig,
-    agents_dir: Path,
+    target: str | None,
     *,
+    overrides: po.Overrides | None = None,
     url: str | None,
     api_key: str | None,
     api_secret: str | None,
@@ -67,13 +68,11 @@ async def _run_dev(
             _say(f"embedded dispatch server on {url} (LIVEKIT_URL unset)")
             _say(f"control API: {devserver.http_url}/openrtc/  (API key {api_key})")
         try:
-            runtime = config.runtime
-            config = config.replace(
-                "runtime",
-                hot_reload=watch,
-                watch_paths=(*runtime.watch_paths, *(watch_paths or [])),
-            )
-            pool = po.build_pool(config, agents_dir)
+            given = {group: dict(fields) for group, fields in (overrides or {}).items()}
+            given.setdefault("runtime", {})["hot_reload"] = watch
+            if watch_paths:
+                given["runtime"]["watch_paths"] = (*config.runtime.watch_paths, *watch_paths)
+            pool = po.pool_for(target, config, given)
             server = PoolServer(pool, ws_url=url, api_key=api_key, api_secret=api_secret)
         except OpenRTCError as e:
             typer.secho(f"error: {e}", err=True, fg="red")
@@ -99,7 +98,7 @@ async def _run_dev(
 
 @po.pool_flags
 def dev_command(
-    agents_dir: AgentsDir,
+    target: Target = None,
     url: Annotated[
         str | None,
         typer.Option("--url", envvar="LIVEKIT_URL", help="LiveKit server; unset: embedded one."),
@@ -129,13 +128,15 @@ def dev_command(
         ),
     ] = None,
     config: PoolConfig = po.DEFAULTS,
+    overrides: po.Overrides | None = None,
 ) -> None:
     """Run the agents locally: against LIVEKIT_URL, or an embedded dispatch server."""
     setup_logging(log_level, log_format)
     code = asyncio.run(
         _run_dev(
             config,
-            agents_dir,
+            target,
+            overrides=overrides,
             url=url,
             api_key=api_key,
             api_secret=api_secret,

@@ -2,8 +2,10 @@
 
 During a blue-green deploy the question is "which versions hold which calls, and when
 has the old one finished?"; this answers it from each worker's /snapshot, fetched
-concurrently. A worker that stops answering while its version drains has exited, which
-is what a drained worker does, so it counts as drained.
+concurrently. A worker counts as drained only on evidence that its calls ended: its
+last answer said `drained` (a watched worker answers once more before it exits) or
+showed no live calls. One that stops answering with live calls at last sight has
+vanished: it is named with its count, and the wait exits non-zero.
 """
 
 from __future__ import annotations
@@ -150,24 +152,30 @@ def render_fleet(rows: Sequence[WorkerRow]) -> RenderableType:
 
 
 GONE_AFTER = 3
-"""Polls in a row a worker must miss before its calls count as ended (not a blip)."""
+"""Polls in a row a worker holding calls must miss before it counts as gone (not a blip)."""
+
+EXIT_VANISHED = 3
+"""--wait-drained: a worker of the version disappeared with live calls at last sight."""
 
 
 @dataclass
 class DrainWatch:
     """Tracks one version across polls: who still holds calls, who stopped answering.
 
-    A worker that held calls and then stops answering keeps them on the books until it
-    has missed `GONE_AFTER` polls in a row: a drained worker exits and never answers
-    again, while a network blip answers on the next poll.
+    A worker that stops answering is judged by its last answer: `drained`, or no live
+    calls, is evidence its calls ended (counted drained); live calls at last sight are
+    not, and after `GONE_AFTER` missed polls in a row (a blip answers on the next poll)
+    it counts as vanished with them.
     """
 
     version: str
     seen: set[str] = field(default_factory=set)
     gone: set[str] = field(default_factory=set)
+    vanished: dict[str, int] = field(default_factory=dict)
     holding: dict[str, int] = field(default_factory=dict)
     accepting: list[str] = field(default_factory=list)
     misses: dict[str, int] = field(default_factory=dict)
+    last_state: dict[str, str] = field(default_factory=dict)
 
     def update(self, rows: Sequence[WorkerRow]) -> list[str]:
         """Take one poll; return the lines worth printing about what changed."""
@@ -178,7 +186,9 @@ class DrainWatch:
             if row.version == self.version:
                 self.seen.add(row.url)
                 self.gone.discard(row.url)
+                self.vanished.pop(row.url, None)
                 self.misses.pop(row.url, None)
+                self.last_state[row.url] = row.state
                 if row.active:
                     holding[row.url] = row.active
                 if row.state == "accepting":
@@ -198,7 +208,11 @@ class DrainWatch:
             holding[row.url] = held
             return [f"{row.url} did not answer ({cause}); poll {misses} of {GONE_AFTER}"]
         self.gone.add(row.url)
-        return [f"{row.url} stopped answering ({cause}): counted as drained"]
+        if held and self.last_state.get(row.url) not in ("drained", "stopped"):
+            self.vanished[row.url] = held
+            calls = _plural(held, "live call")
+            return [f"{row.url} vanished ({cause}) with {calls} at last sight"]
+        return [f"{row.url} stopped answering ({cause}) after it drained"]
 
     def status_line(self, holding: Mapping[str, int]) -> str:
         if not holding:
@@ -209,6 +223,11 @@ class DrainWatch:
 
     @property
     def drained(self) -> bool:
+        return not self.holding and not self.vanished
+
+    @property
+    def settled(self) -> bool:
+        """Nothing more to wait for: drained, or only vanished workers held calls."""
         return not self.holding
 
 
@@ -228,8 +247,8 @@ async def wait_drained(
         rows = await poll(urls, timeout=min(fetch_timeout, max(interval, 0.5)))
         for line in watch.update(rows):
             progress(line)
-        if watch.drained:
-            return True, watch, rows
+        if watch.settled:
+            return watch.drained, watch, rows
         left = deadline - time.monotonic()
         if left <= 0:
             return False, watch, rows
@@ -262,11 +281,17 @@ def _wait(urls: list[str], version: str, interval: float, timeout: float, as_jso
                     "seconds": round(took, 2),
                     "workers_seen": sorted(watch.seen),
                     "stopped_answering": sorted(watch.gone),
+                    "vanished": watch.vanished,
                     "holding_calls": watch.holding,
                     "still_accepting": watch.accepting,
                 }
             )
         )
+    if watch.vanished:
+        where = ", ".join(f"{url} ({n})" for url, n in watch.vanished.items())
+        calls = _plural(sum(watch.vanished.values()), "call")
+        _err(f"{version}: workers vanished with {calls} live at last sight: {where}")
+        return EXIT_VANISHED
     if not done:
         where = ", ".join(f"{url} ({n})" for url, n in watch.holding.items())
         calls = _plural(sum(watch.holding.values()), "call")
@@ -279,7 +304,7 @@ def _wait(urls: list[str], version: str, interval: float, timeout: float, as_jso
                 f"no worker answers as {version} (seen: {', '.join(seen)}); nothing to wait for"
             )
         else:
-            gone = f" ({len(watch.gone)} stopped answering)" if watch.gone else ""
+            gone = f" ({len(watch.gone)} exited drained)" if watch.gone else ""
             typer.echo(
                 f"{version} drained after {took:.1f}s: no live calls on "
                 f"{_plural(len(watch.seen), 'worker')}{gone}"
@@ -302,7 +327,8 @@ def fleet_command(
         typer.Option(
             "--wait-drained",
             metavar="VERSION",
-            help="Block until no worker of VERSION has live calls (gone workers count).",
+            help="Block until no worker of VERSION has live calls; exit 3 if one vanished "
+            "with live calls.",
         ),
     ] = None,
     interval: Annotated[
@@ -317,7 +343,8 @@ def fleet_command(
 ) -> None:
     """Show many workers at once: version, state, calls; or wait for a version to drain.
 
-    Exits 2 only when no worker answers. With --wait-drained: 0 once drained, 1 on timeout.
+    Exits 2 only when no worker answers. With --wait-drained: 0 once drained, 1 on
+    timeout, 3 when a worker vanished with live calls at last sight.
     """
     targets = list(dict.fromkeys(normalize_url(u) for u in urls))
     if wait_drained_version is not None:

@@ -16,7 +16,17 @@ from ..config import PoolConfig
 from ..errors import OpenRTCError
 from . import pool_options as po
 from .logs import setup_logging
-from .options import AgentsDir, ApiKey, ApiSecret, FormatName, LevelName, LogFormat, LogLevel, Url
+from .options import (
+    AgentsDir,
+    ApiKey,
+    ApiSecret,
+    FormatName,
+    LevelName,
+    LogFormat,
+    LogLevel,
+    Target,
+    Url,
+)
 
 app = typer.Typer(
     name="openrtc",
@@ -45,7 +55,7 @@ def _secret(value: str | None, file: Path | None) -> str | None:
 @app.command()
 @po.pool_flags
 def start(
-    agents_dir: AgentsDir,
+    target: Target = None,
     url: Url = None,
     api_key: ApiKey = None,
     api_secret: ApiSecret = None,
@@ -60,8 +70,9 @@ def start(
     log_level: LogLevel = LevelName.INFO,
     log_format: LogFormat = FormatName.auto,
     config: PoolConfig = po.DEFAULTS,
+    overrides: po.Overrides | None = None,
 ) -> None:
-    """Run a production worker for the agents in AGENTS_DIR.
+    """Run a production worker for TARGET's agents (a directory, or FILE.py:NAME).
 
     SIGTERM drains: no new calls, live calls run to hang-up, then exit 0. Exit code 3
     means drain_timeout passed (or a second signal came) and live calls were cut.
@@ -81,13 +92,14 @@ def start(
         raise fail(
             f"set {', '.join(missing)} (or pass the matching flag); see openrtc start --help"
         )
-    code = _run_worker(config, agents_dir, url=url, api_key=api_key, api_secret=secret)
+    code = _run_worker(config, target, overrides or {}, url=url, api_key=api_key, api_secret=secret)
     raise typer.Exit(code)
 
 
 def _run_worker(
     config: PoolConfig,
-    agents_dir: Path,
+    target: str | None,
+    overrides: po.Overrides,
     *,
     url: str | None,
     api_key: str | None,
@@ -98,7 +110,7 @@ def _run_worker(
 
     try:
         po.check_paths(config)
-        pool = po.build_pool(config, agents_dir)
+        pool = po.pool_for(target, config, overrides)
         preflight(pool)
         server = PoolServer(pool, ws_url=url, api_key=api_key, api_secret=api_secret)
     except OpenRTCError as e:

@@ -12,6 +12,14 @@ AgentsDir = Annotated[
     Path,
     typer.Argument(help="Directory with one agent per *.py file.", show_default=False),
 ]
+Target = Annotated[
+    str | None,
+    typer.Argument(
+        help="The agents: a directory with one agent per *.py file, or an AgentPool "
+        "object as FILE.py:NAME or module:NAME (left out under `pool.run()`).",
+        show_default=False,
+    ),
+]
 Url = Annotated[
     str | None,
     typer.Option("--url", envvar="LIVEKIT_URL", help="LiveKit server URL (ws:// or wss://)."),

@@ -4,7 +4,8 @@ Every field of `openrtc.config` that carries a `Setting` becomes one flag here, 
 the field's default, variable and help, so a default is written once, in the group.
 A flag left off the command line falls back to the variable, then to the group's
 default (`PoolConfig.from_env`). A command decorated with `pool_flags` receives the
-result as `config: PoolConfig`.
+result as `config: PoolConfig` (and, when it asks, the flags given as `overrides`, to
+lay over a pool built in Python: `pool_for`).
 """
 
 from __future__ import annotations
@@ -12,8 +13,12 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
+import importlib
+import importlib.util
 import inspect
 import os
+import sys
+import types
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
@@ -95,12 +100,12 @@ DEFAULTS = cfg.PoolConfig()
 """What a decorated command's `config` parameter defaults to (the flags replace it)."""
 
 
-def build_config(
-    values: Mapping[str, Any], environ: Mapping[str, str] | None = None
-) -> cfg.PoolConfig:
-    """The pool's settings from the flags given (None: not given), the variables, the defaults."""
-    env = os.environ if environ is None else environ
-    given: dict[str, dict[str, Any]] = {}
+Overrides = dict[str, dict[str, Any]]
+"""The flags given on the command line: group -> field -> value."""
+
+
+def flag_overrides(values: Mapping[str, Any]) -> Overrides:
+    given: Overrides = {}
     for param, value in values.items():
         if value is None:
             continue
@@ -108,6 +113,15 @@ def build_config(
             value = value.value
         flag = FLAGS[param]
         given.setdefault(flag.group, {})[flag.field] = value
+    return given
+
+
+def build_config(
+    values: Mapping[str, Any], environ: Mapping[str, str] | None = None
+) -> cfg.PoolConfig:
+    """The pool's settings from the flags given (None: not given), the variables, the defaults."""
+    env = os.environ if environ is None else environ
+    given = flag_overrides(values)
     groups = {
         name: cfg.group_from_env(group, env, **given.get(name, {}))
         for name, group in cfg.GROUPS.items()
@@ -130,6 +144,13 @@ def check_paths(config: cfg.PoolConfig) -> None:
             raise ConfigError(f"{where}: its directory {path.parent} does not exist")
 
 
+def overlay(base: cfg.PoolConfig, overrides: Overrides) -> cfg.PoolConfig:
+    """`base` with the flags given on the command line applied over it."""
+    for group, changes in overrides.items():
+        base = base.replace(group, **changes)
+    return base
+
+
 def build_pool(config: cfg.PoolConfig, agents_dir: Path) -> AgentPool:
     """The pool `start`/`dev` run; an audit file that cannot be continued is a ConfigError."""
     from ..audit import AuditFileError
@@ -143,6 +164,82 @@ def build_pool(config: cfg.PoolConfig, agents_dir: Path) -> AgentPool:
             f"--audit-path (OPENRTC_AUDIT_PATH) {config.audit.path}: {e.strerror or e}"
         ) from None
     pool.discover(agents_dir)
+    return pool
+
+
+_program_pool: list[AgentPool] = []
+"""The pool `AgentPool.run()` hands to the commands (they take no TARGET then)."""
+
+
+def set_program_pool(pool: AgentPool) -> None:
+    _program_pool[:] = [pool]
+
+
+def load_pool_object(target: str) -> AgentPool:
+    """FILE.py:NAME or module:NAME -> the AgentPool it names (imported now)."""
+    where, _, attr = target.rpartition(":")
+    if not where or not attr.isidentifier():
+        raise ConfigError(f"TARGET {target!r}: expected FILE.py:NAME or module:NAME")
+    try:
+        if where.endswith(".py") or os.sep in where:
+            path = Path(where)
+            if not path.is_file():
+                raise ConfigError(f"TARGET {target!r}: no file {where}")
+            module = _import_file(path)
+        else:
+            if os.getcwd() not in sys.path:
+                sys.path.insert(0, os.getcwd())
+            module = importlib.import_module(where)
+    except ConfigError:
+        raise
+    except Exception as e:
+        raise ConfigError(
+            f"TARGET {target!r}: importing it raised {type(e).__name__}: {e}"
+        ) from None
+    pool = getattr(module, attr, None)
+    if not isinstance(pool, AgentPool):
+        found = "nothing" if pool is None else type(pool).__name__
+        raise ConfigError(f"TARGET {target!r}: {attr} is {found}, not an AgentPool")
+    return pool
+
+
+def _import_file(path: Path) -> types.ModuleType:
+    """Import a file as a module named after it, its folder first on sys.path, so job
+    processes can import its agent classes by the same name."""
+    folder = str(path.resolve().parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    name = path.stem
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def pool_for(target: str | None, config: cfg.PoolConfig, overrides: Overrides) -> AgentPool:
+    """The pool a command runs: a folder of agent files, a pool object, or `pool.run()`'s.
+
+    A folder's pool is built from `config` (flags, variables, defaults); a pool object
+    keeps its own settings with the flags given on the command line over them.
+    """
+    if target is None:
+        if not _program_pool:
+            raise ConfigError(
+                "give TARGET: a directory of agent files, or FILE.py:NAME / module:NAME"
+            )
+        pool = _program_pool[0]
+    elif Path(target).is_dir():
+        return build_pool(overlay(config, overrides), Path(target))
+    elif ":" in target:
+        pool = load_pool_object(target)
+    else:
+        raise ConfigError(
+            f"TARGET {target!r} is neither a directory nor FILE.py:NAME / module:NAME"
+        )
+    pool.reconfigure(overlay(pool.config, overrides))
     return pool
 
 
@@ -162,7 +259,9 @@ def pool_flags(fn: F) -> F:
     flag or variable, and exit code 2.
     """
     sig = inspect.signature(fn, eval_str=True)
-    own = [p for name, p in sig.parameters.items() if name != "config"]
+    own = [p for name, p in sig.parameters.items() if name not in ("config", "overrides")]
+
+    wants_overrides = "overrides" in sig.parameters
 
     @functools.wraps(fn)
     def command(**kwargs: Any) -> Any:
@@ -172,6 +271,8 @@ def pool_flags(fn: F) -> F:
         except ConfigError as e:
             typer.secho(f"error: {e}", err=True, fg=typer.colors.RED)
             raise typer.Exit(2) from None
+        if wants_overrides:
+            kwargs["overrides"] = flag_overrides(values)
         return fn(**kwargs, config=config)
 
     params = [

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from ..errors import OpenRTCError
-from .options import AgentsDir, ApiKey, ApiSecret, Url
+from .options import ApiKey, ApiSecret, Target, Url
 
 AgentOpt = Annotated[
     str | None,
@@ -24,16 +24,17 @@ def _error(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _pool(agents_dir: Path) -> Any:
+def _pool(target: str | None) -> Any:
     from ..config import PoolConfig, Runtime
-    from ..pool import AgentPool
+    from . import pool_options as po
 
     try:
-        pool = AgentPool(config=PoolConfig.from_env(runtime=Runtime(prewarm_models=False)))
-        pool.discover(agents_dir)
+        if target is not None and Path(target).is_dir():
+            config = PoolConfig.from_env(runtime=Runtime(prewarm_models=False))
+            return po.build_pool(config, Path(target))
+        return po.pool_for(target, PoolConfig(), {})
     except OpenRTCError as e:
         raise _error(str(e)) from None
-    return pool
 
 
 def _spec(pool: Any, agent: str | None) -> Any:
@@ -80,7 +81,7 @@ async def _chat(pool: Any, spec: Any, lines: Any, out: Any) -> int:
 
 
 def console_command(
-    agents_dir: AgentsDir,
+    target: Target = None,
     agent: AgentOpt = None,
 ) -> None:
     """Talk to one agent in this terminal, in text, with no server and no room.
@@ -91,7 +92,7 @@ def console_command(
     from .logs import setup_logging
 
     setup_logging("WARNING")
-    pool = _pool(agents_dir)
+    pool = _pool(target)
     spec = _spec(pool, agent)
     interactive = sys.stdin.isatty()
     if interactive:
@@ -127,7 +128,7 @@ def download_files_command(
 
     setup_logging("WARNING")
     if agents_dir is not None:
-        _pool(agents_dir)
+        _pool(str(agents_dir))
     for plugin in Plugin.registered_plugins:
         typer.echo(f"{plugin.title} {plugin.version}: downloading files")
         try:
@@ -143,8 +144,8 @@ def download_files_command(
 
 
 def connect_command(
-    agents_dir: AgentsDir,
     room: Annotated[str, typer.Option("--room", help="The room to join.")],
+    target: Target = None,
     agent: AgentOpt = None,
     url: Url = None,
     api_key: ApiKey = None,
@@ -169,7 +170,7 @@ def connect_command(
     ]
     if missing:
         raise _error(f"set {', '.join(missing)} (or pass the matching flag)")
-    pool = _pool(agents_dir)
+    pool = _pool(target)
     spec = _spec(pool, agent)
     code = asyncio.run(_connect(pool, spec.name, room, url, api_key, api_secret))
     raise typer.Exit(code)

@@ -11,6 +11,7 @@ import hmac
 import json
 import logging
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -81,6 +82,9 @@ class OpsServer:
         self.metrics = PoolMetrics(pool, lag)
         self.hot_reload: Callable[[], dict[str, Any]] | None = None
         """The hot reloader's status, shown under "hot_reload" in /snapshot when set."""
+        self.snapshots_served = 0
+        self.last_snapshot_at: float | None = None
+        """When /snapshot last answered (monotonic): someone (fleet, top) is watching."""
         if call_stats.enabled():
             call_stats.install_collector()
         self._runner: web.AppRunner | None = None
@@ -167,6 +171,8 @@ class OpsServer:
             WorkerState.DRAINED: "drained",
             WorkerState.STOPPED: "stopped",
         }.get(state, state.value)
+        if state is WorkerState.NOT_MEMBER and self.pool.membership_reason == "manifest_expired":
+            reason = "manifest_expired"
         return web.json_response(
             {"ready": False, "state": state.value, "reason": reason}, status=503
         )
@@ -187,6 +193,8 @@ class OpsServer:
             body["call_stats"] = call_stats.snapshot()
         if self.hot_reload is not None:
             body["hot_reload"] = self.hot_reload()
+        self.snapshots_served += 1
+        self.last_snapshot_at = time.monotonic()
         body["audit"] = self._audit_status()
         return web.Response(text=json.dumps(body), content_type="application/json")
 

@@ -16,7 +16,7 @@ from livekit.agents.voice.events import CloseEvent, CloseReason
 
 from .. import _lk, log_context, routing, sessions
 from ..ops import call_stats
-from ..sessions import SessionInfo, notify
+from ..sessions import SessionInfo
 from ..simulation.script import SIMULATED_CALL_KEY
 from .models import shared_models, shared_vad
 
@@ -25,8 +25,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("openrtc.call")
 
-FAILED_JOB_FIELD = "openrtc_failed_job"
-FAILED_ERROR_FIELD = "openrtc_failed_error"
+OUTCOME_LOGGER = "openrtc.call.outcome"
+"""Carries each call's outcome to the worker; not printed (see PoolServer)."""
+outcome_logger = logging.getLogger(OUTCOME_LOGGER)
+FAILED_JOB_FIELD = "openrtc_outcome_job"
+FAILED_ERROR_FIELD = "openrtc_outcome_error"
 
 
 class CallFailed(RuntimeError):
@@ -82,41 +85,51 @@ def _build_session(pool: AgentPool, spec: Any, info: SessionInfo) -> AgentSessio
     return AgentSession(**opts)
 
 
-async def run_call(pool: AgentPool, ctx: JobContext) -> None:
+async def run_call(pool: AgentPool, ctx: JobContext, *, agent: str | None = None) -> None:
+    """Run one call; `agent` is the one decided at admission, when handed over."""
     job = ctx.job
-    info = pool.session_info(job)
-    if info is None:
-        raise CallFailed(f"job {job.id} names no agent this worker runs")
-    spec = pool.registry.get(info.agent)
-    sessions.enter_call(info)
-    script = routing.parse_metadata(job.metadata).get(SIMULATED_CALL_KEY)
-    fields = {"job_id": job.id, "agent": spec.name, "tenant": info.tenant}
-    log_context.bind(deployment_version=pool.deployment_version, **fields)
-    ctx.log_context_fields = {**fields, "deployment_version": pool.deployment_version}
     try:
+        info = pool.session_info(job, agent=agent or _lk.accepted_agent(ctx))
+        if info is None:
+            raise CallFailed(f"job {job.id} names no agent this worker runs")
+        spec = pool.registry.get(info.agent)
+        sessions.enter_call(info)
+        script = routing.parse_metadata(job.metadata).get(SIMULATED_CALL_KEY)
+        fields = {"job_id": job.id, "agent": spec.name, "tenant": info.tenant}
+        log_context.bind(deployment_version=pool.deployment_version, **fields)
+        ctx.log_context_fields = {**fields, "deployment_version": pool.deployment_version}
         session = _build_session(pool, spec, info)
         errors: list[str] = []
         session.on("error", lambda ev: errors.append(_describe_error(ev)))
         pool.session_started(info, session)
-        if pool.observers:
-            await notify(pool.observers, "on_session_start", info, session)
-        agent = spec.agent_cls()  # type: ignore[call-arg]
+        instance = spec.agent_cls()  # type: ignore[call-arg]
         if script is not None:
-            await _simulated(pool, ctx, session, agent, spec, script, errors)
+            await _simulated(pool, ctx, session, instance, spec, script, errors)
         else:
-            await _over_room(pool, ctx, session, agent, spec, errors)
+            await _over_room(pool, ctx, session, instance, spec, errors)
     except BaseException as e:
         if not isinstance(e, asyncio.CancelledError):
             error = f"{type(e).__name__}: {e}"
             pool.record_crash(job.id, error)
-            # the record also carries the outcome to the parent under process isolation
-            logger.error(
-                "call %s failed: %s",
-                job.id,
-                error,
-                extra={FAILED_JOB_FIELD: job.id, FAILED_ERROR_FIELD: error},
-            )
+            logger.error("call %s failed: %s", job.id, error)
+            report_outcome(job.id, error)
         raise
+    pool.record_clean_end(job.id)
+    report_outcome(job.id, None)
+
+
+def report_outcome(job_id: str, error: str | None) -> None:
+    """Tell the worker how the call ended (None: its session closed normally).
+
+    Under thread and process isolation this record is the parent's only evidence:
+    livekit carries a job process's log records to the parent, which listens on
+    OUTCOME_LOGGER.
+    """
+    extra = {FAILED_JOB_FIELD: job_id, FAILED_ERROR_FIELD: error}
+    if error is None:
+        outcome_logger.info("call %s ended normally", job_id, extra=extra)
+    else:
+        outcome_logger.info("call %s failed: %s", job_id, error, extra=extra)
 
 
 async def _simulated(

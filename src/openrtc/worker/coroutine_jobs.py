@@ -24,6 +24,7 @@ from ..routing import parse_metadata
 from ..sessions import Outcome
 from ..simulation.room import room_for_simulated_job
 from ..simulation.script import SIMULATED_CALL_KEY
+from . import containment
 
 logger = logging.getLogger("openrtc.jobs")
 
@@ -58,6 +59,8 @@ class CoroutineJob:
         self.end_reason = ""
         self.started_at = 0.0
         self._cancel_reason: str | None = None
+        self._failure: str | None = None
+        self._ended_cleanly = False
 
     # --- JobExecutor protocol -----------------------------------------------------
     @property
@@ -144,9 +147,23 @@ class CoroutineJob:
 
     # --- the call -------------------------------------------------------------------
     async def _run(self, info: RunningJobInfo) -> None:
-        # the call's own aiohttp session for provider plugins, as livekit's job executors give
-        async with utils.http_context.open():
-            await self._run_call(info)
+        job_id = info.job.id
+        # every task this call's code creates from here on is contained (see containment)
+        containment.enter(job_id, self._escaped)
+        try:
+            # the call's own aiohttp session for provider plugins, as livekit's executors give
+            async with utils.http_context.open():
+                await self._run_call(info)
+        except asyncio.CancelledError:
+            self._fail("the call's task was cancelled before it ended")
+            raise
+        except BaseException as e:
+            # contained: whatever the call raised, only this call ends
+            self._fail(f"the call could not run: {containment.describe(e)}")
+            logger.error("call could not run", exc_info=e, extra=self.logging_extra())
+        finally:
+            containment.leave(job_id)
+            self._settle()
 
     async def _run_call(self, info: RunningJobInfo) -> None:
         assert self._shutdown is not None
@@ -161,7 +178,10 @@ class CoroutineJob:
         room.on("disconnected", lambda *_: self.request_shutdown("room disconnected"))
         _lk.prepare_job_context(ctx)
         token = _lk.set_current_job_context(ctx)
-        entry = asyncio.create_task(self._entrypoint(ctx), name=f"entrypoint:{info.job.id}")
+        entry = asyncio.create_task(
+            containment.contained(self._entrypoint(ctx), info.job.id),
+            name=f"entrypoint:{info.job.id}",
+        )
         entry.add_done_callback(self._on_entry_done)
         try:
             self.end_reason = await self._shutdown
@@ -172,22 +192,36 @@ class CoroutineJob:
             except Exception:
                 logger.exception("job cleanup failed", extra=self.logging_extra())
             _lk.reset_current_job_context(token)
-            self._settle()
+
+    def _fail(self, error: str) -> None:
+        """Record why the call failed; the first reason wins."""
+        if self._failure is None:
+            self._failure = error
+
+    def _escaped(self, error: str) -> None:
+        """The call's code raised a BaseException (SystemExit...): end this call only."""
+        logger.error("call code raised %s; only this call ends", error, extra=self.logging_extra())
+        self._fail(error)
+        self.request_shutdown(f"call code raised {error.split(':')[0]}")
 
     def _on_entry_done(self, task: asyncio.Task[None]) -> None:
         if task.cancelled():
             return
         exc = task.exception()
-        if exc is not None and self._shutdown is not None and self._shutdown.done():
+        if exc is None:
+            self._ended_cleanly = True
+            return
+        if isinstance(exc, containment.ContainedExit):
+            self._fail(str(exc))
+            return
+        if self._shutdown is not None and self._shutdown.done() and self._failure is None:
             # the call was already ending (hang-up or cut); its code unwinding is not a crash
             logger.debug("entrypoint ended with %r after shutdown", exc, extra=self.logging_extra())
+            self._ended_cleanly = True
             return
-        if exc is not None:
-            self.error = f"{type(exc).__name__}: {exc}"
-            if self.outcome is None:
-                self.outcome = Outcome.FAILED
-            logger.error("call crashed", exc_info=exc, extra=self.logging_extra())
-            self.request_shutdown("job crashed")
+        self._fail(f"{type(exc).__name__}: {exc}")
+        logger.error("call crashed", exc_info=exc, extra=self.logging_extra())
+        self.request_shutdown("job crashed")
 
     async def _shutdown_sequence(
         self, ctx: JobContext, room: Any, entry: asyncio.Task[None]
@@ -223,11 +257,16 @@ class CoroutineJob:
                 logger.error("shutdown callback raised", exc_info=r, extra=self.logging_extra())
 
     def _settle(self) -> None:
-        if self._cancel_reason is not None and self.outcome is None:
-            self.outcome = Outcome.CANCELLED
-            self.error = self._cancel_reason
-        elif self.outcome is None:
+        """The call's outcome: SUCCESS only on evidence that it ended normally."""
+        if self._failure is not None:
+            self.outcome, self.error = Outcome.FAILED, self._failure
+        elif self._cancel_reason is not None:
+            self.outcome, self.error = Outcome.CANCELLED, self._cancel_reason
+        elif self._ended_cleanly:
             self.outcome = Outcome.SUCCESS
+        else:
+            self.outcome = Outcome.FAILED
+            self.error = "the call's code did not finish after shutdown"
 
 
 class CoroutineJobPool(utils.EventEmitter[PoolEvent]):
@@ -241,6 +280,7 @@ class CoroutineJobPool(utils.EventEmitter[PoolEvent]):
         self._jobs: list[CoroutineJob] = []
         self._monitors: set[asyncio.Task[None]] = set()
         self._target_idle = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def job_process(self) -> JobProcess:
@@ -266,6 +306,9 @@ class CoroutineJobPool(utils.EventEmitter[PoolEvent]):
         return self._target_idle
 
     async def launch_job(self, info: RunningJobInfo) -> None:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+            containment.install(self._loop)
         info.launched_at = time.time()
         job = CoroutineJob(
             proc=self._proc, entrypoint=self._entrypoint, close_timeout=self._close_timeout
@@ -291,3 +334,6 @@ class CoroutineJobPool(utils.EventEmitter[PoolEvent]):
         live = list(self._jobs)
         await asyncio.gather(*(j.cancel_call("worker shutdown") for j in live))
         await asyncio.gather(*self._monitors, return_exceptions=True)
+        if self._loop is not None:
+            containment.uninstall(self._loop)
+            self._loop = None

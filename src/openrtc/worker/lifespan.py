@@ -15,10 +15,12 @@
    this module gives up only once the link stayed down for `--dispatch-retry-budget`
    with no call live, and then exits EXIT_FAILED so the orchestrator restarts it.
 4. exit: when the last call ends, the final job statuses are flushed, the connection is
-   closed cleanly and `serve()` returns EXIT_OK. If `drain_timeout` passes first, or a
-   second signal arrives, the calls still live are closed gracefully (sessions closed,
-   shutdown callbacks run, JS_CANCELLED sent), `deployment.drain_timeout` is audited with
-   the cut job ids, and `serve()` returns EXIT_DRAIN_TIMEOUT.
+   closed cleanly, the observers' pending `on_session_end` calls are awaited (at most
+   `observer_flush_timeout`; any abandoned is audited) and `serve()` returns EXIT_OK.
+   If `drain_timeout` passes first, or a second signal arrives, the calls still live
+   are closed gracefully (sessions closed, shutdown callbacks run, JS_CANCELLED sent),
+   `deployment.drain_timeout` is audited with the cut job ids, and `serve()` returns
+   EXIT_DRAIN_TIMEOUT.
 """
 
 from __future__ import annotations
@@ -57,6 +59,11 @@ EXIT_DRAIN_TIMEOUT = 3
 """drain_timeout passed (or a second signal came): live calls were cut, CANCELLED."""
 
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+REPORT_DRAINED_S = 2.0
+"""A watched worker (its /snapshot read lately) waits at most this long before exiting
+for one more read, so its watcher sees `drained` rather than a worker gone with calls."""
+WATCHED_WITHIN_S = 10.0
 
 
 @contextlib.contextmanager
@@ -243,7 +250,7 @@ class Lifespan:
         self.watcher = membership_watcher(pool)
         if self.watcher is not None:
             await self.watcher.start()
-            if self.watcher.current is None:
+            if self.watcher.current is None and pool.member is None:
                 # fail closed: a worker that cannot verify a manifest takes no calls
                 pool.set_membership(False, reason="no valid manifest yet")
         if pool.config.runtime.prewarm_models:
@@ -341,6 +348,15 @@ class Lifespan:
                 continue
             await asyncio.sleep(0.01)
 
+    async def _report_drained(self, ops: OpsServer) -> None:
+        """Let a watcher read `drained` once before the endpoint goes away (bounded)."""
+        seen = ops.last_snapshot_at
+        if self.pool.lifecycle.state is not WorkerState.DRAINED or seen is None:
+            return
+        if time.monotonic() - seen > WATCHED_WITHIN_S:
+            return
+        await _wait_for_a_read(ops, REPORT_DRAINED_S)
+
     async def _close(self) -> None:
         await self.server.flush_outbox()
         unreported = self.server.unreported_outcomes()
@@ -358,7 +374,10 @@ class Lifespan:
             )
         with contextlib.suppress(Exception):
             await self.server.aclose()
+        # every ended call's on_session_end reaches the observers before the process exits
+        await self.pool.flush_observers()
         if self.ops is not None:
+            await self._report_drained(self.ops)
             await self.ops.aclose()
         if self.watcher is not None:
             await self.watcher.aclose()
@@ -392,6 +411,13 @@ def _check_port_free(host: str, port: int) -> None:
             sock.bind((host, port))
         except OSError as e:
             raise ConfigError(port_problem(host, port, e)) from None
+
+
+async def _wait_for_a_read(ops: OpsServer, timeout: float) -> None:
+    served = ops.snapshots_served
+    deadline = time.monotonic() + timeout
+    while ops.snapshots_served == served and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
 
 
 async def until_started(lifespan: Lifespan, task: asyncio.Task[int]) -> bool:

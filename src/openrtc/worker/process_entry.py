@@ -123,6 +123,9 @@ def _build(blueprint: PoolBlueprint) -> AgentPool:
 
 
 async def process_entrypoint(blueprint: PoolBlueprint, ctx: JobContext) -> None:
+    from .. import _lk
     from .call import run_call
 
-    await run_call(_pool_in_this_process(blueprint), ctx)
+    # the parent decided the agent at admission; it accepted with that name
+    agent = _lk.accepted_agent(ctx, from_name=True)
+    await run_call(_pool_in_this_process(blueprint), ctx, agent=agent)

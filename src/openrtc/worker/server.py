@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import signal
 import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
@@ -20,7 +21,7 @@ from .. import _lk
 from ..admission import Refuse, RejectReason
 from ..errors import ConfigError
 from ..sessions import Outcome
-from .call import FAILED_ERROR_FIELD, FAILED_JOB_FIELD, run_call
+from .call import FAILED_ERROR_FIELD, FAILED_JOB_FIELD, OUTCOME_LOGGER, run_call
 from .coroutine_jobs import CoroutineJob, CoroutineJobPool
 from .dispatch_link import HeldOutcomes, backoff, describe_failure
 from .models import shared_models
@@ -59,6 +60,8 @@ class PoolServer(_lk.ServerInternals):
         runtime, drain = pool.config.runtime, pool.config.drain
         self._cut: dict[str, str] = {}
         """Thread/process jobs closed by a drain cut, and why: they end CANCELLED."""
+        self._final: dict[str, Outcome] = {}
+        """Thread/process jobs' outcomes, decided when they closed, until sent."""
         executor = _EXECUTORS.get(runtime.isolation, JobExecutorType.THREAD)
         kwargs: dict[str, Any] = {}
         if runtime.isolation == "coroutine":
@@ -89,7 +92,12 @@ class PoolServer(_lk.ServerInternals):
         )
         self.on("worker_registered", self._on_registered)
         self._outcomes = _OutcomeRecorder(pool)
-        logging.getLogger("openrtc.call").addHandler(self._outcomes)
+        outcomes = logging.getLogger(OUTCOME_LOGGER)
+        # INFO is copied into job processes (livekit passes logger levels on), so their
+        # outcome records come back; they are evidence, not output: not propagated here
+        outcomes.setLevel(logging.INFO)
+        outcomes.propagate = False
+        outcomes.addHandler(self._outcomes)
         self._status_loop: asyncio.AbstractEventLoop | None = None
         self._pushes: set[asyncio.Task[None]] = set()
         self._offers: dict[str, lk_proto.AvailabilityResponse | None] = {}
@@ -147,11 +155,11 @@ class PoolServer(_lk.ServerInternals):
         accepted = False
         try:
             if self.pool.config.dispatch.request_fnc is not None:
-                accepted = await self._ask_user_hook(req)
+                accepted = await self._ask_user_hook(req, decision.agent)
             else:
                 identity = f"agent-{job_id}"
                 attributes = {
-                    "openrtc.agent": decision.agent,
+                    _lk.AGENT_ATTRIBUTE: decision.agent,
                     "openrtc.version": self.pool.deployment_version,
                 }
                 self._remember_answer(job_id, decision.agent, identity, attributes)
@@ -180,18 +188,18 @@ class PoolServer(_lk.ServerInternals):
         answer.participant_attributes.update(attributes)
         self._offers[job_id] = answer
 
-    async def _ask_user_hook(self, req: JobRequest) -> bool:
+    async def _ask_user_hook(self, req: JobRequest, agent: str) -> bool:
         """Run the user's request_fnc; it accepts or rejects through our bookkeeping."""
         answer: dict[str, bool] = {}
 
         async def on_accept(args: Any) -> None:
             answer["accepted"] = True
-            self._remember_answer(req.id, args.name, args.identity, dict(args.attributes or {}))
+            # a job process learns the admitted agent from the participant name only
+            name = agent if self.pool.isolation == "process" else args.name
+            attributes = {**(args.attributes or {}), _lk.AGENT_ATTRIBUTE: agent}
+            self._remember_answer(req.id, name, args.identity, attributes)
             await req.accept(
-                name=args.name,
-                identity=args.identity,
-                metadata=args.metadata,
-                attributes=args.attributes,
+                name=name, identity=args.identity, metadata=args.metadata, attributes=attributes
             )
 
         async def on_reject(terminate: bool) -> None:
@@ -306,12 +314,15 @@ class PoolServer(_lk.ServerInternals):
             return None
         from livekit.protocol import agent as lk_proto
 
-        if info.job.id in self._cut:
-            return int(lk_proto.JobStatus.JS_CANCELLED)
-        if self.pool.crash_of(info.job.id) is not None:
-            self.pool.forget_crash(info.job.id)
-            return int(lk_proto.JobStatus.JS_FAILED)
-        return None
+        final = self._final.pop(info.job.id, None)
+        self._cut.pop(info.job.id, None)
+        self.pool.forget_crash(info.job.id)
+        return {
+            None: None,
+            Outcome.SUCCESS: int(lk_proto.JobStatus.JS_SUCCESS),
+            Outcome.FAILED: int(lk_proto.JobStatus.JS_FAILED),
+            Outcome.CANCELLED: int(lk_proto.JobStatus.JS_CANCELLED),
+        }[final]
 
     def make_job_pool(self, stock_pool: Any) -> Any:
         pool: Any = stock_pool
@@ -339,20 +350,31 @@ class PoolServer(_lk.ServerInternals):
         job_id = info.job.id
         self._offers.pop(job_id, None)
         if isinstance(executor, CoroutineJob):
-            status = executor.outcome or Outcome.SUCCESS
-            error = executor.error or None
+            status = executor.outcome or Outcome.FAILED
+            error = executor.error or (None if executor.outcome else "the call ended unsettled")
             reason = executor.end_reason
             self.pool.forget_crash(job_id)
-        elif job_id in self._cut:
-            status, error, reason = Outcome.CANCELLED, None, self._cut[job_id]
         else:
-            crash = self.pool.crash_of(job_id)
-            status = Outcome.FAILED if crash else Outcome.SUCCESS
-            error, reason = crash, "job closed"
+            status, error, reason = self._settle_job_runner(executor, job_id)
+            self._final[job_id] = status
         self.pool.session_ended(job_id, status, error, reason)
 
+    def _settle_job_runner(self, executor: Any, job_id: str) -> tuple[Outcome, str | None, str]:
+        """A thread/process job's outcome: SUCCESS only when the call reported a clean end."""
+        if job_id in self._cut:
+            return Outcome.CANCELLED, None, self._cut[job_id]
+        crash = self.pool.crash_of(job_id)
+        if crash:
+            return Outcome.FAILED, crash, "job closed"
+        code = getattr(executor, "exitcode", None)
+        if isinstance(code, int) and code != 0:
+            return Outcome.FAILED, f"the job process died ({_describe_exit(code)})", "job died"
+        if self.pool.ended_cleanly(job_id):
+            return Outcome.SUCCESS, None, "job closed"
+        return Outcome.FAILED, "the job ended without reporting how its call ended", "job closed"
+
     async def aclose(self) -> None:
-        logging.getLogger("openrtc.call").removeHandler(self._outcomes)
+        logging.getLogger(OUTCOME_LOGGER).removeHandler(self._outcomes)
         await super().aclose()
 
     async def cut_live_calls(self, reason: str) -> list[str]:
@@ -378,6 +400,15 @@ def _printable(text: str, limit: int = 80) -> str:
     return text[:limit].encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
 def _executor_running(executor: Any) -> bool:
     try:
         return bool(executor.status == _lk.ExecutorStatus.RUNNING)
@@ -386,13 +417,19 @@ def _executor_running(executor: Any) -> bool:
 
 
 class _OutcomeRecorder(logging.Handler):
-    """Hears "call failed" records, which job processes send over livekit's log channel."""
+    """Hears each call's outcome record (job processes send theirs over livekit's log
+    channel): the parent's evidence of how a thread or process call ended."""
 
     def __init__(self, pool: AgentPool) -> None:
-        super().__init__(logging.ERROR)
+        super().__init__(logging.INFO)
         self.pool = pool
 
     def emit(self, record: logging.LogRecord) -> None:
         job_id = getattr(record, FAILED_JOB_FIELD, None)
-        if isinstance(job_id, str):
-            self.pool.record_crash(job_id, str(getattr(record, FAILED_ERROR_FIELD, "")))
+        if not isinstance(job_id, str):
+            return
+        error = getattr(record, FAILED_ERROR_FIELD, None)
+        if error is None:
+            self.pool.record_clean_end(job_id)
+        else:
+            self.pool.record_crash(job_id, str(error))
