@@ -375,10 +375,12 @@ class AgentPool:
         reason = refusal.reason_name
         with self._lock:
             self._rejected[reason] += 1
+        # an offer the worker could not even decide says nothing about its room: one source
+        source = "dispatch" if reason == admission.RejectReason.INVALID_JOB else room
         record = self.audit_log.emit_refusal(
             "worker.rejected",
             reason=reason,
-            source=room,
+            source=source,
             target=job_id,
             job_id=job_id,
             detail=refusal.detail,

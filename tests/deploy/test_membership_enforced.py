@@ -150,6 +150,7 @@ async def test_a_worker_set_to_drain_when_dropped_finishes_its_calls_and_exits_0
     # the drop and the drain it asks for are applied together: the drain wins
     assert [t.state.value for t in pool.lifecycle.history] == [
         "accepting",
+        "not_member",
         "draining",
         "drained",
         "stopped",

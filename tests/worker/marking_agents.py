@@ -17,14 +17,10 @@ def _mark(agent: Agent) -> None:
 class MarkedSales(Agent):
     def __init__(self) -> None:
         super().__init__(instructions="You are Sales.")
-
-    async def on_enter(self) -> None:
-        _mark(self)
+        _mark(self)  # built inside the job, before the call can end
 
 
 class MarkedSupport(Agent):
     def __init__(self) -> None:
         super().__init__(instructions="You are Support.")
-
-    async def on_enter(self) -> None:
-        _mark(self)
+        _mark(self)  # built inside the job, before the call can end

@@ -122,7 +122,7 @@ async def test_offers_that_break_the_decision_are_refused_as_invalid_job_once_pe
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     events: list[AuditEvent] = []
-    secret = "claims-secret"
+    secret = "claims-secret-0123456789abcdef-0123456789abcdef"
     pool = capped_pool(5, events, Tenancy(secret=secret, unknown="defaults"))
     caplog.set_level(logging.INFO)
     nested = "[" * 200_000 + "]" * 200_000
@@ -135,10 +135,11 @@ async def test_offers_that_break_the_decision_are_refused_as_invalid_job_once_pe
             answer = (await server.wait_for(answer_for(offer.id))).availability
             assert not answer.available
         # a well-formed offer after the flood is still taken
-        good = {"tenant": "acme", "tenant_sig": sign_tenant("acme", secret)}
+        good = {"tenant": "acme", "tenant_sig": sign_tenant("acme", secret, room="room-J_good")}
         await server.offer(job("J_good", metadata=json.dumps(good)))
         assert (await server.wait_for(answer_for("J_good"))).availability.available
-    assert pool.runtime_snapshot().rejected_total == {"invalid_job": 30}
+    # a lone surrogate in a signed tenant claim is now decided (forged), not an exception
+    assert pool.runtime_snapshot().rejected_total == {"invalid_job": 15, "tenant_forged": 15}
     audited = [e for e in events if e.fields.get("reason") == "invalid_job"]
     assert len(audited) == 1
     assert not [r for r in caplog.records if r.exc_info is not None]
