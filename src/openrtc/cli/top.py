@@ -71,6 +71,29 @@ def _lag_text(lag: object) -> Text:
     return Text.assemble(f"p50 {p50:.1f} ms, ", (f"p99 {p99:.1f} ms", style))
 
 
+def load_text(load: object) -> Text:
+    """The load the worker reports, its threshold, and why: the measure (or the cap, or
+    the state) that sets it. Red when full, yellow when close to the threshold."""
+    if not isinstance(load, Mapping) or "reported" not in load:
+        return Text("n/a")
+    reported = float(load["reported"])
+    threshold = load.get("threshold")
+    text = f"{reported:.2f}"
+    if isinstance(threshold, int | float):
+        text += f" (refuses at {threshold:g})"
+    why = load.get("why")
+    components = load.get("components")
+    if isinstance(why, str) and why:
+        text += f", why: {why}"
+        if isinstance(components, Mapping) and isinstance(components.get(why), int | float):
+            text += f" {float(components[why]):.2f}"
+    full = reported >= 1.0 or bool(load.get("overloaded"))
+    if full:
+        text += "  FULL"
+    near = isinstance(threshold, int | float) and reported >= 0.8 * float(threshold)
+    return Text(text, style="bold red" if full else "yellow" if near else "")
+
+
 def reload_text(status: object, now: float) -> Text:
     """Hot reload in one line: what is watched, and how the latest save went."""
     if not isinstance(status, Mapping):
@@ -169,6 +192,7 @@ def render_top(
         "isolation",
         str(snapshot.get("isolation", "?")),
     )
+    header.add_row("load", load_text(snapshot.get("load")))
     if "hot_reload" in snapshot:
         header.add_row(
             "reload", reload_text(snapshot["hot_reload"], float(snapshot.get("taken_at", 0.0)))
@@ -341,7 +365,7 @@ def top_command(
         str, typer.Option("--filter", help="Show only calls whose agent or tenant contains this.")
     ] = "",
 ) -> None:
-    """Watch one worker live: state, capacity, loop lag and every call.
+    """Watch one worker live: state, capacity, load and why, loop lag and every call.
 
     Keys: s cycles the sort, f filters by agent or tenant (type, then Enter), q quits.
     """
