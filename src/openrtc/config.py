@@ -202,7 +202,7 @@ class Providers:
 
 
 DEFAULT_LOAD_THRESHOLD = 0.7
-"""See `Limits.load_threshold` and docs/capacity.md for how it was chosen."""
+"""See `Limits.load_threshold`; docs/performance.md says how it was chosen."""
 
 
 @dataclass(frozen=True)
