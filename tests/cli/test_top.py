@@ -147,10 +147,17 @@ def test_load_row_shows_the_load_its_threshold_and_why() -> None:
         "components": components,
     }
     text = as_text(render_top(snapshot, sort="duration", filter_text=""))
-    assert "load      1.00 (refuses at 0.7), why: loop_lag 0.83  FULL" in text
-    snapshot["load"] = {**snapshot["load"], "reported": 0.4, "overloaded": False, "why": "cap"}
+    expected = "load      1.00, why: loop_lag 0.83; measured 0.83, refuses at 0.7  FULL"
+    assert expected in text
+    snapshot["load"] = {
+        **snapshot["load"],
+        "reported": 0.4,
+        "measured": 0.2,
+        "overloaded": False,
+        "why": "cap",
+    }
     text = as_text(render_top(snapshot, sort="duration", filter_text=""))
-    assert "0.40 (refuses at 0.7), why: cap" in text and "FULL" not in text
+    assert "0.40, why: cap; measured 0.20, refuses at 0.7" in text and "FULL" not in text
     del snapshot["load"]
     assert "load      n/a" in as_text(render_top(snapshot, sort="duration", filter_text=""))
 
@@ -165,7 +172,7 @@ async def test_once_shows_a_running_workers_measured_load(devserver: DispatchSer
         result = await top(run.lifespan.ops.url, "--once")
     assert result.exit_code == 0, result.output
     line = next(x for x in result.stdout.splitlines() if x.startswith("load"))
-    assert "(refuses at 0.7), why:" in line
+    assert ", why: " in line and "refuses at 0.7" in line
     assert any(c in line for c in ("loop_lag", "vad_backlog", "cpu"))
 
 

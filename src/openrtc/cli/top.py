@@ -72,25 +72,27 @@ def _lag_text(lag: object) -> Text:
 
 
 def load_text(load: object) -> Text:
-    """The load the worker reports, its threshold, and why: the measure (or the cap, or
-    the state) that sets it. Red when full, yellow when close to the threshold."""
+    """The load the worker reports and why (the measure, the cap or the state that sets
+    it), then the measured load against its threshold. Red when full, yellow when the
+    measured load is close to the threshold."""
     if not isinstance(load, Mapping) or "reported" not in load:
         return Text("n/a")
     reported = float(load["reported"])
-    threshold = load.get("threshold")
     text = f"{reported:.2f}"
-    if isinstance(threshold, int | float):
-        text += f" (refuses at {threshold:g})"
     why = load.get("why")
     components = load.get("components")
     if isinstance(why, str) and why:
         text += f", why: {why}"
         if isinstance(components, Mapping) and isinstance(components.get(why), int | float):
             text += f" {float(components[why]):.2f}"
+    measured, threshold = load.get("measured"), load.get("threshold")
+    near = False
+    if isinstance(measured, int | float) and isinstance(threshold, int | float):
+        text += f"; measured {float(measured):.2f}, refuses at {threshold:g}"
+        near = measured >= 0.8 * threshold
     full = reported >= 1.0 or bool(load.get("overloaded"))
     if full:
         text += "  FULL"
-    near = isinstance(threshold, int | float) and reported >= 0.8 * float(threshold)
     return Text(text, style="bold red" if full else "yellow" if near else "")
 
 
@@ -192,7 +194,6 @@ def render_top(
         "isolation",
         str(snapshot.get("isolation", "?")),
     )
-    header.add_row("load", load_text(snapshot.get("load")))
     if "hot_reload" in snapshot:
         header.add_row(
             "reload", reload_text(snapshot["hot_reload"], float(snapshot.get("taken_at", 0.0)))
@@ -222,7 +223,9 @@ def render_top(
         if prompt is not None
         else Text("s sort  f filter  q quit", style="dim")
     )
-    return Group(header, Text(""), table, keys)
+    # on a line of its own: the row is long and would widen the header's columns
+    load = Text.assemble(("load", "bold"), "      ", load_text(snapshot.get("load")))
+    return Group(header, load, Text(""), table, keys)
 
 
 @dataclass
