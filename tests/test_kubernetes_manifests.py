@@ -7,7 +7,6 @@ must find each one when a copy of the Deployment is broken on purpose.
 from __future__ import annotations
 
 import copy
-import json
 import re
 from collections.abc import Callable
 from pathlib import Path

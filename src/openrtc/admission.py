@@ -25,6 +25,8 @@ class RejectReason(StrEnum):
     DRAINING = "draining"
     NOT_MEMBER = "not_member"
     AT_CAPACITY = "at_capacity"
+    OVERLOADED = "overloaded"
+    """The worker's measured load (loop lag, VAD backlog, CPU) reached --load-threshold."""
     AGENT_AT_CAPACITY = "agent_at_capacity"
     TENANT_AT_CAPACITY = "tenant_at_capacity"
     UNKNOWN_AGENT = "unknown_agent"

@@ -203,9 +203,13 @@ class Providers:
     )
 
 
+DEFAULT_LOAD_THRESHOLD = 0.7
+"""See `Limits.load_threshold`; docs/performance.md says how it was chosen."""
+
+
 @dataclass(frozen=True)
 class Limits:
-    """Exact caps on live calls, checked when an offer arrives."""
+    """When offers are refused: exact caps on live calls, and the measured load."""
 
     max_sessions: int | None = setting(
         None,
@@ -225,10 +229,25 @@ class Limits:
         "Exact cap on live calls of any one tenant (dispatch metadata 'tenant').",
         min=1,
     )
+    load_threshold: float = setting(
+        DEFAULT_LOAD_THRESHOLD,
+        "OPENRTC_LOAD_THRESHOLD",
+        "Measured load (0-1, from event-loop lag, VAD backlog and CPU, smoothed) at which "
+        "the worker reports itself full and refuses offers (reason overloaded); applies "
+        "with or without a cap. 1: refuse only when a measure stays saturated.",
+        min=0.01,
+    )
 
     def __post_init__(self) -> None:
         for name in ("max_sessions", "per_agent", "per_tenant"):
             _check_positive(Limits, name, getattr(self, name), whole=True)
+        threshold = self.load_threshold
+        _check_positive(Limits, "load_threshold", threshold, whole=False)
+        if threshold > 1:
+            raise ConfigError(
+                f"{_where(Limits, 'load_threshold')} must be greater than 0 and at most 1, "
+                f"got {threshold!r}"
+            )
 
 
 @dataclass(frozen=True)

@@ -149,6 +149,7 @@ class AgentPool:
         self._worker_id = ""
         self._request_listeners: list[Callable[[], None]] = []
         self._load_listeners: list[Callable[[], None]] = []
+        self._load_source: Callable[[], float] | None = None
         self._end_listeners: list[Callable[[SessionInfo, SessionOutcome], None]] = []
         self._start_listeners: list[Callable[[SessionInfo], None]] = []
         self._admission_checks: list[AdmissionCheck] = []
@@ -283,6 +284,15 @@ class AgentPool:
         """listener() after the admitted calls or the state changed (any thread)."""
         self._load_listeners.append(listener)
 
+    def set_load_source(self, source: Callable[[], float] | None) -> None:
+        """source() -> this worker's measured load in [0, 1] (1.0: full), read from any
+        thread; `exact_load()` reports the larger of it and admitted/cap."""
+        self._load_source = source
+
+    def load_changed(self) -> None:
+        """The measured load moved enough to tell the server now (load listeners run)."""
+        self._load_changed()
+
     def add_request_listener(self, listener: Callable[[], None]) -> None:
         """listener() after a drain, membership or registration was recorded (any thread,
         or a signal handler: it must only schedule work)."""
@@ -414,13 +424,19 @@ class AgentPool:
             return job_id in self._routes
 
     def exact_load(self) -> float:
-        """Load reported to the server: admitted/cap, and 1.0 (full) when not accepting."""
+        """Load reported to the server: the larger of admitted/cap and the measured load
+        (the load source), and 1.0 (full) when not accepting or the dispatch link is down."""
         if not self.admission_state().takes_calls or self.dispatch_down is not None:
             return 1.0
         cap = self.config.limits.max_sessions
-        if cap is None:
-            return 0.0
-        return min(1.0, self._ledger.total / cap)
+        load = 0.0 if cap is None else self._ledger.total / cap
+        source = self._load_source
+        if source is not None:
+            try:
+                load = max(load, float(source()))
+            except Exception:
+                self.log.exception("load source failed")
+        return min(1.0, load)
 
     # --- calls ------------------------------------------------------------------------
     def session_info(self, job: lk_proto.Job, agent: str | None = None) -> SessionInfo | None:

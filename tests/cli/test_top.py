@@ -19,10 +19,13 @@ from typer.testing import Result
 
 from openrtc.admission import RejectReason
 from openrtc.cli.top import TopView, render_top, run_live, top_command
+from openrtc.config import PoolConfig, Runtime
+from openrtc.devserver import DispatchServer
 from openrtc.lifecycle import WorkerState
 from openrtc.pool import AgentPool, Refuse
 from openrtc.sessions import Outcome, SessionInfo
 from tests.cli.endpoints import free_port_url, invoke, serving
+from tests.harness import running
 
 # (job id, agent, tenant, room, seconds since the call started)
 CALLS = (
@@ -79,6 +82,7 @@ async def test_once_shows_version_state_capacity_and_one_row_per_call() -> None:
         out = result.stdout
         for expected in ("v1.0.0", "accepting", "3/10", "at_capacity 1", "p99", "memory"):
             assert expected in out
+        assert "load      0.00" in out  # no measure on this endpoint; nothing admitted
         assert row_order(out) == ["room-c", "room-b", "room-a"]  # longest call first
         assert "3:20" in out  # j2 has run 200 s
 
@@ -129,6 +133,47 @@ def test_memory_shows_when_the_snapshot_has_it_and_na_otherwise() -> None:
     snapshot["memory"] = {"rss_mb": 431.6, "uss_mb": None}
     text = as_text(render_top(snapshot, sort="duration", filter_text=""))
     assert "rss 432 MB, uss n/a" in text
+
+
+def test_load_row_shows_the_load_its_threshold_and_why() -> None:
+    snapshot = make_pool(calls=()).runtime_snapshot().to_dict()
+    components = {"loop_lag": 0.83, "vad_backlog": 0.2, "cpu": 0.31}
+    snapshot["load"] = {
+        "reported": 1.0,
+        "measured": 0.83,
+        "threshold": 0.7,
+        "overloaded": True,
+        "why": "loop_lag",
+        "components": components,
+    }
+    text = as_text(render_top(snapshot, sort="duration", filter_text=""))
+    expected = "load      1.00, why: loop_lag 0.83; measured 0.83, refuses at 0.7  FULL"
+    assert expected in text
+    snapshot["load"] = {
+        **snapshot["load"],
+        "reported": 0.4,
+        "measured": 0.2,
+        "overloaded": False,
+        "why": "cap",
+    }
+    text = as_text(render_top(snapshot, sort="duration", filter_text=""))
+    assert "0.40, why: cap; measured 0.20, refuses at 0.7" in text and "FULL" not in text
+    del snapshot["load"]
+    assert "load      n/a" in as_text(render_top(snapshot, sort="duration", filter_text=""))
+
+
+async def test_once_shows_a_running_workers_measured_load(devserver: DispatchServer) -> None:
+    pool = AgentPool(
+        agents={"sales": Sales},
+        config=PoolConfig.from_env(runtime=Runtime(prewarm_models=False)),
+    )
+    async with running(pool, devserver, http_port=0) as run:
+        assert run.lifespan.ops is not None
+        result = await top(run.lifespan.ops.url, "--once")
+    assert result.exit_code == 0, result.output
+    line = next(x for x in result.stdout.splitlines() if x.startswith("load"))
+    assert ", why: " in line and "refuses at 0.7" in line
+    assert any(c in line for c in ("loop_lag", "vad_backlog", "cpu"))
 
 
 def test_keys_cycle_sort_type_a_filter_and_quit() -> None:

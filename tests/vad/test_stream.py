@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import numpy as np
@@ -12,7 +13,7 @@ from livekit.agents.vad import VAD, VADEventType, VADStream
 from livekit.plugins import silero
 from livekit.plugins.silero import onnx_model
 
-from openrtc.vad import SharedVAD
+from openrtc.vad import SharedVAD, batchers_of
 
 from .signals import boundaries, clip, frames, run_stream, signals, silence
 
@@ -109,3 +110,22 @@ def test_bad_options_are_refused_with_a_hint() -> None:
         SharedVAD.load(deactivation_threshold=0)
     with pytest.raises(TypeError, match="SharedVAD.load"):
         SharedVAD.from_silero(object())
+
+
+async def test_behind_s_says_how_far_behind_real_time_the_batcher_runs(shared: SharedVAD) -> None:
+    loop = asyncio.get_running_loop()
+    stream = shared.stream()
+    batcher = shared.batcher()
+    assert batcher in batchers_of(loop)
+    assert batcher.behind_s() == 0.0
+    for frame in frames(silence(0.5)):
+        stream.push_frame(frame)
+    time.sleep(0.3)  # the loop is blocked: no batch can run, the windows wait
+    assert batcher.behind_s() >= 0.3
+    assert batcher.stats()["worst_delay_ms"] == 0.0  # reading it resets nothing above
+    deadline = loop.time() + 20
+    while batcher.behind_s() > 0.0 and loop.time() < deadline:
+        await asyncio.sleep(0.01)
+    assert batcher.behind_s() == 0.0, "every window was decided: nothing waits"
+    assert batcher.stats()["worst_delay_ms"] >= 300
+    await stream.aclose()

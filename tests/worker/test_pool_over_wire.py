@@ -245,6 +245,7 @@ async def test_a_capped_worker_reports_live_calls_over_its_cap_as_its_load(
             await devserver.end_call(job.id)
         ended = [await devserver.wait_job(j.id, {"success", "failed"}) for j in held]
         assert [e.state.value for e in ended] == ["success"] * 4
+        # back to the measured load alone: a few percent on an idle worker, never the cap's
         await wait_until(
-            lambda: record.load == 0.0 and record.status == "WS_AVAILABLE", timeout=1.0
+            lambda: record.load < 0.25 and record.status == "WS_AVAILABLE", timeout=1.0
         )

@@ -71,6 +71,31 @@ def _lag_text(lag: object) -> Text:
     return Text.assemble(f"p50 {p50:.1f} ms, ", (f"p99 {p99:.1f} ms", style))
 
 
+def load_text(load: object) -> Text:
+    """The load the worker reports and why (the measure, the cap or the state that sets
+    it), then the measured load against its threshold. Red when full, yellow when the
+    measured load is close to the threshold."""
+    if not isinstance(load, Mapping) or "reported" not in load:
+        return Text("n/a")
+    reported = float(load["reported"])
+    text = f"{reported:.2f}"
+    why = load.get("why")
+    components = load.get("components")
+    if isinstance(why, str) and why:
+        text += f", why: {why}"
+        if isinstance(components, Mapping) and isinstance(components.get(why), int | float):
+            text += f" {float(components[why]):.2f}"
+    measured, threshold = load.get("measured"), load.get("threshold")
+    near = False
+    if isinstance(measured, int | float) and isinstance(threshold, int | float):
+        text += f"; measured {float(measured):.2f}, refuses at {threshold:g}"
+        near = measured >= 0.8 * threshold
+    full = reported >= 1.0 or bool(load.get("overloaded"))
+    if full:
+        text += "  FULL"
+    return Text(text, style="bold red" if full else "yellow" if near else "")
+
+
 def reload_text(status: object, now: float) -> Text:
     """Hot reload in one line: what is watched, and how the latest save went."""
     if not isinstance(status, Mapping):
@@ -235,7 +260,9 @@ def render_top(
         if prompt is not None
         else Text("s sort  f filter  q quit", style="dim")
     )
-    return Group(header, Text(""), table, keys)
+    # on a line of its own: the row is long and would widen the header's columns
+    load = Text.assemble(("load", "bold"), "      ", load_text(snapshot.get("load")))
+    return Group(header, load, Text(""), table, keys)
 
 
 @dataclass
@@ -378,7 +405,7 @@ def top_command(
         str, typer.Option("--filter", help="Show only calls whose agent or tenant contains this.")
     ] = "",
 ) -> None:
-    """Watch one worker live: state, capacity, loop lag and every call.
+    """Watch one worker live: state, capacity, load and why, loop lag and every call.
 
     Keys: s cycles the sort, f filters by agent or tenant (type, then Enter), q quits.
     """

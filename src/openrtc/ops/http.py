@@ -26,6 +26,7 @@ from .metrics import PoolMetrics
 
 if TYPE_CHECKING:
     from ..pool import AgentPool
+    from .headroom import Headroom
     from .loop_lag import LoopLagMonitor
 
 logger = logging.getLogger("openrtc.http")
@@ -72,14 +73,16 @@ class OpsServer:
         host: str = "127.0.0.1",
         port: int = 0,
         admin_token: str | None = None,
+        headroom: Headroom | None = None,
     ) -> None:
         self.pool = pool
         self.lag = lag
+        self.headroom = headroom
         self.host = host
         self.port = port
         self.admin_token = admin_token
         self.hang_after = HANG_AFTER_S
-        self.metrics = PoolMetrics(pool, lag)
+        self.metrics = PoolMetrics(pool, lag, headroom)
         self.hot_reload: Callable[[], dict[str, Any]] | None = None
         """The hot reloader's status, shown under "hot_reload" in /snapshot when set."""
         self.snapshots_served = 0
@@ -189,6 +192,11 @@ class OpsServer:
         }
         body["ops_url"] = self.url
         body["memory"] = process_memory()
+        body["load"] = (
+            self.headroom.to_dict()
+            if self.headroom is not None
+            else {"reported": round(self.pool.exact_load(), 3)}
+        )
         if call_stats.enabled():
             body["call_stats"] = call_stats.snapshot()
         if self.hot_reload is not None:

@@ -39,6 +39,7 @@ from .turn_latency import TURN_LATENCY_BUCKETS, TurnLatencyObserver
 
 if TYPE_CHECKING:
     from ..pool import AgentPool
+    from .headroom import Headroom
     from .loop_lag import LoopLagMonitor
 
 DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600)
@@ -97,8 +98,9 @@ def _relabelled(pool: AgentPool, counts: Mapping[str, int]) -> Counter[str]:
 
 
 class PoolCollector(Collector):
-    def __init__(self, pool: AgentPool) -> None:
+    def __init__(self, pool: AgentPool, headroom: Headroom | None = None) -> None:
         self.pool = pool
+        self.headroom = headroom
 
     def collect(self) -> Iterator[Metric]:
         pool = self.pool
@@ -203,6 +205,38 @@ class PoolCollector(Collector):
         )
         failures.add_metric([], pool.audit_log.sink_failures)
         yield failures
+        yield from self._load()
+
+    def _load(self) -> Iterator[Metric]:
+        load = GaugeMetricFamily(
+            "openrtc_load",
+            "Load this worker reports to the server (0-1, 1 = full): the larger of "
+            "admitted/cap and the measured load.",
+        )
+        load.add_metric([], self.pool.exact_load())
+        yield load
+        if self.headroom is None:
+            return
+        est = self.headroom.estimator
+        components = GaugeMetricFamily(
+            "openrtc_load_component",
+            "Each smoothed measure of the load (1 = calls degrade now): loop_lag, "
+            "vad_backlog, cpu; the largest is the measured load.",
+            labels=["component"],
+        )
+        for name, value in est.components.items():
+            components.add_metric([name], value)
+        yield components
+        threshold = GaugeMetricFamily(
+            "openrtc_load_threshold", "Measured load at which offers are refused (overloaded)."
+        )
+        threshold.add_metric([], est.threshold)
+        yield threshold
+        overloaded = GaugeMetricFamily(
+            "openrtc_overloaded", "1 while the measured load keeps the worker full."
+        )
+        overloaded.add_metric([], 1.0 if est.overloaded else 0.0)
+        yield overloaded
 
         by_reason = CounterMetricFamily(
             "openrtc_audit_sink_errors",
@@ -229,9 +263,14 @@ class PoolCollector(Collector):
 class PoolMetrics:
     """The registry behind /metrics for one pool, with prometheus_client's process metrics."""
 
-    def __init__(self, pool: AgentPool, lag: LoopLagMonitor | None = None) -> None:
+    def __init__(
+        self,
+        pool: AgentPool,
+        lag: LoopLagMonitor | None = None,
+        headroom: Headroom | None = None,
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(PoolCollector(pool))
+        self.registry.register(PoolCollector(pool, headroom))
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         Info("openrtc_build", "What this worker runs; always 1.", registry=self.registry).info(

@@ -9,6 +9,13 @@ and a few task wake-ups per stream per 32 ms window.
 from .batcher import VADBatcher
 from .options import VADOptions
 from .stream import BatchedVADStream
-from .vad import DEFAULT_BATCH_INTERVAL, SharedVAD
+from .vad import DEFAULT_BATCH_INTERVAL, SharedVAD, batchers_of
 
-__all__ = ["DEFAULT_BATCH_INTERVAL", "BatchedVADStream", "SharedVAD", "VADBatcher", "VADOptions"]
+__all__ = [
+    "DEFAULT_BATCH_INTERVAL",
+    "BatchedVADStream",
+    "SharedVAD",
+    "VADBatcher",
+    "VADOptions",
+    "batchers_of",
+]

@@ -47,6 +47,8 @@ class VADBatcher:
         self.batches = 0
         self.twins = 0
         self._late_max = 0.0
+        self._in_flight_since: float | None = None
+        """perf_counter() at which the oldest window of the batch being run became ready."""
 
     # --- streams ---------------------------------------------------------------------------
     def register(self, stream: BatchedVADStream) -> None:
@@ -89,6 +91,22 @@ class VADBatcher:
             "twins": self.twins,
             "worst_delay_ms": round(1000 * late, 2),
         }
+
+    def behind_s(self, now: float | None = None) -> float:
+        """How far behind real time the VAD runs right now: the age of the oldest window
+        not yet decided (in the running batch or still queued), 0 when none waits.
+
+        Unlike `stats()` it resets nothing, so any number of readers can poll it.
+        """
+        now = time.perf_counter() if now is None else now
+        oldest = self._in_flight_since
+        for stream in list(self._streams):
+            for item in stream.pending:
+                if isinstance(item, Window):
+                    if oldest is None or item.ready_at < oldest:
+                        oldest = item.ready_at
+                    break
+        return 0.0 if oldest is None else max(0.0, now - oldest)
 
     # --- the loop --------------------------------------------------------------------------
     async def _run(self) -> None:
@@ -135,6 +153,7 @@ class VADBatcher:
             if not batch.entries:
                 return
             self.model.begin()
+            self._in_flight_since = min(window.ready_at for _, window, _ in batch.entries)
             future = loop.run_in_executor(
                 executor, self.model.run, batch.slots, batch.windows, batch.twins
             )
@@ -146,6 +165,7 @@ class VADBatcher:
                     stream.fail(e)
                 return
             finally:
+                self._in_flight_since = None
                 if future.done():
                     self.model.end()
                 else:  # cancelled while the thread still runs: free slots once it is done

@@ -31,6 +31,17 @@ DEFAULT_BATCH_INTERVAL = 0.032
 UPDATE_INTERVAL = 0.032
 
 
+_engines: weakref.WeakSet[_Engine] = weakref.WeakSet()
+_engines_lock = threading.Lock()
+
+
+def batchers_of(loop: asyncio.AbstractEventLoop) -> list[VADBatcher]:
+    """Every batcher serving `loop`, of every shared VAD loaded in this process."""
+    with _engines_lock:
+        engines = list(_engines)
+    return [b for e in engines if (b := e.existing_batcher(loop)) is not None]
+
+
 class _Engine:
     """The ONNX session and one batcher per event loop that uses it."""
 
@@ -47,6 +58,12 @@ class _Engine:
         self._batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, VADBatcher] = (
             weakref.WeakKeyDictionary()
         )
+        with _engines_lock:
+            _engines.add(self)
+
+    def existing_batcher(self, loop: asyncio.AbstractEventLoop) -> VADBatcher | None:
+        with self._lock:
+            return self._batchers.get(loop)
 
     def batcher(self, loop: asyncio.AbstractEventLoop) -> VADBatcher:
         with self._lock:

@@ -40,6 +40,7 @@ from ..deploy.follower import manifest_secrets, membership_watcher
 from ..errors import ConfigError
 from ..lifecycle import WorkerState
 from ..ops import self_protection
+from ..ops.headroom import Headroom
 from ..ops.http import OpsServer, load_admin_token, port_problem
 from ..ops.jsonl import MetricsJsonl
 from ..ops.loop_lag import LoopLagMonitor
@@ -115,6 +116,7 @@ class Lifespan:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.cut_jobs: list[str] = []
         self.lag = LoopLagMonitor()
+        self.headroom = Headroom(pool, self.lag)
         self.watcher: Any = None
         self.jsonl: MetricsJsonl | None = None
         self.reloader: Any = None
@@ -127,6 +129,7 @@ class Lifespan:
                 host=self.ops_config.host,
                 port=self.ops_config.port,
                 admin_token=load_admin_token(),
+                headroom=self.headroom,
             )
         pool.add_request_listener(self._wake)
 
@@ -236,6 +239,7 @@ class Lifespan:
         """Everything a worker needs before it registers; undone by `_close()`."""
         pool = self.pool
         self.lag.start()
+        self.headroom.start()
         if self.ops_config.metrics_jsonl is not None:
             self.jsonl = MetricsJsonl(
                 pool,
@@ -385,6 +389,7 @@ class Lifespan:
             await self.reloader.aclose()
         if self.jsonl is not None:
             await self.jsonl.aclose()
+        await self.headroom.aclose()
         await self.lag.aclose()
         self.started.set()
         if self.protection is not None:

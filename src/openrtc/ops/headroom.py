@@ -1,0 +1,275 @@
+"""The load a worker reports: its own measured headroom, so a server stops in time.
+
+With no cap a worker used to report load 0.0 whatever it carried, and a server kept
+sending it calls long after they degraded. Three measures say how close this worker is
+to degrading its calls, each scaled so 1.0 means "calls are degrading now":
+
+- `loop_lag`: the worst event-loop lag seen per tick, over `LAG_FULL_S` (100 ms: twice
+  the 50 ms loop-lag p99 a worker that keeps up stays under).
+- `vad_backlog`: how far behind real time the shared batched VAD runs (the age of its
+  oldest undecided window), over `VAD_FULL_S` (the 200 ms at which it warns).
+- `cpu`: this process's CPU over the cores it may use (affinity and cgroup quota).
+
+Each is smoothed with an exponential moving average (`SMOOTHING_S`), so one spike does
+not flip the worker to full and back; the load is the largest smoothed measure, and the
+one that is largest is "why". At `limits.load_threshold` the worker refuses offers
+(reason `overloaded`) and reports 1.0, which the server sees as WS_FULL; it takes calls
+again once the load falls `RESUME_MARGIN` below the threshold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import psutil
+
+from ..admission import Refuse, RejectReason
+from ..vad import batchers_of
+from ..vad.batcher import LATE_WARNING_S
+
+if TYPE_CHECKING:
+    from livekit.agents import JobRequest
+
+    from ..pool import AgentPool
+    from .loop_lag import LoopLagMonitor
+
+logger = logging.getLogger("openrtc.headroom")
+
+COMPONENTS = ("loop_lag", "vad_backlog", "cpu")
+LAG_FULL_S = 0.1
+VAD_FULL_S = LATE_WARNING_S
+SMOOTHING_S = 3.0
+"""Time constant of the moving average: a sustained change shows ~63% after this long."""
+MAX_STEP_S = 1.0
+"""One reading never weighs more than this much time, however late it came: a single
+multi-second stall of the loop moves the load by at most 1 - exp(-1/3) = 28%."""
+RESUME_MARGIN = 0.1
+TICK_S = 0.25
+PUSH_STEP = 0.05
+"""Tell the server at once when the reported load moved this much since the last push."""
+
+
+class LoadEstimator:
+    """Smoothed measures -> load, why, and overloaded (with hysteresis). No clock of its
+    own: `update(now, readings)` takes the time, so it is tested with a fake one."""
+
+    def __init__(
+        self,
+        threshold: float,
+        *,
+        smoothing_s: float = SMOOTHING_S,
+        max_step_s: float = MAX_STEP_S,
+        resume_margin: float = RESUME_MARGIN,
+    ) -> None:
+        self.threshold = threshold
+        self.smoothing_s = smoothing_s
+        self.max_step_s = max_step_s
+        self.resume_below = threshold - min(resume_margin, threshold / 2)
+        self.components: dict[str, float] = dict.fromkeys(COMPONENTS, 0.0)
+        self.raw: dict[str, float] = dict.fromkeys(COMPONENTS, 0.0)
+        self.overloaded = False
+        self._at: float | None = None
+
+    @property
+    def load(self) -> float:
+        return max(self.components.values())
+
+    @property
+    def why(self) -> str:
+        """The measure that dominates the load."""
+        return max(COMPONENTS, key=lambda c: self.components[c])
+
+    @property
+    def reported(self) -> float:
+        """What the server is told: 1.0 (full) while overloaded, else the load."""
+        return 1.0 if self.overloaded else self.load
+
+    def update(self, now: float, readings: Mapping[str, float]) -> bool:
+        """Fold in one reading per measure (each clamped to 0..1); True if overloaded flipped."""
+        previous = self._at
+        self._at = now
+        for name in COMPONENTS:
+            value = readings.get(name)
+            if value is None or not math.isfinite(value):
+                continue
+            self.raw[name] = min(1.0, max(0.0, value))
+        if previous is None:
+            return False
+        step = min(max(0.0, now - previous), self.max_step_s)
+        alpha = 1.0 - math.exp(-step / self.smoothing_s)
+        for name in COMPONENTS:
+            self.components[name] += alpha * (self.raw[name] - self.components[name])
+        was = self.overloaded
+        if not was and self.load >= self.threshold:
+            self.overloaded = True
+        elif was and self.load < self.resume_below:
+            self.overloaded = False
+        return was != self.overloaded
+
+
+def usable_cores() -> float:
+    """Cores this process may use: its CPU affinity, lowered by a cgroup v2 CPU quota."""
+    try:
+        cores = float(len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        cores = float(os.cpu_count() or 1)
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, int(quota) / int(period))
+    except (OSError, ValueError):
+        pass
+    return max(cores, 0.01)
+
+
+class ProcessCpu:
+    """This process's CPU since the previous reading, as a share of its usable cores."""
+
+    def __init__(self) -> None:
+        self._process = psutil.Process()
+        self._cores = usable_cores()
+        self._process.cpu_percent(None)
+
+    def __call__(self) -> float:
+        return float(self._process.cpu_percent(None)) / 100.0 / self._cores
+
+
+def vad_behind_s(loop: asyncio.AbstractEventLoop) -> float:
+    """How far behind real time the shared VADs serving `loop` run (0 with none)."""
+    return max((b.behind_s() for b in batchers_of(loop)), default=0.0)
+
+
+class Headroom:
+    """Samples the measures every `tick` s on the worker's loop and plugs the result into
+    the pool: its load source (what the server is told) and an admission check."""
+
+    def __init__(
+        self,
+        pool: AgentPool,
+        lag: LoopLagMonitor,
+        *,
+        tick: float = TICK_S,
+        cpu: Callable[[], float] | None = None,
+        vad_behind: Callable[[], float] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.pool = pool
+        self.lag = lag
+        self.tick = tick
+        self.estimator = LoadEstimator(pool.config.limits.load_threshold)
+        self._cpu = cpu
+        self._vad_behind = vad_behind
+        self._clock = clock
+        self._worst_lag = 0.0
+        self._pushed = 0.0
+        self._task: asyncio.Task[None] | None = None
+        self._active = False
+
+    def start(self) -> None:
+        """Start on the worker's loop; the pool consults this from then on."""
+        if self._task is not None:
+            return
+        loop = asyncio.get_running_loop()
+        if self._cpu is None:
+            self._cpu = ProcessCpu()
+        if self._vad_behind is None:
+            self._vad_behind = lambda: vad_behind_s(loop)
+        self.lag.observers.append(self._on_lag)
+        if not self._active:
+            self.pool.add_admission_check(self.check)
+        self._active = True
+        self.pool.set_load_source(lambda: self.estimator.reported)
+        self.estimator.update(self._clock(), {})
+        self._task = asyncio.create_task(self._run(), name="openrtc.headroom")
+
+    async def aclose(self) -> None:
+        self._active = False
+        self.pool.set_load_source(None)
+        if self._on_lag in self.lag.observers:
+            self.lag.observers.remove(self._on_lag)
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    def _on_lag(self, seconds: float) -> None:
+        self._worst_lag = max(self._worst_lag, seconds)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick)
+            try:
+                self.sample()
+            except Exception:
+                logger.exception("measuring this worker's load failed")
+
+    def readings(self) -> dict[str, float]:
+        """One raw reading of each measure, scaled so 1.0 means calls degrade now."""
+        worst, self._worst_lag = self._worst_lag, 0.0
+        out = {"loop_lag": worst / LAG_FULL_S}
+        if self._vad_behind is not None:
+            out["vad_backlog"] = self._vad_behind() / VAD_FULL_S
+        if self._cpu is not None:
+            with contextlib.suppress(psutil.Error):
+                out["cpu"] = self._cpu()
+        return out
+
+    def sample(self) -> None:
+        """Take a reading; tell the server and the log when the worker fills or frees up."""
+        est = self.estimator
+        flipped = est.update(self._clock(), self.readings())
+        if flipped and est.overloaded:
+            logger.warning(
+                "worker overloaded: load %.2f reached --load-threshold %g (%s %.2f); "
+                "refusing new calls until it falls below %.2f",
+                est.load,
+                est.threshold,
+                est.why,
+                est.components[est.why],
+                est.resume_below,
+            )
+        elif flipped:
+            logger.info(
+                "worker load %.2f is below %.2f again: taking calls", est.load, est.resume_below
+            )
+        if flipped or abs(est.reported - self._pushed) >= PUSH_STEP:
+            self._pushed = est.reported
+            self.pool.load_changed()
+
+    def check(self, request: JobRequest, agent: str, tenant: str) -> Refuse | None:
+        """Admission: refuse while overloaded (before the caps are checked)."""
+        est = self.estimator
+        if not self._active or not est.overloaded:
+            return None
+        return Refuse(
+            RejectReason.OVERLOADED,
+            f"measured load {est.load:.2f} >= load_threshold {est.threshold:g} (mostly {est.why})",
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The load block of /snapshot (what `openrtc top` shows). `why` is what sets the
+        reported load: the dominant measure, `cap`, or the state when not accepting."""
+        est, pool = self.estimator, self.pool
+        cap = pool.config.limits.max_sessions
+        if not pool.admission_state().takes_calls:
+            why = pool.admission_state().value
+        elif cap is not None and pool.admitted / cap >= est.reported:
+            why = "cap"
+        else:
+            why = est.why
+        return {
+            "reported": round(pool.exact_load(), 3),
+            "measured": round(est.load, 3),
+            "threshold": est.threshold,
+            "overloaded": est.overloaded,
+            "why": why,
+            "components": {name: round(v, 3) for name, v in est.components.items()},
+        }
