@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psutil
 import pytest
 from typer.testing import CliRunner
 
@@ -107,9 +109,39 @@ async def start(server: DispatchServer, agents_dir: Path, tmp_path: Path) -> Asy
 
     yield run
     for worker in started:
+        kill_tree(worker.proc.pid)
         if worker.proc.returncode is None:
-            worker.proc.kill()
             await worker.proc.wait()
+
+
+def gone(p: psutil.Process) -> bool:
+    try:
+        return bool(p.status() == psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return True
+
+
+def kill_tree(pid: int) -> None:
+    """The parent and every process it started (the children outlive a killed parent)."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+
+
+async def full_snapshot(worker: Worker) -> dict[str, Any]:
+    """The parent's /snapshot once it holds a registered snapshot of every child."""
+    for _ in range(100):
+        status, snap = await worker.get("/snapshot")
+        children = snap.get("children", []) if status == 200 else []
+        if children and all((c["snapshot"] or {}).get("worker_id") for c in children):
+            return dict(snap)
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"/snapshot never covered every process: {snap}")
 
 
 def connected(server: DispatchServer) -> list[str]:
@@ -140,12 +172,12 @@ async def test_two_processes_register_take_calls_and_drain_on_one_sigterm(
 
     jobs = []
     for _ in range(2):
-        job = await server.dispatch(simulated_call=call(6.0))
+        job = await server.dispatch(simulated_call=call(10.0))
         jobs.append(await server.wait_job(job.id, {"running"}, timeout=30))
     assert {j.worker_id for j in jobs} == set(connected(server)), "each process took one call"
 
-    status, snap = await worker.get("/snapshot")
-    assert status == 200 and snap["processes"] == 2
+    snap = await full_snapshot(worker)
+    assert snap["processes"] == 2
     assert [c["process"] for c in snap["children"]] == [1, 2]
     ids = {c["snapshot"]["worker_id"] for c in snap["children"]}
     assert ids == {j.worker_id for j in jobs}
@@ -155,7 +187,14 @@ async def test_two_processes_register_take_calls_and_drain_on_one_sigterm(
         assert re.search(rf'openrtc_active_sessions\{{[^}}]*process="{index}"[^}}]*\}} 1', metrics)
     assert "openrtc_processes_up 2.0" in metrics
 
+    assert all(server.job(j.id).state.value == "running" for j in jobs), "live at SIGTERM"
     worker.proc.send_signal(signal.SIGTERM)
+    for _ in range(50):
+        status, ready = await worker.get("/readyz")
+        if status == 503:
+            break
+        await asyncio.sleep(0.1)
+    assert status == 503 and ready["reason"] == "draining", ready
     assert await asyncio.wait_for(worker.proc.wait(), 60) == EXIT_OK
     for job in jobs:
         done = await server.wait_job(job.id, {"success", "failed", "cancelled"}, timeout=5)
@@ -178,7 +217,7 @@ async def test_a_killed_process_is_replaced_while_the_other_keeps_its_call(
     kept_worker = (await server.wait_job(kept.id, {"running"}, timeout=30)).worker_id
     assert doomed_worker != kept_worker
 
-    _, snap = await worker.get("/snapshot")
+    snap = await full_snapshot(worker)
     pid = next(c["pid"] for c in snap["children"] if c["snapshot"]["worker_id"] == doomed_worker)
     before = set(connected(server))
     os.kill(pid, signal.SIGKILL)
@@ -191,15 +230,21 @@ async def test_a_killed_process_is_replaced_while_the_other_keeps_its_call(
     fresh = await dispatch_running(server, 0.5)
     assert fresh in connected(server)
 
-    _, snap = await worker.get("/snapshot")
+    snap = await full_snapshot(worker)
     assert sum(c["restarts"] for c in snap["children"]) == 1
     assert all(c["state"] == "running" for c in snap["children"])
-    worker.proc.send_signal(signal.SIGTERM)
-    assert await asyncio.wait_for(worker.proc.wait(), 60) == EXIT_OK
     log = worker.log.read_text()
     assert f"(pid {pid}) ended (signal 9)" in log
     audit = (tmp_path / "audit.jsonl").read_text()
     assert "worker.process_restarted" in audit and str(pid) in audit
+
+    # a parent killed outright leaves no orphan serving: each child drains by itself
+    children = psutil.Process(worker.proc.pid).children(recursive=True)
+    worker.proc.kill()
+    await worker.proc.wait()
+    await wait_until(lambda: not connected(server), timeout=30)
+    await wait_until(lambda: all(map(gone, children)), timeout=30)
+    assert worker.log.read_text().count("the supervising process is gone: draining") == 2
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "two", "1.5"])

@@ -139,11 +139,16 @@ async def _report_and_watch(
     while lifespan.ops is not None and lifespan.ops.port == 0 and not task.done():
         await asyncio.sleep(0.05)
     port = lifespan.ops.port if lifespan.ops is not None else None
-    report.send({"pid": os.getpid(), "ops_port": port})
-    # The fork server exits with the parent, so a changed parent means an orphan.
-    parent = os.getppid()
-    while os.getppid() == parent:
+    with contextlib.suppress(OSError):
+        report.send({"pid": os.getpid(), "ops_port": port})
+    # Only the parent holds the other end of this pipe: end of file means it is gone.
+    while True:
         await asyncio.sleep(1.0)
+        try:
+            if report.poll():
+                report.recv()
+        except (EOFError, OSError):
+            break
     logger.warning("the supervising process is gone: draining")
     lifespan.pool.begin_drain(reason="supervisor gone", actor="supervisor")
 
@@ -261,7 +266,11 @@ class Supervisor:
         with capture_signals(loop, self.on_signal):
             try:
                 if self.endpoint is not None:
-                    await self.endpoint.start()
+                    try:
+                        await self.endpoint.start()
+                    except OSError as e:
+                        logger.error("cannot serve %s: %s", self.endpoint.url, e.strerror)
+                        return EXIT_FAILED
                 for child in self.children:
                     if not self.draining:
                         await self._start(child)
@@ -281,7 +290,7 @@ class Supervisor:
         return max((c.code or EXIT_OK for c in self.children), default=EXIT_OK)
 
     async def _start(self, child: Child) -> None:
-        reader, writer = self._context.Pipe(duplex=False)
+        reader, writer = self._context.Pipe()  # duplex: the child sees the parent's end close
         process = self._context.Process(
             target=run_child,
             args=(self.make_spec(child.index), writer),
