@@ -254,3 +254,9 @@ def test_a_bad_process_count_is_one_line_and_exit_2(value: str, agents_dir: Path
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1, result.output
     assert "--processes" in lines[0] and "auto" in lines[0]
+
+
+def test_dev_refuses_more_than_one_process(agents_dir: Path) -> None:
+    result = CliRunner().invoke(app, ["dev", str(agents_dir), "--processes", "2"])
+    assert result.exit_code == 2
+    assert result.output.strip() == "error: --processes is for openrtc start; dev runs one process"
