@@ -533,6 +533,13 @@ class Runtime:
         "agent brings its own (its session_kwargs), and none are loaded.",
         flag="--prewarm-models/--no-prewarm-models",
     )
+    processes: int | str = setting(
+        1,
+        "OPENRTC_PROCESSES",
+        "`openrtc start` only: run this many worker processes (one event loop each, "
+        "'auto': one per core), forked from one copy of the loaded models and "
+        "supervised by one parent that serves the operations endpoint for all of them.",
+    )
     hot_reload: bool = in_code(
         False, "Reload a saved agent file into live calls (`openrtc dev --watch`)."
     )
@@ -542,7 +549,21 @@ class Runtime:
 
     def __post_init__(self) -> None:
         _check_choice(Runtime, "isolation", self.isolation, ISOLATIONS)
+        object.__setattr__(self, "processes", _processes(self.processes))
+        if self.processes != 1 and self.isolation != "coroutine":
+            raise ConfigError(
+                f"{_where(Runtime, 'processes')} needs --isolation coroutine, "
+                f"got {self.isolation!r}"
+            )
         object.__setattr__(self, "watch_paths", tuple(Path(p) for p in self.watch_paths))
+
+    @property
+    def process_count(self) -> int:
+        """How many worker processes `processes` asks for ('auto': the usable cores)."""
+        if self.processes == "auto":
+            return _usable_cores()
+        assert isinstance(self.processes, int)
+        return self.processes
 
     @property
     def uses_shared_vad(self) -> bool:
@@ -551,6 +572,29 @@ class Runtime:
 
 
 SpoolFull = Literal["refuse", "drop"]
+
+
+def _processes(value: object) -> int | str:
+    """A process count as given (int or text): a whole number >= 1, or 'auto'."""
+    text = value.strip().lower() if isinstance(value, str) else value
+    if text == "auto":
+        return "auto"
+    if isinstance(text, str) and text.isdigit():
+        text = int(text)
+    if isinstance(text, bool) or not isinstance(text, int) or text < 1:
+        raise ConfigError(
+            f"{_where(Runtime, 'processes')} must be a whole number of at least 1 or 'auto', "
+            f"got {value!r}"
+        )
+    return text
+
+
+def _usable_cores() -> int:
+    """The cores this process may run on (a container's CPU set, not the host's)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - platforms without sched_getaffinity
+        return max(1, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)

@@ -131,6 +131,9 @@ def dev_command(
     overrides: po.Overrides | None = None,
 ) -> None:
     """Run the agents locally: against LIVEKIT_URL, or an embedded dispatch server."""
+    if config.runtime.processes != 1:
+        typer.secho("error: --processes is for openrtc start; dev runs one process", err=True)
+        raise typer.Exit(2)
     setup_logging(log_level, log_format)
     code = asyncio.run(
         _run_dev(

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -92,7 +94,15 @@ def start(
         raise fail(
             f"set {', '.join(missing)} (or pass the matching flag); see openrtc start --help"
         )
-    code = _run_worker(config, target, overrides or {}, url=url, api_key=api_key, api_secret=secret)
+    if config.runtime.process_count > 1:
+        if target is None or not Path(target).is_dir():
+            raise fail("--processes needs TARGET to be a directory of agent files")
+        log_setup = functools.partial(setup_logging, log_level, log_format)
+        code = _run_processes(config, Path(target), url, api_key, secret, log_setup)
+    else:
+        code = _run_worker(
+            config, target, overrides or {}, url=url, api_key=api_key, api_secret=secret
+        )
     raise typer.Exit(code)
 
 
@@ -126,6 +136,42 @@ def _run_worker(
     except OpenRTCError as e:
         # a start-up check that could only run once the worker was starting
         raise fail(str(e)) from None
+
+
+def _run_processes(
+    config: PoolConfig,
+    agents_dir: Path,
+    url: str | None,
+    api_key: str | None,
+    api_secret: str | None,
+    log_setup: Callable[[], None],
+) -> int:
+    """`--processes N`: a supervisor and N worker processes (`worker.supervisor`)."""
+    from ..audit import AuditFileError, AuditLog
+    from ..ops.http import load_admin_token
+    from ..worker.supervisor import ChildSpec, Supervisor, child_config
+
+    try:
+        po.build_pool(config.replace("audit", path=None), agents_dir)  # fail here, once
+        audit = AuditLog(
+            f"supervisor-{os.getpid()}", config.deployment.version, path=config.audit.path
+        )
+    except (OpenRTCError, AuditFileError, OSError) as e:
+        raise fail(str(e)) from None
+
+    def spec(index: int) -> ChildSpec:
+        return ChildSpec(
+            index, child_config(config, index), agents_dir, url, api_key, api_secret, log_setup
+        )
+
+    supervisor = Supervisor(config, spec, audit=audit, admin_token=load_admin_token())
+    logging.getLogger("openrtc").info(
+        "worker %s: %d processes", config.deployment.version, supervisor.count
+    )
+    try:
+        return asyncio.run(supervisor.run())
+    finally:
+        audit.close()
 
 
 @app.command("list")

@@ -205,6 +205,27 @@ class PoolCollector(Collector):
         )
         failures.add_metric([], pool.audit_log.sink_failures)
         yield failures
+
+        by_reason = CounterMetricFamily(
+            "openrtc_audit_sink_errors",
+            "Audit sink failures by sink and reason (timeouts, refusals, a full spool...).",
+            labels=["sink", "reason"],
+        )
+        for (sink, reason), n in sorted(pool.audit_log.failures.items()):
+            by_reason.add_metric([sink, reason], n)
+        yield by_reason
+
+        sinks = pool.audit_sinks
+        if sinks is not None:
+            spool = GaugeMetricFamily(
+                "openrtc_audit_spool_bytes",
+                "Audit bytes waiting in the spool for the collector to acknowledge them.",
+                labels=["sink"],
+            )
+            for name, st in sinks.status()["sinks"].items():
+                if "spool_bytes" in st:
+                    spool.add_metric([name], st["spool_bytes"])
+            yield spool
         yield from self._load()
 
     def _load(self) -> Iterator[Metric]:
@@ -237,27 +258,6 @@ class PoolCollector(Collector):
         )
         overloaded.add_metric([], 1.0 if est.overloaded else 0.0)
         yield overloaded
-
-        by_reason = CounterMetricFamily(
-            "openrtc_audit_sink_errors",
-            "Audit sink failures by sink and reason (timeouts, refusals, a full spool...).",
-            labels=["sink", "reason"],
-        )
-        for (sink, reason), n in sorted(pool.audit_log.failures.items()):
-            by_reason.add_metric([sink, reason], n)
-        yield by_reason
-
-        sinks = pool.audit_sinks
-        if sinks is not None:
-            spool = GaugeMetricFamily(
-                "openrtc_audit_spool_bytes",
-                "Audit bytes waiting in the spool for the collector to acknowledge them.",
-                labels=["sink"],
-            )
-            for name, st in sinks.status()["sinks"].items():
-                if "spool_bytes" in st:
-                    spool.add_metric([name], st["spool_bytes"])
-            yield spool
 
 
 class PoolMetrics:
