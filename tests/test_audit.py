@@ -44,6 +44,7 @@ def test_seq_is_monotonic_and_chained_in_memory() -> None:
     second = log.emit("deployment.drain_started", actor="sigterm", in_flight=3)
     third = log.emit("deployment.drain_completed", version="v2.0.1")
 
+    assert log.flush(5), "the callable sink gets every record, on its own thread"
     assert [e.seq for e in seen] == [1, 2, 3]
     assert first.prev_hash == GENESIS_HASH
     assert second.prev_hash == first.hash
@@ -100,11 +101,35 @@ def test_raising_sink_never_fails_emit_and_is_counted(caplog: pytest.LogCaptureF
     with caplog.at_level(logging.ERROR, logger="openrtc"):
         first = log.emit("worker.started")
         second = log.emit("deployment.drain_started")
+        log.flush(5)
 
     assert (first.seq, second.seq) == (1, 2)
     assert log.sink_failures == 2
-    assert "seq 2" in caplog.text
+    assert log.failures[("sink", "RuntimeError")] == 2
+    assert "seq 1" in caplog.text, "a run of failures is logged once, at its first record"
     assert [e.seq for e in log.recent(10)] == [1, 2]
+
+
+def test_a_hanging_sink_never_holds_up_emit() -> None:
+    release = threading.Event()
+    got: list[int] = []
+
+    def hangs(event: AuditEvent) -> None:
+        release.wait(10)
+        got.append(event.seq)
+
+    log = AuditLog(sink=hangs)
+    log._sink._timeout = 0.05  # type: ignore[union-attr]
+    started = time.monotonic()
+    for _ in range(200):
+        log.emit("worker.rejected", reason="draining")
+    time.sleep(0.1)
+    log.emit("worker.rejected", reason="draining")
+    assert time.monotonic() - started < 1.0, "emit waited for the sink"
+    assert log.failures[("sink", "timeout")] == 1
+    release.set()
+    assert log.flush(5)
+    assert got == list(range(1, 202)), "every record, in order, once the sink returns"
 
 
 def test_default_sink_is_the_openrtc_audit_logger(caplog: pytest.LogCaptureFixture) -> None:
@@ -487,6 +512,7 @@ def test_identical_refusals_are_one_record_plus_a_count_per_interval(tmp_path: P
     time.sleep(0.35)
     again = log.emit_refusal("worker.rejected", reason="tenant_unsigned", source="room-1")
     assert again is not None
+    assert log.flush(5)
     repeats = [e for e in seen if e.event == "audit.refusals_repeated"]
     assert [(e.fields["source"], e.fields["count"]) for e in repeats] == [("room-1", 49)]
     assert repeats[0].fields["refused_event"] == "worker.rejected"

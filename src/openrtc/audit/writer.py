@@ -29,6 +29,7 @@ from types import TracebackType
 from typing import Any, Literal
 
 from ..keys import KeyRing
+from .callable_sink import CallableSink
 from .event import (
     GENESIS_HASH,
     AuditEvent,
@@ -71,8 +72,9 @@ class AuditLog:
     (`<log>.head`) gets the new last seq and hash (sealed with the key too).
     `emit` is thread-safe. Call it from threads or asyncio callbacks (including
     `loop.add_signal_handler`), not from a raw `signal.signal` handler, which can
-    interrupt an emit already running on the same thread. The callable sink runs in
-    seq order under the log's lock, so it must not call `emit` itself.
+    interrupt an emit already running on the same thread. The callable sink gets the
+    records in seq order on a thread of its own (`flush()` waits for it), so a sink that
+    is slow, hangs or raises never holds up `emit`, the event loop or a call.
     """
 
     def __init__(
@@ -99,7 +101,8 @@ class AuditLog:
         """Sink failures by (sink, reason); `sink_failures` is their total."""
         self._failures_lock = threading.Lock()
         self._fanout: list[Callable[[dict[str, Any]], None]] = []
-        self._sink = sink
+        self._sink = None if sink is None else CallableSink(sink, self)
+        """The user's callable, fed from its own thread so it never holds up emit()."""
         self._keys = keys
         self._logger: logging.Logger | None = logger
         if logger is None and sink is None and path is None:
@@ -233,7 +236,7 @@ class AuditLog:
             self._recent.append(emitted)
             self._enqueue(emitted)
             if self._sink is not None:
-                self._deliver(emitted, self._sink, "sink")
+                self._sink.offer(emitted)
             if self._logger is not None:
                 self._deliver(emitted, self._log_event, "logger")
             if self._fanout:
@@ -366,7 +369,8 @@ class AuditLog:
                 self._count_failure(batch[0], name, exc, count=len(batch))
 
     def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until every record emitted so far is written; False on timeout."""
+        """Wait until every record emitted so far is written and handed to the callable
+        sink; False on timeout."""
         deadline = time.monotonic() + timeout
         with self._cond:
             target = self._queued_seq
@@ -375,6 +379,8 @@ class AuditLog:
                 if left <= 0 or not self._thread.is_alive():
                     return False
                 self._cond.wait(left)
+        if self._sink is not None:
+            return self._sink.flush(max(0.0, deadline - time.monotonic()))
         return True
 
     def _log_event(self, event: AuditEvent) -> None:
@@ -426,6 +432,8 @@ class AuditLog:
             thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
+        if self._sink is not None:
+            self._sink.close(timeout)
         if self._file is not None:
             self._file.close()
         _open_logs.discard(self)
