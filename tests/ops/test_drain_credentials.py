@@ -78,3 +78,26 @@ async def test_failed_drain_attempts_are_audited_once_per_flood(
     refused = [e for e in events if e.event == "ops.drain_refused"]
     assert len(refused) == 1
     assert refused[0].result == "refused" and refused[0].actor == "127.0.0.1"
+
+
+@pytest.mark.parametrize("credential", [b"Bearer \xff\xfe\xfd", b"Basic " + b"x" * 5000])
+async def test_the_processes_parent_answers_a_malformed_credential_401(credential: bytes) -> None:
+    from openrtc.ops.processes_http import ProcessesEndpoint
+
+    drains: list[tuple[str, str]] = []
+    endpoint = ProcessesEndpoint(
+        lambda: [],
+        host="127.0.0.1",
+        port=0,
+        admin_token=TOKEN,
+        on_drain=lambda reason, actor: drains.append((reason, actor)),
+        draining=lambda: False,
+        info=dict,
+    )
+    await endpoint.start()
+    try:
+        assert await post_drain(endpoint.port, credential) == 401
+        assert await post_drain(endpoint.port, b"Bearer " + TOKEN.encode()) == 202
+    finally:
+        await endpoint.aclose()
+    assert drains == [("POST /drain", "http")]

@@ -37,6 +37,21 @@ is hung (blocked, or the monitor died), not merely busy."""
 
 
 MAX_CREDENTIAL_BYTES = 4096
+
+
+def admin_authorized(request: web.Request, admin_token: str) -> bool:
+    """Compare the raw Authorization bytes with `Bearer <token>` in constant time; a
+    missing, oversized or malformed (non-UTF-8) credential is a no, never an error."""
+    given = b""
+    for name, value in request.raw_headers:
+        if name.lower() == b"authorization":
+            given = value
+            break
+    if len(given) > MAX_CREDENTIAL_BYTES:
+        return False
+    return hmac.compare_digest(given, f"Bearer {admin_token}".encode())
+
+
 """A longer Authorization header is refused unread."""
 
 
@@ -232,17 +247,8 @@ class OpsServer:
         return web.json_response({"draining": True, "state": state}, status=202)
 
     def _authorized(self, request: web.Request) -> bool:
-        """Compare the raw header bytes in constant time; anything malformed is a no."""
         assert self.admin_token is not None
-        given = b""
-        for name, value in request.raw_headers:
-            if name.lower() == b"authorization":
-                given = value
-                break
-        if len(given) > MAX_CREDENTIAL_BYTES:
-            return False
-        expected = f"Bearer {self.admin_token}".encode()
-        return hmac.compare_digest(given, expected)
+        return admin_authorized(request, self.admin_token)
 
     def _audit_refused(self, request: web.Request) -> None:
         """A failed drain attempt: audited under the bounded-volume rule (one record, then

@@ -10,7 +10,6 @@ lists each child's snapshot under its index, and POST /drain drains them all.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 from collections.abc import Callable, Iterator
@@ -23,6 +22,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.parser import text_string_to_metric_families
+
+from .http import admin_authorized
 
 logger = logging.getLogger("openrtc.http")
 
@@ -238,9 +239,8 @@ class ProcessesEndpoint:
                 {"error": "drain over HTTP is off: set OPENRTC_ADMIN_TOKEN to enable it"},
                 status=403,
             )
-        given = request.headers.get("Authorization", "")
-        expected = f"Bearer {self.admin_token}"
-        if not hmac.compare_digest(given.encode(), expected.encode()):
+        if not admin_authorized(request, self.admin_token):
+            logger.warning("POST /drain refused: bad or missing admin token")
             return web.json_response({"error": "a valid admin token is required"}, status=401)
         actor = request.headers.get("X-OpenRTC-Actor", "http")[:64]
         self.on_drain("POST /drain", actor)
