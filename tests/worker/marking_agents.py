@@ -1,17 +1,21 @@
-"""Agents that write which class runs, and in which process, to $OPENRTC_TEST_MARKS."""
+"""Agents that write which class runs, and in which process, to the file named by the
+job's metadata key "marks" (the metadata reaches a job process whatever its
+environment: livekit's fork server keeps the environment it started with)."""
 
 from __future__ import annotations
 
+import json
 import os
 
 from livekit.agents import Agent, get_job_context
 
 
 def _mark(agent: Agent) -> None:
-    path = os.environ.get("OPENRTC_TEST_MARKS")
+    job = get_job_context().job
+    path = json.loads(job.metadata or "{}").get("marks")
     if path:
         with open(path, "a", encoding="utf-8") as f:
-            f.write(f"{get_job_context().job.id} {type(agent).__name__} {os.getpid()}\n")
+            f.write(f"{job.id} {type(agent).__name__} {os.getpid()}\n")
 
 
 class MarkedSales(Agent):

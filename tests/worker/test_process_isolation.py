@@ -54,7 +54,6 @@ async def test_router_choice_runs_and_a_sigkilled_job_fails_everywhere(
     devserver: DispatchServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     marks_file = tmp_path / "marks.txt"
-    monkeypatch.setenv("OPENRTC_TEST_MARKS", str(marks_file))
     rec = Recorder()
     pool = AgentPool(
         isolation="process",
@@ -71,12 +70,16 @@ async def test_router_choice_runs_and_a_sigkilled_job_fails_everywhere(
     port = free_port()
     call = {"turns": ["hello"], "mode": "text", "pause_s": 0.0}
     async with running(pool, devserver, http_port=port):
-        routed = await devserver.dispatch(metadata={"agent": "sales"}, simulated_call=call)
+        routed = await devserver.dispatch(
+            metadata={"agent": "sales", "marks": str(marks_file)}, simulated_call=call
+        )
         done = await devserver.wait_job(routed.id, {"success", "failed"}, timeout=90)
         assert done.state.value == "success", done.to_dict()
         assert marks(marks_file)[routed.id][0] == "MarkedSupport", "the router's choice ran"
 
-        doomed = await devserver.dispatch(simulated_call={**call, "hold_s": 60})
+        doomed = await devserver.dispatch(
+            metadata={"marks": str(marks_file)}, simulated_call={**call, "hold_s": 60}
+        )
         await wait_until(lambda: doomed.id in marks(marks_file), timeout=90)
         pid = marks(marks_file)[doomed.id][1]
         assert pid != os.getpid()

@@ -24,6 +24,8 @@ class TurnLatencyObserver:
         self.histogram = histogram
 
     async def on_session_start(self, info: SessionInfo, session: Any) -> None:
+        if session is None:
+            return  # a call in a job process: its session lives there, not here
         agent = info.agent
 
         def on_item(event: Any) -> None:
