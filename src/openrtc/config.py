@@ -147,6 +147,13 @@ def group_from_env(cls: type[G], environ: Mapping[str, str], **given: Any) -> G:
             if raw is not None and raw.strip():
                 values[f.name] = parse_value(raw, hints[f.name], var)
                 break
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        meta = setting_of(f)
+        value = values.get(f.name)
+        if meta is None or meta.min is None or value is None or isinstance(value, bool):
+            continue
+        if isinstance(value, int | float) and value < meta.min:
+            raise ConfigError(f"{_where(cls, f.name)} must be at least {meta.min:g}, got {value!r}")
     return cls(**values)
 
 

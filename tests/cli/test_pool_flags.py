@@ -63,6 +63,14 @@ def test_flags_env_and_the_commands_own_options() -> None:
     assert config.drain.timeout == cfg.DrainPolicy().timeout
 
 
+def test_a_flag_below_its_floor_is_one_line_naming_it() -> None:
+    cli, seen = _capture()
+    result = CliRunner().invoke(cli, ["bob", "--max-concurrent-sessions", "0"])
+    assert result.exit_code == 2 and not seen
+    assert result.output.count("\n") == 1
+    assert "--max-concurrent-sessions" in result.output and "at least 1" in result.output
+
+
 def test_a_flag_wins_over_its_variable() -> None:
     cli, seen = _capture()
     result = CliRunner().invoke(
@@ -88,6 +96,7 @@ def test_a_bad_choice_is_a_usage_error_naming_the_flag() -> None:
         ({"OPENRTC_HTTP_PORT": "99999"}, "--http-port"),
         ({"OPENRTC_SHARED_VAD": "maybe"}, "OPENRTC_SHARED_VAD"),
         ({"OPENRTC_ISOLATION": "fork"}, "OPENRTC_ISOLATION"),
+        ({"OPENRTC_MANIFEST_POLL_INTERVAL": "0.01"}, "at least 0.05"),
     ],
 )
 def test_a_bad_variable_is_one_line_naming_it(env: dict[str, str], named: str) -> None:

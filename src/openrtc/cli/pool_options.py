@@ -63,9 +63,13 @@ class Flag:
             return on if self.default else off
         return str(self.default)
 
+    def _floor(self) -> str:
+        """The lowest value, said in the help; checked by the group (one line, exit 2)."""
+        return "" if self.setting.min is None else f" At least {self.setting.min:g}."
+
     def annotation(self) -> Any:
         base, _ = cfg.base_type(self.hint)
-        extra: dict[str, Any] = {} if self.setting.min is None else {"min": self.setting.min}
+        extra: dict[str, Any] = {}
         if get_origin(base) is Literal:
             choices = [str(c) for c in get_args(base)]
             base = enum.Enum(self.field.title(), {c: c for c in choices})  # type: ignore[misc,no-redef]
@@ -74,7 +78,7 @@ class Flag:
         shown = self.shown_default
         option = typer.Option(
             self.decl,
-            help=f"{self.setting.help} Env: {', '.join(self.setting.env)}.",
+            help=f"{self.setting.help}{self._floor()} Env: {', '.join(self.setting.env)}.",
             show_default=shown if shown is not None else False,
             **extra,
         )
