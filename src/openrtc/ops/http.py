@@ -6,6 +6,7 @@ Bound to 127.0.0.1 unless configured otherwise. POST /drain needs the admin toke
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import hmac
 import json
@@ -100,7 +101,8 @@ class OpsServer:
         self.metrics = PoolMetrics(pool, lag, headroom)
         self.hot_reload: Callable[[], dict[str, Any]] | None = None
         """The hot reloader's status, shown under "hot_reload" in /snapshot when set."""
-        self.snapshots_served = 0
+        self.snapshot_read = asyncio.Event()
+        """Set at each /snapshot answer; cleared by whoever waits for the next one."""
         self.last_snapshot_at: float | None = None
         """When /snapshot last answered (monotonic): someone (fleet, top) is watching."""
         if call_stats.enabled():
@@ -216,7 +218,7 @@ class OpsServer:
             body["call_stats"] = call_stats.snapshot()
         if self.hot_reload is not None:
             body["hot_reload"] = self.hot_reload()
-        self.snapshots_served += 1
+        self.snapshot_read.set()
         self.last_snapshot_at = time.monotonic()
         body["audit"] = self._audit_status()
         return web.Response(text=json.dumps(body), content_type="application/json")

@@ -419,10 +419,9 @@ def _check_port_free(host: str, port: int) -> None:
 
 
 async def _wait_for_a_read(ops: OpsServer, timeout: float) -> None:
-    served = ops.snapshots_served
-    deadline = time.monotonic() + timeout
-    while ops.snapshots_served == served and time.monotonic() < deadline:
-        await asyncio.sleep(0.02)
+    ops.snapshot_read.clear()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(ops.snapshot_read.wait(), timeout)
 
 
 async def until_started(lifespan: Lifespan, task: asyncio.Task[int]) -> bool:
