@@ -13,6 +13,7 @@ Precedence: a flag on the command line, then the variable, then the default here
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import math
 import os
 import types
@@ -29,6 +30,7 @@ Isolation = Literal["coroutine", "thread", "process"]
 ISOLATIONS: tuple[Isolation, ...] = get_args(Isolation)
 UnknownTenant = Literal["refuse", "defaults"]
 AuditDurability = Literal["batch", "os"]
+EventLoop = Literal["asyncio", "uvloop"]
 DEFAULT_VERSION = "unversioned"
 
 
@@ -547,6 +549,12 @@ class Runtime:
         "'auto': one per core), forked from one copy of the loaded models and "
         "supervised by one parent that serves the operations endpoint for all of them.",
     )
+    event_loop: EventLoop = setting(
+        "asyncio",
+        "OPENRTC_EVENT_LOOP",
+        "The event loop each worker process runs its calls on: asyncio (the standard "
+        "library's) or uvloop (needs the uvloop package: pip install 'openrtc[uvloop]').",
+    )
     hot_reload: bool = in_code(
         False, "Reload a saved agent file into live calls (`openrtc dev --watch`)."
     )
@@ -556,6 +564,12 @@ class Runtime:
 
     def __post_init__(self) -> None:
         _check_choice(Runtime, "isolation", self.isolation, ISOLATIONS)
+        _check_choice(Runtime, "event_loop", self.event_loop, get_args(EventLoop))
+        if self.event_loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+            raise ConfigError(
+                f"{_where(Runtime, 'event_loop')} uvloop needs the uvloop package, which is "
+                "not installed: pip install 'openrtc[uvloop]'"
+            )
         object.__setattr__(self, "processes", _processes(self.processes))
         if self.processes != 1 and self.isolation != "coroutine":
             raise ConfigError(

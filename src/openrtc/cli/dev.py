@@ -11,6 +11,7 @@ import typer
 
 from ..config import PoolConfig
 from ..errors import OpenRTCError
+from ..worker import event_loop
 from . import pool_options as po
 from .logs import setup_logging
 from .options import ApiKey, ApiSecret, FormatName, LevelName, LogFormat, LogLevel, Target
@@ -135,7 +136,7 @@ def dev_command(
         typer.secho("error: --processes is for openrtc start; dev runs one process", err=True)
         raise typer.Exit(2)
     setup_logging(log_level, log_format)
-    code = asyncio.run(
+    code = event_loop.run(
         _run_dev(
             config,
             target,
@@ -147,7 +148,8 @@ def dev_command(
             exit_after_demo=exit_after_demo,
             watch=watch,
             watch_paths=list(watch_path or []),
-        )
+        ),
+        config.runtime,
     )
     raise typer.Exit(code)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
 import logging
@@ -16,6 +15,7 @@ import typer
 
 from ..config import PoolConfig
 from ..errors import OpenRTCError
+from ..worker import event_loop
 from . import pool_options as po
 from .logs import setup_logging
 from .options import (
@@ -132,7 +132,7 @@ def _run_worker(
         pool.isolation,
     )
     try:
-        return asyncio.run(serve(pool, server))
+        return event_loop.run(serve(pool, server), config.runtime)
     except OpenRTCError as e:
         # a start-up check that could only run once the worker was starting
         raise fail(str(e)) from None
@@ -169,7 +169,7 @@ def _run_processes(
         "worker %s: %d processes", config.deployment.version, supervisor.count
     )
     try:
-        return asyncio.run(supervisor.run())
+        return event_loop.run(supervisor.run(), config.runtime)
     finally:
         audit.close()
 

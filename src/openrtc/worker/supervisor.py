@@ -42,6 +42,7 @@ from ..audit import AuditLog
 from ..config import PoolConfig
 from ..errors import OpenRTCError
 from ..ops.processes_http import ChildView, ProcessesEndpoint
+from . import event_loop
 from .lifespan import EXIT_FAILED, EXIT_OK, HANDLED_SIGNALS, Lifespan, capture_signals
 
 logger = logging.getLogger("openrtc.supervisor")
@@ -101,7 +102,7 @@ def run_child(spec: ChildSpec, report: Connection) -> None:
         signal.signal(sig, remember)
     if spec.log_setup is not None:
         spec.log_setup()
-    code = asyncio.run(_serve_child(spec, report, early))
+    code = event_loop.run(_serve_child(spec, report, early), spec.config.runtime)
     sys.exit(code)
 
 
