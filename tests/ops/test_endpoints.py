@@ -143,7 +143,7 @@ async def test_endpoints_across_the_lifecycle(
         await wait_until(lambda: pool.runtime_snapshot().outcomes_total.get("success") == 1)
 
     # everything the worker did shows in its metrics, read the way Prometheus reads them
-    m = samples(worker.lifespan.ops.metrics.render().decode())
+    m = samples(worker.lifespan.ops.pool_metrics.render().decode())
     ended = [s for s in m["openrtc_session_duration_seconds"] if s.name.endswith("_count")]
     assert [(s.labels["agent"], s.labels["outcome"], s.value) for s in ended] == [
         ("sales", "success", 1.0)

@@ -7,8 +7,6 @@ Bound to 127.0.0.1 unless configured otherwise. POST /drain needs the admin toke
 from __future__ import annotations
 
 import asyncio
-import errno
-import hmac
 import json
 import logging
 import os
@@ -22,6 +20,7 @@ from aiohttp import web
 from ..errors import ConfigError
 from ..lifecycle import WorkerState
 from . import call_stats
+from .endpoint import Endpoint
 from .memory import process_memory
 from .metrics import PoolMetrics
 
@@ -35,25 +34,6 @@ logger = logging.getLogger("openrtc.http")
 HANG_AFTER_S = 10.0
 """/healthz fails when the loop-lag monitor has not run for this many seconds: the loop
 is hung (blocked, or the monitor died), not merely busy."""
-
-
-MAX_CREDENTIAL_BYTES = 4096
-
-
-def admin_authorized(request: web.Request, admin_token: str) -> bool:
-    """Compare the raw Authorization bytes with `Bearer <token>` in constant time; a
-    missing, oversized or malformed (non-UTF-8) credential is a no, never an error."""
-    given = b""
-    for name, value in request.raw_headers:
-        if name.lower() == b"authorization":
-            given = value
-            break
-    if len(given) > MAX_CREDENTIAL_BYTES:
-        return False
-    return hmac.compare_digest(given, f"Bearer {admin_token}".encode())
-
-
-"""A longer Authorization header is refused unread."""
 
 
 def load_admin_token() -> str | None:
@@ -72,15 +52,9 @@ def load_admin_token() -> str | None:
     return token or None
 
 
-def port_problem(host: str, port: int, error: OSError) -> str:
-    where = f"cannot listen on {host}:{port} for the operations endpoint (--http-port, "
-    where += f"OPENRTC_HTTP_PORT): {error.strerror or error}"
-    if error.errno == errno.EADDRINUSE:
-        where += "; another worker on this host may hold it: pass --http-port 0 for any free port"
-    return where
+class OpsServer(Endpoint):
+    """The endpoint of one worker process: it answers from its own pool."""
 
-
-class OpsServer:
     def __init__(
         self,
         pool: AgentPool,
@@ -91,14 +65,12 @@ class OpsServer:
         admin_token: str | None = None,
         headroom: Headroom | None = None,
     ) -> None:
+        super().__init__(host=host, port=port, admin_token=admin_token)
         self.pool = pool
         self.lag = lag
         self.headroom = headroom
-        self.host = host
-        self.port = port
-        self.admin_token = admin_token
         self.hang_after = HANG_AFTER_S
-        self.metrics = PoolMetrics(pool, lag, headroom)
+        self.pool_metrics = PoolMetrics(pool, lag, headroom)
         self.hot_reload: Callable[[], dict[str, Any]] | None = None
         """The hot reloader's status, shown under "hot_reload" in /snapshot when set."""
         self.snapshot_read = asyncio.Event()
@@ -107,46 +79,6 @@ class OpsServer:
         """When /snapshot last answered (monotonic): someone (fleet, top) is watching."""
         if call_stats.enabled():
             call_stats.install_collector()
-        self._runner: web.AppRunner | None = None
-        app = web.Application()
-        app.add_routes(
-            [
-                web.get("/healthz", self.healthz),
-                web.get("/readyz", self.readyz),
-                web.get("/metrics", self.metrics_handler),
-                web.get("/snapshot", self.snapshot),
-                web.post("/drain", self.drain),
-            ]
-        )
-        self.app = app
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    async def start(self) -> None:
-        self._runner = web.AppRunner(self.app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        try:
-            await site.start()
-        except OSError as e:
-            await self._runner.cleanup()
-            self._runner = None
-            raise ConfigError(port_problem(self.host, self.port, e)) from None
-        picked = self.port == 0
-        if picked:
-            self.port = int(self._runner.addresses[0][1])
-        logger.info(
-            "operations endpoint on %s (/healthz /readyz /metrics /snapshot)%s",
-            self.url,
-            f"; port {self.port} picked for --http-port 0" if picked else "",
-        )
-
-    async def aclose(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
 
     async def healthz(self, request: web.Request) -> web.Response:
         """Liveness: fails only on a hung process, never on a busy one.
@@ -197,8 +129,8 @@ class OpsServer:
             {"ready": False, "state": state.value, "reason": reason}, status=503
         )
 
-    async def metrics_handler(self, request: web.Request) -> web.Response:
-        body, content_type = self.metrics.exposition(request.headers.get("Accept"))
+    async def metrics(self, request: web.Request) -> web.Response:
+        body, content_type = self.pool_metrics.exposition(request.headers.get("Accept"))
         return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def snapshot(self, request: web.Request) -> web.Response:
@@ -234,27 +166,13 @@ class OpsServer:
             status.update(self.pool.audit_sinks.status())
         return status
 
-    async def drain(self, request: web.Request) -> web.Response:
-        if self.admin_token is None:
-            return web.json_response(
-                {"error": "drain over HTTP is off: set OPENRTC_ADMIN_TOKEN to enable it"},
-                status=403,
-            )
-        if not self._authorized(request):
-            self._audit_refused(request)
-            return web.json_response({"error": "a valid admin token is required"}, status=401)
-        actor = request.headers.get("X-OpenRTC-Actor", "http")[:64]
+    def begin_drain(self, actor: str) -> dict[str, Any]:
         self.pool.begin_drain(reason="POST /drain", actor=actor)
-        state = self.pool.admission_state().value
-        return web.json_response({"draining": True, "state": state}, status=202)
+        return {"state": self.pool.admission_state().value}
 
-    def _authorized(self, request: web.Request) -> bool:
-        assert self.admin_token is not None
-        return admin_authorized(request, self.admin_token)
-
-    def _audit_refused(self, request: web.Request) -> None:
-        """A failed drain attempt: audited under the bounded-volume rule (one record, then
-        a count per interval for the same peer)."""
+    def drain_refused(self, request: web.Request) -> None:
+        """Audited under the bounded-volume rule (one record, then a count per interval
+        for the same peer)."""
         peer = request.remote or ""
         record = self.pool.audit_log.emit_refusal(
             "ops.drain_refused", reason="bad admin token", source=peer, actor=peer

@@ -23,7 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.parser import text_string_to_metric_families
 
-from .http import admin_authorized
+from .endpoint import Endpoint
 
 logger = logging.getLogger("openrtc.http")
 
@@ -94,7 +94,7 @@ def merge_metrics(expositions: list[tuple[int, str]]) -> list[Metric]:
     return list(merged.values())
 
 
-class ProcessesEndpoint:
+class ProcessesEndpoint(Endpoint):
     """/healthz, /readyz, /metrics, /snapshot and POST /drain for every child at once."""
 
     def __init__(
@@ -108,44 +108,21 @@ class ProcessesEndpoint:
         draining: Callable[[], bool],
         info: Callable[[], dict[str, Any]],
     ) -> None:
+        super().__init__(host=host, port=port, admin_token=admin_token)
         self.children = children
-        self.host = host
-        self.port = port
-        self.admin_token = admin_token
         self.on_drain = on_drain
         self.draining = draining
         self.info = info
-        self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
-        app = web.Application()
-        app.add_routes(
-            [
-                web.get("/healthz", self.healthz),
-                web.get("/readyz", self.readyz),
-                web.get("/metrics", self.metrics),
-                web.get("/snapshot", self.snapshot),
-                web.post("/drain", self.drain),
-            ]
-        )
-        self.app = app
 
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+    scope = " for every process"
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=CHILD_TIMEOUT_S))
-        self._runner = web.AppRunner(self.app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, self.host, self.port).start()
-        if self.port == 0:
-            self.port = int(self._runner.addresses[0][1])
-        logger.info("operations endpoint for every process on %s", self.url)
+        await super().start()
 
     async def aclose(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await super().aclose()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -233,15 +210,9 @@ class ProcessesEndpoint:
         body = {**self.info(), "active_sessions": active, "children": children}
         return web.Response(text=json.dumps(body), content_type="application/json")
 
-    async def drain(self, request: web.Request) -> web.Response:
-        if self.admin_token is None:
-            return web.json_response(
-                {"error": "drain over HTTP is off: set OPENRTC_ADMIN_TOKEN to enable it"},
-                status=403,
-            )
-        if not admin_authorized(request, self.admin_token):
-            logger.warning("POST /drain refused: bad or missing admin token")
-            return web.json_response({"error": "a valid admin token is required"}, status=401)
-        actor = request.headers.get("X-OpenRTC-Actor", "http")[:64]
+    def begin_drain(self, actor: str) -> dict[str, Any]:
         self.on_drain("POST /drain", actor)
-        return web.json_response({"draining": True, "processes": len(self.children())}, status=202)
+        return {"processes": len(self.children())}
+
+    def drain_refused(self, request: web.Request) -> None:
+        logger.warning("POST /drain refused: bad or missing admin token (from %s)", request.remote)

@@ -40,8 +40,9 @@ from ..deploy.follower import manifest_secrets, membership_watcher
 from ..errors import ConfigError
 from ..lifecycle import WorkerState
 from ..ops import self_protection
+from ..ops.endpoint import port_problem
 from ..ops.headroom import Headroom
-from ..ops.http import OpsServer, load_admin_token, port_problem
+from ..ops.http import OpsServer, load_admin_token
 from ..ops.jsonl import MetricsJsonl
 from ..ops.loop_lag import LoopLagMonitor
 from .models import shared_models

@@ -40,7 +40,7 @@ from typing import Any
 
 from ..audit import AuditLog
 from ..config import PoolConfig
-from ..errors import OpenRTCError
+from ..errors import ConfigError, OpenRTCError
 from ..ops.processes_http import ChildView, ProcessesEndpoint
 from . import event_loop
 from .lifespan import EXIT_FAILED, EXIT_OK, HANDLED_SIGNALS, Lifespan, capture_signals
@@ -269,8 +269,8 @@ class Supervisor:
                 if self.endpoint is not None:
                     try:
                         await self.endpoint.start()
-                    except OSError as e:
-                        logger.error("cannot serve %s: %s", self.endpoint.url, e.strerror)
+                    except ConfigError as e:
+                        logger.error("%s", e)
                         return EXIT_FAILED
                 for child in self.children:
                     if not self.draining:
