@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import textwrap
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from openrtc import AgentPool
 from openrtc.devserver import DispatchServer
@@ -54,3 +56,21 @@ async def wait_until(predicate: object, timeout: float = 15.0, interval: float =
         if loop.time() > deadline:
             raise TimeoutError(f"condition not met within {timeout}s")
         await asyncio.sleep(interval)
+
+
+def agents_folder(root: Path, name: str) -> Path:
+    """`root/agents` holding one fake-provider agent called `name` (for CLI subprocesses)."""
+    folder = root / "agents"
+    folder.mkdir()
+    source = f"""
+        from livekit.agents import Agent
+        from openrtc import agent_config
+        from openrtc.testing import FakeLLM, FakeSTT, FakeTTS
+
+        @agent_config(name="{name}", stt=FakeSTT(), llm=FakeLLM(), tts=FakeTTS())
+        class {name.title()}(Agent):
+            def __init__(self):
+                super().__init__(instructions="You are {name.title()}.")
+        """
+    (folder / f"{name}.py").write_text(textwrap.dedent(source))
+    return folder

@@ -12,7 +12,6 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,28 +19,12 @@ import aiohttp
 import pytest
 
 from openrtc.devserver import DispatchServer
-from tests.harness import wait_until
-
-AGENT = textwrap.dedent(
-    """
-    from livekit.agents import Agent
-    from openrtc import agent_config
-    from openrtc.testing import FakeLLM, FakeSTT, FakeTTS
-
-    @agent_config(name="plain", stt=FakeSTT(), llm=FakeLLM(), tts=FakeTTS())
-    class Plain(Agent):
-        def __init__(self):
-            super().__init__(instructions="You are Plain.")
-    """
-)
+from tests.harness import agents_folder, wait_until
 
 
 @pytest.fixture
 def agents_dir(tmp_path: Path) -> Path:
-    d = tmp_path / "agents"
-    d.mkdir()
-    (d / "plain.py").write_text(AGENT)
-    return d
+    return agents_folder(tmp_path, "plain")
 
 
 @pytest.fixture

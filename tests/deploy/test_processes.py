@@ -9,7 +9,6 @@ import os
 import re
 import signal
 import sys
-import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -24,28 +23,12 @@ from openrtc.cli.main import app
 from openrtc.deploy.rehearsal.workers import free_port
 from openrtc.devserver import DispatchServer
 from openrtc.worker.lifespan import EXIT_OK
-from tests.harness import wait_until
-
-AGENT = textwrap.dedent(
-    """
-    from livekit.agents import Agent
-    from openrtc import agent_config
-    from openrtc.testing import FakeLLM, FakeSTT, FakeTTS
-
-    @agent_config(name="sales", stt=FakeSTT(), llm=FakeLLM(), tts=FakeTTS())
-    class Sales(Agent):
-        def __init__(self):
-            super().__init__(instructions="You are Sales.")
-    """
-)
+from tests.harness import agents_folder, wait_until
 
 
 @pytest.fixture
 def agents_dir(tmp_path: Path) -> Path:
-    d = tmp_path / "agents"
-    d.mkdir()
-    (d / "sales.py").write_text(AGENT)
-    return d
+    return agents_folder(tmp_path, "sales")
 
 
 @pytest.fixture
