@@ -7,9 +7,11 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import typer
 from livekit.agents import inference
+from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
 from openrtc import AgentPool
@@ -72,7 +74,19 @@ class _Detectors:
         return None
 
 
-async def _audio_calls(devserver: DispatchServer, *, shared: bool) -> tuple[list[Any], int]:
+def _predictions(metrics: str) -> dict[str, float]:
+    return {
+        s.labels["outcome"]: s.value
+        for family in text_string_to_metric_families(metrics)
+        if family.name == "openrtc_turn_predictions"
+        for s in family.samples
+        if s.name.endswith("_total")
+    }
+
+
+async def _audio_calls(
+    devserver: DispatchServer, *, shared: bool
+) -> tuple[list[Any], int, dict[str, float]]:
     seen = _Detectors()
     pool = AgentPool(
         AGENTS,
@@ -84,7 +98,7 @@ async def _audio_calls(devserver: DispatchServer, *, shared: bool) -> tuple[list
     )
     script = {"turns": TURNS, "mode": "audio", "pause_s": 0.1}
     runs_before = shared_predictor().runs
-    async with running(pool, devserver):
+    async with running(pool, devserver, http_port=0) as worker:
         jobs = [
             await devserver.dispatch(metadata={"agent": name}, simulated_call=script)
             for name in ("sales", "support", "sales")
@@ -92,28 +106,36 @@ async def _audio_calls(devserver: DispatchServer, *, shared: bool) -> tuple[list
         done = await asyncio.gather(
             *(devserver.wait_job(j.id, {"success", "failed"}, timeout=90) for j in jobs)
         )
+        assert worker.lifespan.ops is not None
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"{worker.lifespan.ops.url}/metrics") as resp,
+        ):
+            metrics = await resp.text()
     assert [d.state.value for d in done] == ["success"] * 3, [d.to_dict() for d in done]
     for job in jobs:
         transcript = pool.transcripts[job.id]
         assert transcript.completed, transcript.error
         assert len(transcript.replies) >= len(TURNS), "every turn was answered"
         assert transcript.replies[-1].endswith("you said: thank you, goodbye")
-    return seen.detectors, shared_predictor().runs - runs_before
+    return seen.detectors, shared_predictor().runs - runs_before, _predictions(metrics)
 
 
 async def test_audio_calls_complete_with_the_shared_turn_detector(
     devserver: DispatchServer,
 ) -> None:
-    detectors, runs = await _audio_calls(devserver, shared=True)
+    detectors, runs, counted = await _audio_calls(devserver, shared=True)
     assert len(detectors) == 3 and all(isinstance(d, SharedTurnDetector) for d in detectors)
     assert len({id(d) for d in detectors}) == 1, "one detector for the whole process"
     assert runs >= 3 * len(TURNS), "every turn's end was predicted by the shared thread"
+    assert counted["run"] >= runs and set(counted) == {"run", "skipped", "dropped", "failed"}
+    assert counted["failed"] == 0
 
 
 async def test_with_the_shared_turn_detector_off_calls_get_livekits_own(
     devserver: DispatchServer,
 ) -> None:
-    detectors, runs = await _audio_calls(devserver, shared=False)
+    detectors, runs, _ = await _audio_calls(devserver, shared=False)
     assert len(detectors) == 3
     assert all(
         isinstance(d, inference.TurnDetector) and not isinstance(d, SharedTurnDetector)
