@@ -128,7 +128,8 @@ async def test_audio_calls_complete_with_the_shared_turn_detector(
     assert len(detectors) == 3 and all(isinstance(d, SharedTurnDetector) for d in detectors)
     assert len({id(d) for d in detectors}) == 1, "one detector for the whole process"
     assert runs >= 3 * len(TURNS), "every turn's end was predicted by the shared thread"
-    assert counted["run"] >= runs and set(counted) == {"run", "skipped", "dropped", "failed"}
+    assert set(counted) == {"run", "skipped", "stale", "dropped", "failed"}
+    assert counted["run"] >= runs
     assert counted["failed"] == 0
 
 

@@ -57,7 +57,7 @@ async def test_requests_superseded_or_cancelled_before_their_turn_never_run(
     finally:
         await stream.aclose()
     assert model.calls == 2, "only the one already running and the last one ran"
-    assert (predictor.runs, predictor.skipped) == (2, 4)
+    assert (predictor.runs, predictor.skipped, predictor.stale) == (2, 4, 1)
 
 
 async def test_many_streams_on_one_loop_share_one_thread_and_keep_their_answers(
@@ -160,3 +160,25 @@ async def test_streams_on_other_event_loops_get_their_answers_on_their_own_loop(
     assert len({t for _, t in results}) == 3, "three loops in three threads"
     assert len({round(p, 5) for p, _ in results}) == 1, "same audio, same answer"
     assert predictor.runs == 3
+
+
+async def test_a_request_that_waited_too_long_is_logged(
+    predictor: TurnPredictor, model: CountedModel, caplog: pytest.LogCaptureFixture
+) -> None:
+    detector = SharedTurnDetector(predictor=predictor)
+    first, second = [await _fed(detector, conversation()[:20000]) for _ in range(2)]
+    try:
+        model.hold()
+        running = first.predict()
+        await wait_for(model.entered)
+        waiting = second.predict()
+        await asyncio.sleep(0.4)
+        with caplog.at_level(logging.WARNING, logger="openrtc.turn"):
+            model.release()
+            await _result(running)
+            await _result(waiting)
+    finally:
+        await first.aclose()
+        await second.aclose()
+    (warning,) = [r for r in caplog.records if r.name == "openrtc.turn"]
+    assert "end-of-turn model is" in warning.getMessage() and "behind" in warning.getMessage()

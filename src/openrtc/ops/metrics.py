@@ -236,8 +236,9 @@ class PoolCollector(Collector):
             return
         yield _by_label(
             "openrtc_turn_predictions",
-            "End-of-turn requests by what became of them: run (the model ran; failed ones "
-            "too), skipped (superseded or cancelled before their turn), dropped (their call's "
+            "End-of-turn requests by what became of them: run (the model ran; failed and "
+            "stale ones too), skipped (superseded or cancelled before their turn), stale (ran, "
+            "but the caller had spoken again before the answer), dropped (their call's "
             "stream closed first), failed (the model raised; answered 1.0).",
             "outcome",
             {
@@ -245,6 +246,7 @@ class PoolCollector(Collector):
                 "skipped": stats["skipped"],
                 "dropped": stats["dropped"],
                 "failed": stats["failures"],
+                "stale": stats["stale"],
             },
         )
         queued = GaugeMetricFamily(

@@ -35,6 +35,10 @@ logger = logging.getLogger("openrtc.turn")
 GROUP_HOLD_S = 0.03
 """A finished result waits at most about this long for others to share its hand-over;
 with the queue empty it goes at once."""
+LATE_WARNING_S = 0.3
+"""A request that waited longer than this for the model is logged (at most every
+`WARN_EVERY_S`): livekit gives up on a prediction after 1 s and commits without it."""
+WARN_EVERY_S = 10.0
 
 
 class Requester(Protocol):
@@ -95,8 +99,11 @@ class TurnPredictor:
         """Requests not run: their stream closed while they waited."""
         self.failures = 0
         """Runs that raised; each answered 1.0."""
+        self.stale = 0
+        """Runs whose answer came after the stream had moved on (the caller spoke again)."""
         self.deliveries = 0
         """Hand-overs to event loops (each carries one or more results)."""
+        self._warned_at = -WARN_EVERY_S
         ref = weakref.ref(self)
 
         def _after_fork() -> None:
@@ -143,6 +150,7 @@ class TurnPredictor:
             "skipped": self.skipped,
             "dropped": self.dropped,
             "failures": self.failures,
+            "stale": self.stale,
             "deliveries": self.deliveries,
             "queued": self.queued,
         }
@@ -185,6 +193,7 @@ class TurnPredictor:
             if not request.owner.wants(request.request_id):
                 self.skipped += 1
                 continue
+            self._note_wait(time.perf_counter() - request.queued_at)
             error: BaseException | None = None
             try:
                 probability = float(predict(request.pcm))
@@ -199,6 +208,17 @@ class TurnPredictor:
             if now - held_since >= self._hold_s:
                 self._hand_over(held)
                 held = []
+
+    def _note_wait(self, waited: float) -> None:
+        now = time.perf_counter()
+        if waited > LATE_WARNING_S and now - self._warned_at > WARN_EVERY_S:
+            self._warned_at = now
+            logger.warning(
+                "the end-of-turn model is %.0f ms behind (%d requests waiting): this worker "
+                "has more calls than its CPU can serve; lower max_concurrent_sessions",
+                1000 * waited,
+                len(self._queue),
+            )
 
     def _load(self) -> Callable[[I16], float]:
         if self._predict is not None:
@@ -229,20 +249,23 @@ class TurnPredictor:
             by_loop.setdefault(result[0].loop, []).append(result)
         for loop, group in by_loop.items():
             try:
-                loop.call_soon_threadsafe(_deliver, group)
+                loop.call_soon_threadsafe(self._deliver, group)
                 self.deliveries += 1
             except RuntimeError:  # that loop is closed: nobody is left to answer
                 continue
 
-
-def _deliver(group: list[_Result]) -> None:
-    for request, probability, seconds, error in group:
-        try:
-            request.context.run(
-                request.owner.resolve, request.request_id, probability, seconds, error
-            )
-        except Exception:
-            logger.exception("delivering an end-of-turn prediction failed")
+    def _deliver(self, group: list[_Result]) -> None:
+        """On the requests' loop: hand each stream its answer, in the call's context."""
+        for request, probability, seconds, error in group:
+            if not request.owner.wants(request.request_id):
+                self.stale += 1
+                continue
+            try:
+                request.context.run(
+                    request.owner.resolve, request.request_id, probability, seconds, error
+                )
+            except Exception:
+                logger.exception("delivering an end-of-turn prediction failed")
 
 
 _shared: TurnPredictor | None = None
