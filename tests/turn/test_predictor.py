@@ -182,3 +182,37 @@ async def test_a_request_that_waited_too_long_is_logged(
         await second.aclose()
     (warning,) = [r for r in caplog.records if r.name == "openrtc.turn"]
     assert "end-of-turn model is" in warning.getMessage() and "behind" in warning.getMessage()
+
+
+def _predict_in_child(predictor: TurnPredictor, conn: Any) -> None:
+    async def one() -> float:
+        stream = await _fed(SharedTurnDetector(predictor=predictor), conversation()[:20000])
+        try:
+            return await _result(stream.predict())
+        finally:
+            await stream.aclose()
+
+    conn.send((asyncio.run(one()), predictor.runs))
+    conn.close()
+
+
+async def test_a_forked_worker_gets_its_own_predictor_thread(predictor: TurnPredictor) -> None:
+    import multiprocessing
+
+    stream = await _fed(SharedTurnDetector(predictor=predictor), conversation()[:20000])
+    try:
+        in_parent = await _result(stream.predict())
+    finally:
+        await stream.aclose()
+    ctx = multiprocessing.get_context("fork")
+    ours, theirs = ctx.Pipe()
+    child = ctx.Process(target=_predict_in_child, args=(predictor, theirs))
+    child.start()
+    try:
+        assert await asyncio.to_thread(ours.poll, 30), "the child got no answer"
+        in_child, child_runs = ours.recv()
+    finally:
+        await asyncio.to_thread(child.join, 10)
+    assert child.exitcode == 0
+    assert in_child == pytest.approx(in_parent, abs=1e-6), "same audio, same answer"
+    assert child_runs == 2, "the child's thread ran it (the parent's did not follow the fork)"
