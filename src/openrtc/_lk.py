@@ -2,7 +2,8 @@
 
 livekit-agents has no public way to run a job as an asyncio task on the worker's own
 loop, to decide admission exactly when an offer arrives, or to report a cancelled job;
-livekit-plugins-silero has none to reach the model a loaded VAD holds. Those need
+livekit-plugins-silero has none to reach the model a loaded VAD holds, and livekit's
+turn detector none to run its stream over another transport. Those need
 private names; each one is used only here, behind a version check, and
 `check_internals()` (run when a worker is built, and by the test suite) fails loudly
 with the name that moved when upstream changes shape.

@@ -85,7 +85,7 @@ def _predictions(metrics: str) -> dict[str, float]:
 
 
 async def _audio_calls(
-    devserver: DispatchServer, *, shared: bool
+    devserver: DispatchServer, *, shared: bool, isolation: str = "coroutine"
 ) -> tuple[list[Any], int, dict[str, float]]:
     seen = _Detectors()
     pool = AgentPool(
@@ -94,6 +94,7 @@ async def _audio_calls(
         default_llm=FakeLLM(),
         default_tts=FakeTTS(seconds_per_char=0.01),
         observers=[seen],
+        isolation=isolation,
         config=PoolConfig.from_env(runtime=Runtime(shared_turn_detector=shared)),
     )
     script = {"turns": TURNS, "mode": "audio", "pause_s": 0.1}
@@ -121,10 +122,12 @@ async def _audio_calls(
     return seen.detectors, shared_predictor().runs - runs_before, _predictions(metrics)
 
 
+@pytest.mark.parametrize("isolation", ["coroutine", "thread"])
 async def test_audio_calls_complete_with_the_shared_turn_detector(
-    devserver: DispatchServer,
+    devserver: DispatchServer, isolation: str
 ) -> None:
-    detectors, runs, counted = await _audio_calls(devserver, shared=True)
+    """Under thread isolation each call has its own event loop; one thread serves them all."""
+    detectors, runs, counted = await _audio_calls(devserver, shared=True, isolation=isolation)
     assert len(detectors) == 3 and all(isinstance(d, SharedTurnDetector) for d in detectors)
     assert len({id(d) for d in detectors}) == 1, "one detector for the whole process"
     assert runs >= 3 * len(TURNS), "every turn's end was predicted by the shared thread"
