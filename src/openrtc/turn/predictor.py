@@ -32,9 +32,11 @@ from .ring import I16
 
 logger = logging.getLogger("openrtc.turn")
 
-GROUP_HOLD_S = 0.03
-"""A finished result waits at most about this long for others to share its hand-over;
-with the queue empty it goes at once."""
+GROUP_HOLD_S = 0.05
+"""A finished result waits at most this long for others to share its hand-over (it goes
+at once when the queue is empty, or when one more run would keep it longer). livekit asks
+for a prediction after 200 ms of silence and waits for it only at the end of speech, a
+few hundred ms later, so this wait is normally hidden."""
 LATE_WARNING_S = 0.3
 """A request that waited longer than this for the model is logged (at most every
 `WARN_EVERY_S`): livekit gives up on a prediction after 1 s and commits without it."""
@@ -195,6 +197,7 @@ class TurnPredictor:
                 continue
             self._note_wait(time.perf_counter() - request.queued_at)
             error: BaseException | None = None
+            started = time.perf_counter()
             try:
                 probability = float(predict(request.pcm))
             except BaseException as e:  # answered 1.0, as livekit does
@@ -202,10 +205,11 @@ class TurnPredictor:
                 self.failures += 1
             self.runs += 1
             now = time.perf_counter()
+            run_s = now - started
             if not held:
                 held_since = now
             held.append((request, probability, now - request.queued_at, error))
-            if now - held_since >= self._hold_s:
+            if now + run_s - held_since > self._hold_s:
                 self._hand_over(held)
                 held = []
 
