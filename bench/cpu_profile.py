@@ -22,7 +22,7 @@ from cpu_measure import QUIET_CORES, SCRATCH, RunResult, describe, run_calls, wa
 
 BUCKETS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("VAD model (ONNX Session.run)", ("onnx_model.py", "Session.run")),
-    ("end-of-turn model", ("livekit/local_inference", "inference/eot")),
+    ("end-of-turn model", ("livekit/local_inference", "inference/eot", "openrtc/turn/")),
     (
         "VAD Python (framing, decisions, batching)",
         ("silero/vad.py", "agents/vad.py", "openrtc/vad/"),

@@ -83,3 +83,35 @@ def test_a_moved_assignment_table_is_named(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(_lk.AgentServer, "_handle_assignment", reshaped)
     with pytest.raises(_lk.UnsupportedLiveKitVersion, match="no longer reads _pending_assignments"):
         _lk.check_internals()
+
+
+def test_the_turn_stream_internals_are_there_and_a_moved_one_is_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from livekit.agents.inference.eot import base as eot_base
+
+    _lk.check_turn_detector()
+
+    def reshaped(self: object, request_id: str, probability: float) -> None:
+        return None
+
+    monkeypatch.setattr(eot_base._BaseStreamingTurnDetectorStream, "_resolve_prediction", reshaped)
+    with pytest.raises(_lk.UnsupportedLiveKitVersion, match="--no-shared-turn-detector") as err:
+        _lk.check_turn_detector()
+    assert "_resolve_prediction no longer does" in str(err.value)
+    _lk.check_internals()  # a worker without the shared turn detector does not depend on it
+
+
+def test_a_changed_turn_transport_protocol_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_lk, "TURN_TRANSPORT_MEMBERS", (*_lk.TURN_TRANSPORT_MEMBERS, "reset"))
+    with pytest.raises(_lk.UnsupportedLiveKitVersion, match="turn transport Protocol has"):
+        _lk.check_turn_detector()
+
+
+def test_the_turn_transport_implements_livekits_protocol() -> None:
+    from livekit.agents.inference.eot.base import _StreamingTurnDetectionTransport
+
+    from openrtc.turn import BatchedTurnTransport, TurnPredictor
+
+    transport = BatchedTurnTransport(TurnPredictor(lambda pcm: 0.5))
+    assert isinstance(transport, _StreamingTurnDetectionTransport)

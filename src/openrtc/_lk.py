@@ -2,7 +2,8 @@
 
 livekit-agents has no public way to run a job as an asyncio task on the worker's own
 loop, to decide admission exactly when an offer arrives, or to report a cancelled job;
-livekit-plugins-silero has none to reach the model a loaded VAD holds. Those need
+livekit-plugins-silero has none to reach the model a loaded VAD holds, and livekit's
+turn detector none to run its stream over another transport. Those need
 private names; each one is used only here, behind a version check, and
 `check_internals()` (run when a worker is built, and by the test suite) fails loudly
 with the name that moved when upstream changes shape.
@@ -246,6 +247,123 @@ def silero_model(vad: Any) -> tuple[Any, dict[str, Any]] | None:
     if session is None or opts is None:
         return None
     return session, {name: getattr(opts, name) for name in SILERO_OPTION_FIELDS}
+
+
+# --- the end-of-turn stream, run over OpenRTC's batched transport -----------------------------
+TURN_STREAM_PARAMS = ("self", "detector", "opts", "transport", "model", "local_fallback")
+"""What `_BaseStreamingTurnDetectorStream.__init__` takes; `turn_detector_stream` passes them."""
+TURN_TRANSPORT_MEMBERS = (
+    "session_id",
+    "run",
+    "run_inference",
+    "push_frame",
+    "flush",
+    "attach",
+    "detach",
+)
+"""The transport Protocol livekit's turn stream drives; `openrtc.turn` implements each."""
+_TURN_STREAM_STEPS = {
+    "predict": ("self._request_fut = ", "self._transport.run_inference(self._request_id)"),
+    "_resolve_prediction": ("if request_id != self._request_id:",),
+    "aclose": ("self._transport.detach()",),
+}
+"""The order the batched transport relies on: the future exists before the transport is
+asked, a stale answer is ignored, and aclose detaches the transport."""
+TURN_BUFFER_SECONDS = 1.2
+"""The audio livekit's local transport hands the model: the last 1.2 s since a flush."""
+
+
+def _turn_problems() -> list[str]:
+    from livekit.agents import inference
+    from livekit.agents.inference.eot import base as eot_base
+    from livekit.agents.inference.eot import transports as eot_transports
+
+    problems: list[str] = []
+    stream_cls = getattr(eot_base, "_BaseStreamingTurnDetectorStream", None)
+    proto = getattr(eot_base, "_StreamingTurnDetectionTransport", None)
+    if stream_cls is None or proto is None:
+        return ["livekit.agents.inference.eot.base lost its turn stream or transport Protocol"]
+    got = tuple(inspect.signature(stream_cls.__init__).parameters)
+    if got != TURN_STREAM_PARAMS:
+        problems.append(
+            f"_BaseStreamingTurnDetectorStream takes {got}, expected {TURN_STREAM_PARAMS}"
+        )
+    members = {m for m in vars(proto) if not m.startswith("_")}
+    if members != set(TURN_TRANSPORT_MEMBERS):
+        problems.append(
+            f"the turn transport Protocol has {sorted(members)}, "
+            f"expected {sorted(TURN_TRANSPORT_MEMBERS)}"
+        )
+    for method, steps in _TURN_STREAM_STEPS.items():
+        fn = getattr(stream_cls, method, None)
+        src = inspect.getsource(fn) if fn is not None else ""
+        problems.extend(
+            f"_BaseStreamingTurnDetectorStream.{method} no longer does {step!r}"
+            for step in steps
+            if step not in src
+        )
+    if not hasattr(stream_cls, "_drain_audio_channel"):
+        problems.append("_BaseStreamingTurnDetectorStream._drain_audio_channel is gone")
+    if getattr(eot_transports, "_CLIENT_BUFFER_SECONDS", None) != TURN_BUFFER_SECONDS:
+        problems.append(
+            f"livekit's local turn transport no longer keeps {TURN_BUFFER_SECONDS} s of audio"
+        )
+    if "self._opts = opts" not in inspect.getsource(eot_base._BaseStreamingTurnDetector.__init__):
+        problems.append("_BaseStreamingTurnDetector._opts is gone")
+    if not issubclass(inference.TurnDetector, eot_base._BaseStreamingTurnDetector):
+        problems.append("inference.TurnDetector is no longer a _BaseStreamingTurnDetector")
+    return problems
+
+
+def check_turn_detector() -> None:
+    """Verify the livekit-agents turn-stream internals `openrtc.turn` relies on still exist."""
+    check_version()
+    problems = _turn_problems()
+    if problems:
+        raise UnsupportedLiveKitVersion(
+            f"livekit-agents {LK_AGENTS_VERSION} changed the end-of-turn internals openrtc's "
+            "shared turn detector relies on: " + "; ".join(problems) + "; run with "
+            "--no-shared-turn-detector, or install livekit-agents~=1.8.0"
+        )
+
+
+def turn_detector_stream(detector: Any, transport: Any) -> Any:
+    """livekit's own end-of-turn stream for `detector`, fed through `transport`.
+
+    The stream class is private; reusing it keeps predict/cancel/flush/timeout exactly
+    as livekit does them, with only the model call replaced.
+    """
+    from livekit.agents.inference.eot import base as eot_base
+
+    return eot_base._BaseStreamingTurnDetectorStream(
+        detector=detector,
+        opts=detector._opts,
+        transport=transport,
+        model=detector.model,
+        local_fallback=True,
+    )
+
+
+def turn_detector_sample_rate(detector: Any) -> int:
+    """The rate (Hz) the detector's streams resample their input audio to."""
+    return int(detector._opts.sample_rate)
+
+
+def turn_request_is_current(stream: Any, request_id: str) -> bool:
+    """False once the stream superseded, cancelled or timed out that request."""
+    return bool(stream._request_id == request_id)
+
+
+def resolve_turn_request(
+    stream: Any, request_id: str, probability: float, inference_duration: float
+) -> None:
+    """Hand a prediction to the stream; it ignores one it no longer waits for."""
+    stream._resolve_prediction(request_id, probability, inference_duration=inference_duration)
+
+
+async def drain_turn_audio(stream: Any) -> None:
+    """Feed the stream's queued audio and flushes to its transport until input ends."""
+    await stream._drain_audio_channel()
 
 
 ExecutorStatus = lk_job_executor.JobStatus

@@ -535,6 +535,14 @@ class Runtime:
         "Default: on with --isolation coroutine, off otherwise.",
         flag="--shared-vad/--no-shared-vad",
     )
+    shared_turn_detector: bool = setting(
+        True,
+        "OPENRTC_SHARED_TURN_DETECTOR",
+        "One thread runs the end-of-turn model for every call in the process and skips "
+        "predictions the caller made stale by speaking again. Off: livekit's own local "
+        "turn detector, one thread-pool task per prediction.",
+        flag="--shared-turn-detector/--no-shared-turn-detector",
+    )
     prewarm_models: bool = setting(
         True,
         "OPENRTC_PREWARM_MODELS",

@@ -115,11 +115,11 @@ async def test_fifty_concurrent_calls_share_one_loaded_vad_and_turn_model(
             *(devserver.wait_job(j.id, {"success", "failed"}, timeout=60) for j in jobs)
         )
     assert [d.state.value for d in done] == ["success"] * 50
-    shared = models.shared_models()
+    shared = models.shared_turn_detector()
     batched = models.shared_vad()
     # every call's VAD is a view on one batched engine over the one loaded Silero model
     assert all(s.vad._engine is batched._engine for s in sessions)
-    assert all(s.turn_detection is shared.turn_detector for s in sessions)
+    assert all(s.turn_detection is shared for s in sessions)
 
 
 async def test_a_burst_of_twenty_offers_against_a_cap_of_five_admits_exactly_five(
@@ -216,7 +216,7 @@ async def test_calls_to_every_agent_share_models_loaded_once_in_the_process(
     assert loads == {"vad": 1, "eot": 1}
     batched = models.shared_vad()
     assert all(s.vad._engine is batched._engine for s in sessions)
-    assert all(s.turn_detection is models.shared_models().turn_detector for s in sessions)
+    assert all(s.turn_detection is models.shared_turn_detector() for s in sessions)
 
 
 async def test_a_capped_worker_reports_live_calls_over_its_cap_as_its_load(

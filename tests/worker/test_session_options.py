@@ -193,7 +193,7 @@ async def test_turn_handling_in_session_kwargs_keeps_the_shared_turn_detector(
     await call_each_agent(pool, devserver)
     session = recorder.sessions["sales"]
     assert session.options.endpointing["min_delay"] == 0.9
-    assert session.turn_detection is models.shared_models().turn_detector
+    assert session.turn_detection is models.shared_turn_detector()
 
 
 class HttpSessionAgent(Agent):

@@ -34,6 +34,7 @@ from prometheus_client.registry import Collector
 
 from ..lifecycle import WorkerState
 from ..sessions import DEFAULT_TENANT, SessionInfo, SessionOutcome
+from ..turn import shared_predictor_stats
 from .memory import process_memory
 from .turn_latency import TURN_LATENCY_BUCKETS, TurnLatencyObserver
 
@@ -226,7 +227,33 @@ class PoolCollector(Collector):
                 if "spool_bytes" in st:
                     spool.add_metric([name], st["spool_bytes"])
             yield spool
+        yield from self._turn_predictions()
         yield from self._load()
+
+    def _turn_predictions(self) -> Iterator[Metric]:
+        stats = shared_predictor_stats()
+        if stats is None:
+            return
+        yield _by_label(
+            "openrtc_turn_predictions",
+            "End-of-turn requests by what became of them: run (the model ran; failed and "
+            "stale ones too), skipped (superseded or cancelled before their turn), stale (ran, "
+            "but the caller had spoken again before the answer), dropped (their call's "
+            "stream closed first), failed (the model raised; answered 1.0).",
+            "outcome",
+            {
+                "run": stats["runs"],
+                "skipped": stats["skipped"],
+                "dropped": stats["dropped"],
+                "failed": stats["failures"],
+                "stale": stats["stale"],
+            },
+        )
+        queued = GaugeMetricFamily(
+            "openrtc_turn_predictions_queued", "End-of-turn requests waiting for the model."
+        )
+        queued.add_metric([], stats["queued"])
+        yield queued
 
     def _load(self) -> Iterator[Metric]:
         load = GaugeMetricFamily(

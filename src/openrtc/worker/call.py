@@ -18,7 +18,7 @@ from .. import _lk, log_context, routing, sessions
 from ..ops import call_stats
 from ..sessions import SessionInfo
 from ..simulation.script import SIMULATED_CALL_KEY
-from .models import shared_models, shared_vad
+from .models import shared_models, shared_turn_detector, shared_vad
 
 if TYPE_CHECKING:
     from ..pool import AgentPool
@@ -79,7 +79,9 @@ def _build_session(pool: AgentPool, spec: Any, info: SessionInfo) -> AgentSessio
             opts["vad"] = (
                 shared_vad().for_session() if pool.config.runtime.uses_shared_vad else models.vad
             )
-        _share_turn_detector(opts, models.turn_detector)
+        runtime = pool.config.runtime
+        detector = shared_turn_detector() if runtime.shared_turn_detector else models.turn_detector
+        _share_turn_detector(opts, detector)
     if "vad" in opts:
         opts["vad"] = call_stats.watch_vad(opts["vad"])
     return AgentSession(**opts)

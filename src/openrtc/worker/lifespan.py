@@ -45,7 +45,7 @@ from ..ops.headroom import Headroom
 from ..ops.http import OpsServer, load_admin_token
 from ..ops.jsonl import MetricsJsonl
 from ..ops.loop_lag import LoopLagMonitor
-from .models import shared_models
+from .models import shared_models, shared_turn_detector
 
 if TYPE_CHECKING:
     from ..pool import AgentPool
@@ -260,6 +260,9 @@ class Lifespan:
                 pool.set_membership(False, reason="no valid manifest yet")
         if pool.config.runtime.prewarm_models:
             await asyncio.to_thread(shared_models)
+            if pool.config.runtime.shared_turn_detector:
+                # checks livekit's turn stream now: a moved internal stops the start, loudly
+                await asyncio.to_thread(shared_turn_detector)
         if pool.config.runtime.hot_reload:
             from ..reload import HotReloader
 

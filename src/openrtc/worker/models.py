@@ -71,13 +71,33 @@ def shared_vad() -> Any:
         return _shared_vad
 
 
+_shared_turn_detector: Any = None
+
+
+def shared_turn_detector() -> Any:
+    """The process-wide `openrtc.turn.SharedTurnDetector` (livekit's v1-mini model, run
+    by one thread for every call); the native model is the one `shared_models()` loaded.
+
+    Raises `UnsupportedLiveKitVersion` when livekit's turn stream changed shape.
+    """
+    global _shared_turn_detector
+    from ..turn import SharedTurnDetector
+
+    shared_models()
+    with _lock:
+        if _shared_turn_detector is None:
+            _shared_turn_detector = SharedTurnDetector()
+        return _shared_turn_detector
+
+
 def forget_loaded_models() -> None:
     """Drop the memoized models so the next `shared_models()` loads them again.
 
     For tests that count real loads; a worker never calls it. Sessions already holding
     the old objects keep them.
     """
-    global _loaded, _shared_vad
+    global _loaded, _shared_vad, _shared_turn_detector
     with _lock:
         _loaded = None
         _shared_vad = None
+        _shared_turn_detector = None
