@@ -297,7 +297,8 @@ def test_shared_vad_targets_missed_when_the_numbers_miss() -> None:
     )
     assert (cpu.met, kept.met) == (False, False)
     none = report.shared_vad_verdicts(_with_summary(largest_n_kept_up=None))[1]
-    assert none.met is False and "largest N kept up: none" in none.detail
+    assert none.met is False and "coroutine: none" in none.detail
+    assert "best mode coroutine-stock-vad: largest N kept up: 25" in none.detail
 
 
 def test_keep_up_table_lists_every_mode() -> None:
