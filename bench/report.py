@@ -729,9 +729,10 @@ def overload_section(result: dict[str, Any]) -> str:
     headers = ["processes", "offered", "within s", "admitted", "refused in an answer",
                "never offered (worker full)", "unanswered", "refusal reasons",
                "worker full after s", "admitted before full", "failed", "live at end",
-               "kept up", "turns", "turn p50 ms", "turn p95 ms", "turn p95 over a lone call ms",
-               "VAD-lag warnings", "loop lag p99 ms", "VAD late %", "CPU % of a core",
-               "CPU/call %", "PSS MB", "note"]  # fmt: skip
+               "kept up", "turns", "turn p50 ms", "turn p95 ms", "lone call turn p95 ms",
+               "turn p95 over a lone call ms", "VAD-lag warnings", "loop lag p99 ms",
+               "VAD late %", "CPU % of a core", "CPU/call %", "PSS MB",
+               "other load % of a core", "note"]  # fmt: skip
     rows = []
     for r in result.get("runs", []):
         k = r.get("keep_up") or {}
@@ -753,6 +754,7 @@ def overload_section(result: dict[str, Any]) -> str:
                 k.get("turns_measured"),
                 _bound(k.get("turn_latency_p50_ms")),
                 _bound(k.get("turn_latency_p95_ms")),
+                _bound((r.get("lone") or {}).get("turn_latency_p95_ms")),
                 _num(k.get("turn_latency_p95_over_lone_ms"), 0),
                 k.get("vad_lag_warnings"),
                 _bound(k.get("loop_lag_p99_ms")),
@@ -760,6 +762,7 @@ def overload_section(result: dict[str, Any]) -> str:
                 _num(k.get("cpu_pct"), 0),
                 _num(k.get("cpu_per_call_pct"), 2),
                 _num(k.get("pss_mb"), 0),
+                _num(k.get("other_cpu_pct"), 0),
                 "; ".join(x for x in (r.get("reason"), k.get("reason")) if x),
             ]
         )
