@@ -288,6 +288,8 @@ def per_box_verdict(kept: dict[str, Any]) -> Verdict:
     ]
     if others:
         detail += "; other modes, largest N kept up: " + ", ".join(others)
+    if not any("processes" in m for m in kept):
+        detail += "; no mode with several processes per box was run (`coroutine-processes-2`)"
     return Verdict(target, met, detail + ".")
 
 

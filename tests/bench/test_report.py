@@ -446,6 +446,9 @@ def test_the_100_calls_verdict_takes_the_best_mode_per_box_and_says_which() -> N
     assert verdict.met is True
     assert verdict.detail.startswith("met by coroutine-processes-2: largest N kept up: 100")
     assert "coroutine: 50 (first missed 75)" in verdict.detail
+    assert "no mode with several processes" not in verdict.detail
+    one_loop = report.per_box_verdict(_with_summary()["summary"])
+    assert one_loop.met is False and "no mode with several processes per box" in one_loop.detail
     assert report.best_per_box({}) == (None, None)
     assert report.per_box_verdict({}).met is None
 
