@@ -270,7 +270,7 @@ def _message(line: str) -> str:
         with contextlib.suppress(ValueError):
             record = json.loads(line)
             if isinstance(record, dict) and isinstance(record.get("message"), str):
-                return record["message"]
+                return str(record["message"])
     return line
 
 

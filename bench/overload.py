@@ -396,8 +396,10 @@ async def main_async(cfg: OverloadConfig) -> dict[str, Any]:
 
 def parse(argv: list[str] | None = None) -> OverloadConfig:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--offered", type=int, default=OFFERED, help="calls in the burst")
-    ap.add_argument("--within", type=float, default=WITHIN_S, help="seconds, first to last")
+    ap.add_argument("--offered", type=int, default=None, help=f"calls in the burst ({OFFERED})")
+    ap.add_argument(
+        "--within", type=float, default=None, help=f"seconds, first to last ({WITHIN_S:g})"
+    )
     ap.add_argument(
         "--offer-deadline",
         type=float,
@@ -409,8 +411,8 @@ def parse(argv: list[str] | None = None) -> OverloadConfig:
         default="1,2",
         help="worker processes (openrtc start --processes K), comma separated; one burst each",
     )
-    ap.add_argument("--window", type=float, default=20.0, help="steady window, seconds")
-    ap.add_argument("--settle", type=float, default=5.0, help="seconds after every call runs")
+    ap.add_argument("--window", type=float, default=None, help="steady window, seconds (20)")
+    ap.add_argument("--settle", type=float, default=None, help="seconds after every call runs (5)")
     ap.add_argument("--seed", type=int, default=1, help="the workload's seed")
     ap.add_argument(
         "--worker-arg",
@@ -419,7 +421,11 @@ def parse(argv: list[str] | None = None) -> OverloadConfig:
         help="extra flag for the worker, repeatable (the target is with default settings)",
     )
     ap.add_argument("--workdir", type=Path, default=None, help="keep worker logs here")
-    ap.add_argument("--quick", action="store_true", help="smoke run: 12 calls in 2 s")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 12 calls in 2 s, 6 s window (flags given still apply)",
+    )
     ap.add_argument("--out", default=None, help="result name under bench/results/")
     a = ap.parse_args(argv)
     try:
@@ -428,17 +434,18 @@ def parse(argv: list[str] | None = None) -> OverloadConfig:
         ap.error(f"--processes takes whole numbers separated by commas, got {a.processes!r}")
     if not processes or min(processes) < 1 or max(processes) > 64:
         ap.error(f"--processes takes numbers from 1 to 64, got {a.processes!r}")
-    if a.offered < 1:
-        ap.error(f"--offered must be at least 1, got {a.offered}")
-    for flag, value in (("--within", a.within), ("--offer-deadline", a.offer_deadline),
-                        ("--window", a.window), ("--settle", a.settle)):  # fmt: skip
+    defaults = (12, 2.0, 6.0, 2.0) if a.quick else (OFFERED, WITHIN_S, 20.0, 5.0)
+    given = (a.offered, a.within, a.window, a.settle)
+    chosen = [d if g is None else g for g, d in zip(given, defaults, strict=True)]
+    offered, within, window, settle = chosen
+    if offered < 1:
+        ap.error(f"--offered must be at least 1, got {offered}")
+    for flag, value in (("--within", within), ("--offer-deadline", a.offer_deadline),
+                        ("--window", window), ("--settle", settle)):  # fmt: skip
         if value < 0 or (flag in ("--offer-deadline", "--window") and value == 0):
             ap.error(f"{flag} must be a positive number of seconds, got {value}")
-    offered, within, window, settle = a.offered, a.within, a.window, a.settle
-    if a.quick:
-        offered, within, window, settle = 12, 2.0, 6.0, 2.0
     return OverloadConfig(
-        offered=offered,
+        offered=int(offered),
         within_s=within,
         offer_deadline_s=a.offer_deadline,
         processes=processes,
