@@ -80,7 +80,7 @@ from density import (
 from workload import Workload
 
 from openrtc.devserver import DispatchServer
-from openrtc.devserver.records import WS_FULL, JobRecord, JobState
+from openrtc.devserver.records import WS_AVAILABLE, WS_FULL, JobRecord, JobState
 
 OFFERED = 130
 WITHIN_S = 5.0
@@ -225,6 +225,18 @@ def _answer_p99(jobs: list[JobRecord]) -> float | None:
     )
 
 
+async def _until_available(srv: DispatchServer, count: int, timeout: float) -> bool:
+    """Until the server sees `count` workers that report themselves available: a worker
+    still settling after its start (its smoothed load high) would refuse the first calls."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        workers = [w for w in srv.workers() if w.connected]
+        if len(workers) >= count and all(w.status == WS_AVAILABLE for w in workers):
+            return True
+        await asyncio.sleep(0.2)
+    return False
+
+
 def _full_after(srv: DispatchServer, since: float) -> float | None:
     for e in srv.events():
         if e.kind == "worker_status" and e.fields.get("status") == WS_FULL and e.ts >= since:
@@ -249,6 +261,8 @@ async def run_burst(cfg: OverloadConfig, processes: int, lone: Run | None) -> Bu
             await worker.start()
             await worker.wait_accepting()
             await wait_quiet(worker, 30.0)
+            if not await _until_available(srv, processes, 60.0):
+                burst.reason = "a worker still reported itself full when the burst began"
             run = Run(mode=mode, n=0)
             run.idle_pss_mb, _ = worker.pss_mb()
             burst.keep_up = run
@@ -286,12 +300,6 @@ async def _offer_and_hold(
         for k, v in rejected_total(after_offers, pids).items()
         if v - before.get(k, 0)
     }
-    burst.worker_full_after_s = _full_after(srv, wall0)
-    if burst.worker_full_after_s is not None:
-        cut = wall0 + burst.worker_full_after_s
-        burst.admitted_before_full = sum(
-            1 for j in jobs if j.assigned_at is not None and j.assigned_at <= cut
-        )
     burst.answer_p99_ms = _answer_p99(jobs)
     admitted = [j for j in jobs if j.worker_id is not None]
     run.n = len(admitted)
@@ -317,6 +325,12 @@ async def _offer_and_hold(
 
         await measure_window(worker, run, cfg.window_s, live, start_snap)
     finally:
+        burst.worker_full_after_s = _full_after(srv, wall0)
+        if burst.worker_full_after_s is not None:
+            cut = wall0 + burst.worker_full_after_s
+            burst.admitted_before_full = sum(
+                1 for j in jobs if j.assigned_at is not None and j.assigned_at <= cut
+            )
         outcomes(burst, jobs)
         run.calls_placed = len(admitted)
         run.calls_completed = burst.calls_completed
