@@ -7,11 +7,14 @@ One `openrtc start examples/agents` worker runs with its default settings (no ca
 default `--load-threshold`, coroutine isolation, shared VAD) as a subprocess against the
 loopback dispatch server in this process, with `OPENRTC_CALL_STATS=1`; with
 `--processes K` (K > 1) the worker is one parent with K children that register as K
-workers, and the server spreads the burst over them. The burst is the first `--offered`
+workers, and the server spreads the burst over them. The burst starts once the server
+sees every worker report itself available (a worker that just started may still report
+itself full while its smoothed load settles). The burst is the first `--offered`
 calls of density's seeded workload (`workload.py`: same agents, turns, words and think
 times), dispatched at the workload's exponential gaps scaled so the last goes out
 `--within` seconds after the first. Each call holds the line, silent, for its own hold
-plus the burst, settle and window time after its last reply, so every admitted call is
+plus the burst, the ramp allowance (90 s), settle and window time after its last reply,
+so every admitted call is
 live through the steady window; no ended call is replaced (nothing is offered after the
 burst).
 
