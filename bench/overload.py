@@ -14,9 +14,8 @@ calls of density's seeded workload (`workload.py`: same agents, turns, words and
 times), dispatched at the workload's exponential gaps scaled so the last goes out
 `--within` seconds after the first. Each call holds the line, silent, for its own hold
 plus the burst, the ramp allowance (90 s), settle and window time after its last reply,
-so every admitted call is
-live through the steady window; no ended call is replaced (nothing is offered after the
-burst).
+so every admitted call is live through the steady window; no ended call is replaced
+(nothing is offered after the burst).
 
 Every dispatch has a short deadline (`--offer-deadline`, 1 s): the server offers the job
 to a worker that reports itself available; a refusal or a worker that reports itself full
