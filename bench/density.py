@@ -707,7 +707,7 @@ def table(runs: list[Run]) -> Table:
     for col in ("mode", "N", "status", "kept up", "turns", "turn p50 ms", "turn p95 ms",
                 "p95 +lone ms", "failed", "VAD warnings", "PSS/call MB", "CPU %",
                 "CPU/call %", "lag p99 ms", "VAD late %", "mic late %", "note"):  # fmt: skip
-        t.add_column(col)
+        t.add_column(col, no_wrap=col == "mode")
     for r in runs:
         t.add_row(
             r.mode,
