@@ -330,7 +330,11 @@ class Worker:
         return got is not None and got[0] == 200
 
     async def wait_accepting(self, timeout: float = 90.0) -> dict[str, Any]:
-        """Until /snapshot shows a worker id and the state `accepting`; returns it."""
+        """Until /snapshot shows a worker id and the state `accepting`; returns it.
+
+        Under `--processes N` the parent's /snapshot lists its children: every one of
+        them must be accepting, and `worker_id` holds their ids, comma separated.
+        """
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.alive:
@@ -339,9 +343,10 @@ class Worker:
                     f"while starting; see {self.log_path}"
                 )
             snap = await self.snapshot(2.0)
-            if snap and snap.get("worker_id") and snap.get("state") == "accepting":
-                self.worker_id = str(snap["worker_id"])
-                return snap
+            ids = accepting_ids(snap)
+            if ids:
+                self.worker_id = ",".join(ids)
+                return dict(snap or {})
             await asyncio.sleep(0.1)
         raise TimeoutError(
             f"worker {self.name} did not accept calls in {timeout:.0f}s; see {self.log_path}"
@@ -407,6 +412,87 @@ class Worker:
             with contextlib.suppress(ProcessLookupError):
                 self.proc.kill()
         await self.proc.wait()
+
+
+# --- what a worker's /snapshot says, whether it is one process or a parent of several -------
+
+
+def worker_snapshots(snap: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The snapshots of the processes that run calls: the worker's own, or, under
+    `openrtc start --processes N`, each child's as the parent lists it (a child that did
+    not answer is left out)."""
+    if not snap:
+        return []
+    if "children" not in snap:
+        return [snap]
+    return [
+        dict(c["snapshot"])
+        for c in snap.get("children") or []
+        if isinstance(c, dict) and isinstance(c.get("snapshot"), dict)
+    ]
+
+
+def accepting_ids(snap: dict[str, Any] | None) -> list[str]:
+    """Every worker id, once every process has registered and accepts calls; else []."""
+    snaps = worker_snapshots(snap)
+    expected = int((snap or {}).get("processes") or 1)
+    if len(snaps) < expected:
+        return []
+    if not all(s.get("worker_id") and s.get("state") == "accepting" for s in snaps):
+        return []
+    return [str(s["worker_id"]) for s in snaps]
+
+
+def _add(into: dict[str, Any], stats: dict[str, Any]) -> None:
+    for key, value in stats.items():
+        have = into.get(key)
+        if key.endswith("_edges_ms"):
+            into.setdefault(key, list(value))
+        elif isinstance(value, bool):
+            into[key] = bool(have) or value
+        elif isinstance(value, int | float):
+            into[key] = (have or 0) + value
+        elif isinstance(value, list):
+            if have is None:
+                into[key] = list(value)
+            else:
+                into[key] = [a + b for a, b in zip(have, value, strict=True)]
+        elif isinstance(value, dict):
+            merged = dict(have or {})
+            for k, v in value.items():
+                merged[k] = merged.get(k, 0) + v
+            into[key] = merged
+
+
+def call_stats(snap: dict[str, Any] | None, pids: set[int] | None = None) -> dict[str, Any]:
+    """The worker's `call_stats` (OPENRTC_CALL_STATS=1) summed over every process that
+    runs calls: counters and histogram buckets add up, histogram edges are shared.
+
+    With `pids`, only those processes count: readers pass the processes of their last
+    reading, so a child restarted meanwhile counts from zero in the earlier ones, rather
+    than subtracting its predecessor's totals.
+    """
+    total: dict[str, Any] = {}
+    for s in worker_snapshots(snap):
+        if pids is not None and s.get("pid") not in pids:
+            continue
+        _add(total, dict(s.get("call_stats") or {}))
+    return total
+
+
+def snapshot_pids(snap: dict[str, Any] | None) -> set[int]:
+    return {int(s["pid"]) for s in worker_snapshots(snap) if s.get("pid") is not None}
+
+
+def rejected_total(snap: dict[str, Any] | None, pids: set[int] | None = None) -> dict[str, int]:
+    """Offers refused so far, by reason, summed over every process that takes calls."""
+    out: dict[str, int] = {}
+    for s in worker_snapshots(snap):
+        if pids is not None and s.get("pid") not in pids:
+            continue
+        for reason, count in (s.get("rejected_total") or {}).items():
+            out[reason] = out.get(reason, 0) + int(count)
+    return out
 
 
 def system_busy_seconds() -> float:

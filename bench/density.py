@@ -28,11 +28,20 @@ the worker warns that the VAD is behind real time. Caller microphone frames sent
 than 200 ms after their real-time slot, or never sent, are counted over the window.
 
 Modes: `coroutine` (calls as asyncio tasks, with the shared batched VAD, its default),
+`coroutine-processes-2` (the same in two worker processes under one parent,
+`--processes 2`: two event loops on the box, each child with its own shared VAD, the
+server spreading the calls over the two workers they register as),
 `coroutine-stock-vad` (the same with livekit's per-call Silero streams, `--no-shared-vad`),
-`thread` and `process`. A mode keeps up at N when no call failed, the p95 turn latency
-is at most 50 ms above a lone call's, the worker logged no VAD-lag warning, and loop lag
-p99 is under 50 ms (its histogram bucket ends below 50 ms); the summary gives, per mode,
-the largest N that kept up and the CPU per call there and at N=25.
+`thread` and `process`. With several processes every number covers all of them: PSS
+and CPU are the whole process tree's (parent, fork server, children), loop lag, VAD
+frames, turn latency and caller audio are the children's `call_stats` summed (the
+parent's /snapshot lists each child's), and the children's log lines (VAD-lag warnings,
+failed calls) go to the same log as the parent's. `--modes` runs only some modes.
+
+A mode keeps up at N when no call failed, the p95 turn latency is at most 50 ms above
+a lone call's, the worker logged no VAD-lag warning, and loop lag p99 is under 50 ms
+(its histogram bucket ends below 50 ms); the summary gives, per mode, the largest N
+that kept up and the CPU per call there and at N=25.
 
 A mode stops growing when it no longer keeps up, or no longer fits: the worker dies or
 stops answering, N calls cannot be held live, loop lag p99 exceeds 1 s, or the memory or
@@ -40,6 +49,7 @@ time budget would be exceeded. The table says which, and why.
 
     PYTHONPATH=src .venv/bin/python bench/density.py            # full run
     PYTHONPATH=src .venv/bin/python bench/density.py --quick    # N=1,5, short windows
+    PYTHONPATH=src .venv/bin/python bench/density.py --modes coroutine-processes-2
 """
 
 from __future__ import annotations
@@ -48,11 +58,13 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import json
 import math
 import re
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +72,7 @@ from typing import Any
 import psutil
 from benchkit import (
     Worker,
+    call_stats,
     command_line,
     hist_diff,
     hist_percentile,
@@ -68,7 +81,9 @@ from benchkit import (
     own_cpu_seconds,
     pin_source,
     server_env,
+    snapshot_pids,
     system_busy_seconds,
+    worker_snapshots,
     write_result,
 )
 from rich.console import Console
@@ -91,14 +106,40 @@ VAD_WARNING = re.compile(
     r"VAD is (?P<ms>\d+(?:\.\d+)?) ms behind real time|VAD inference is slower than realtime"
 )
 """The worker's own VAD-lag warnings: the shared VAD's and the stock Silero stream's."""
+PROCESSES_MODE = "coroutine-processes-2"
 MODES: dict[str, list[str]] = {
     "coroutine": ["--isolation", "coroutine", "--shared-vad"],
+    PROCESSES_MODE: ["--isolation", "coroutine", "--shared-vad", "--processes", "2"],
     "coroutine-stock-vad": ["--isolation", "coroutine", "--no-shared-vad"],
     "thread": ["--isolation", "thread"],
     "process": ["--isolation", "process"],
 }
 """What each benchmarked mode runs: coroutine isolation with the shared batched VAD (its
-default) and with livekit's stock per-call Silero streams, then thread and process."""
+default) in one process and in two (`--processes 2`: two coroutine pools, each with its
+own shared VAD, under one parent), with livekit's stock per-call Silero streams, then
+thread and process. `coroutine-processes-K` runs K processes for any K (`--modes`)."""
+DEFAULT_NS = [10, 25, 50, 75, 100]
+PROCESSES_NS = [25, 50, 75, 100, 125]
+"""Several loops are for a whole box's worth of calls: their grid starts higher and goes
+past the 100-calls-per-box target."""
+_PROCESSES = re.compile(r"coroutine-processes-(?P<k>[1-9][0-9]?)")
+
+
+def mode_args(mode: str) -> list[str]:
+    """The worker flags of a mode; KeyError for a mode that does not exist."""
+    if mode in MODES:
+        return MODES[mode]
+    m = _PROCESSES.fullmatch(mode)
+    if m is None:
+        raise KeyError(mode)
+    return ["--isolation", "coroutine", "--shared-vad", "--processes", m.group("k")]
+
+
+def default_ns(mode: str) -> list[int]:
+    """The N grid a mode runs when --n is not given (N=1 is always added)."""
+    return PROCESSES_NS if _PROCESSES.fullmatch(mode) else DEFAULT_NS
+
+
 OTHER_LOAD_LIMIT = 25.0
 """% of a core used by other processes during a window past which it is measured again."""
 MAX_WINDOWS = 3
@@ -107,7 +148,8 @@ console = Console(width=None if sys.stdout.isatty() else 160)
 
 @dataclass
 class Config:
-    ns: list[int]
+    ns: dict[str, list[int]]
+    """Per mode, the N it runs (ascending, 1 included)."""
     modes: list[str]
     window_s: float
     settle_s: float
@@ -186,6 +228,17 @@ class Run:
     """Windows measured: another is taken when other processes disturbed one (best kept)."""
 
 
+def _snapshot_lag(snap: dict[str, Any]) -> dict[str, float] | None:
+    """The worker's own loop-lag gauges; per process (`<process>:<gauge>`) for several."""
+    snaps = worker_snapshots(snap)
+    out: dict[str, float] = {}
+    for i, s in enumerate(snaps, 1):
+        lag = s.get("event_loop_lag_ms")
+        if isinstance(lag, dict):
+            out.update({(k if len(snaps) == 1 else f"{i}:{k}"): v for k, v in lag.items()})
+    return out or None
+
+
 def _first_error(server: DispatchServer, jobs: list[str], log: Path) -> str:
     """Why the first call ended: the server's record, else the worker's own log line."""
     ended = sorted(
@@ -207,16 +260,22 @@ def _logged_failure(log: Path, job_id: str) -> str:
         return ""
     for line in lines:
         if job_id in line and " failed: " in line:
-            return line.split(" failed: ", 1)[1].strip()
+            return _message(line).split(" failed: ", 1)[-1].strip()
     return ""
+
+
+def _message(line: str) -> str:
+    """A log line's message: a JSON line's `message` field, a plain line as it is."""
+    if line.startswith("{"):
+        with contextlib.suppress(ValueError):
+            record = json.loads(line)
+            if isinstance(record, dict) and isinstance(record.get("message"), str):
+                return str(record["message"])
+    return line
 
 
 def _running(server: DispatchServer, jobs: list[str]) -> int:
     return sum(1 for j in jobs if server.job(j).state.value == "running")
-
-
-def _stats(snap: dict[str, Any] | None) -> dict[str, Any]:
-    return dict((snap or {}).get("call_stats") or {})
 
 
 def window_numbers(
@@ -307,7 +366,7 @@ def vad_lag_warnings(lines: list[str]) -> tuple[int, float | None]:
     return count, worst
 
 
-async def _wait_quiet(worker: Worker, timeout: float) -> None:
+async def wait_quiet(worker: Worker, timeout: float) -> None:
     """Until the idle worker (and any warm job processes) stop using CPU."""
     deadline = time.monotonic() + timeout
     last = worker.cpu_seconds()
@@ -384,7 +443,7 @@ async def run_config(cfg: Config, mode: str, n: int, lone: Run | None = None) ->
     t_start = time.monotonic()
     async with DispatchServer(dispatch_deadline=cfg.ramp_timeout_s, offer_timeout=10.0) as srv:
         worker = Worker(
-            args=[*MODES[mode], "--deployment-version", "bench", *cfg.worker_args],
+            args=[*mode_args(mode), "--deployment-version", "bench", *cfg.worker_args],
             env={**server_env(srv), "OPENRTC_CALL_STATS": "1"},
             log_path=cfg.workdir / f"density-{mode}-{n}.log",
             name=f"{mode}-{n}",
@@ -392,7 +451,7 @@ async def run_config(cfg: Config, mode: str, n: int, lone: Run | None = None) ->
         try:
             await worker.start()
             await worker.wait_accepting()
-            await _wait_quiet(worker, 30.0)
+            await wait_quiet(worker, 30.0)
             run.idle_pss_mb, _ = worker.pss_mb()
             await _hold_calls(cfg, srv, worker, run, lone)
         except Exception as e:
@@ -408,7 +467,7 @@ async def _hold_calls(
 ) -> None:
     n = run.n
     traffic = Traffic(srv, n, cfg.workload())
-    start_stats = _stats(await worker.snapshot(10.0))
+    start_snap = await worker.snapshot(10.0)
     log_mark = worker.log_size()
     keeper = asyncio.create_task(traffic.keep())
     try:
@@ -433,7 +492,8 @@ async def _hold_calls(
         best: Run | None = None
         for attempt in range(1, MAX_WINDOWS + 1):
             trial = dataclasses.replace(run, windows=attempt)
-            await _measure_window(cfg, srv, worker, trial, traffic, start_stats)
+            window_s = cfg.window_s * (LONE_WINDOW_FACTOR if n == 1 else 1)
+            await measure_window(worker, trial, window_s, lambda: traffic.live, start_snap)
             if best is None or (trial.other_cpu_pct or 0) < (best.other_cpu_pct or 0):
                 best = trial
             if trial.status != "held" or (trial.other_cpu_pct or 0) <= OTHER_LOAD_LIMIT:
@@ -456,14 +516,15 @@ async def _hold_calls(
         run.calls_failed = sum(run.failed_jobs.values())
         run.vad_lag_warnings, run.vad_behind_max_ms = vad_lag_warnings(worker.log_lines(log_mark))
         over_lone(run, lone)
-        _explain(run, srv, traffic, worker)
+        explain(run, srv, traffic.jobs, worker)
 
 
-def _explain(run: Run, srv: DispatchServer, traffic: Traffic, worker: Worker) -> None:
-    """Add to the run's note what keeps it from keeping up, in the order a reader asks."""
+def explain(run: Run, srv: DispatchServer, jobs: list[str], worker: Worker) -> None:
+    """Add to the run's note what keeps it from keeping up, in the order a reader asks
+    (`jobs`: the run's calls, whose first failure is quoted)."""
     notes = [run.reason] if run.reason else []
     if run.calls_failed:
-        why = _first_error(srv, [j for j in traffic.jobs if srv.job(j).state.value != "success"],
+        why = _first_error(srv, [j for j in jobs if srv.job(j).state.value != "success"],
                            worker.log_path)  # fmt: skip
         notes.append(f"{run.calls_failed} calls failed {run.failed_jobs} ({why})")
     if run.vad_lag_warnings:
@@ -479,27 +540,29 @@ def _explain(run: Run, srv: DispatchServer, traffic: Traffic, worker: Worker) ->
     run.reason = "; ".join(notes)
 
 
-async def _measure_window(
-    cfg: Config,
-    srv: DispatchServer,
+async def measure_window(
     worker: Worker,
     run: Run,
-    traffic: Traffic,
-    start_stats: dict[str, Any],
+    window_s: float,
+    live: Callable[[], int],
+    start_snap: dict[str, Any] | None,
 ) -> None:
+    """Measure one steady window of `window_s` into `run` (`run.n` calls are meant to be
+    live; `live()` says how many are): PSS, CPU, health, and the call_stats of every
+    process running calls, from `start_snap` (before the first call) for VAD frames.
+    """
     n = run.n
-    window_s = cfg.window_s * (LONE_WINDOW_FACTOR if n == 1 else 1)
 
     before = await worker.snapshot(10.0)
     cpu0, w0 = worker.cpu_seconds(), time.monotonic()
     busy0, own0 = system_busy_seconds(), own_cpu_seconds()
     pss: list[float] = []
-    live: list[int] = []
+    held: list[int] = []
     unhealthy = 0
     while time.monotonic() - w0 < window_s:
         mb, procs = worker.pss_mb()
         pss.append(mb)
-        live.append(traffic.live)
+        held.append(live())
         run.processes = procs
         if not await worker.healthy():
             unhealthy += 1
@@ -519,12 +582,20 @@ async def _measure_window(
         run.idle_pss_mb = round(run.idle_pss_mb, 1)
     run.cpu_pct = round(100 * (cpu1 - cpu0) / seconds, 1)
     run.cpu_per_call_pct = round(run.cpu_pct / n, 2)
-    run.live_calls = min([*live, traffic.live])
+    run.live_calls = min([*held, live()])
     if after is not None:
-        lag = after.get("event_loop_lag_ms")
-        run.snapshot_loop_lag_ms = dict(lag) if isinstance(lag, dict) else None
+        run.snapshot_loop_lag_ms = _snapshot_lag(after)
     if before is not None and after is not None:
-        window_numbers(run, _stats(before), _stats(after), n, seconds, run_start=start_stats)
+        # every process that runs calls now; one restarted meanwhile counts from zero
+        pids = snapshot_pids(after)
+        window_numbers(
+            run,
+            call_stats(before, pids),
+            call_stats(after, pids),
+            n,
+            seconds,
+            run_start=call_stats(start_snap, pids),
+        )
 
     problems = []
     if not worker.alive:
@@ -601,8 +672,8 @@ def _skip_reason(cfg: Config, runs: list[Run], mode: str, n: int, started: float
         why = last.reason or (
             "no turn was answered in its window"
             if last.turn_latency_p95_ms is None
-            else f"loop lag p99 {_fmt(last.loop_lag_p99_ms)} ms, turn p95 "
-            f"+{_fmt(last.turn_latency_p95_over_lone_ms, 0)} ms over a lone call"
+            else f"loop lag p99 {fmt(last.loop_lag_p99_ms)} ms, turn p95 "
+            f"+{fmt(last.turn_latency_p95_over_lone_ms, 0)} ms over a lone call"
         )
         return f"{mode} no longer kept up at N={last.n}: {why}"
     if mine and mine[-1].pss_per_call_mb is not None and mine[-1].idle_pss_mb is not None:
@@ -623,7 +694,7 @@ def _skip_reason(cfg: Config, runs: list[Run], mode: str, n: int, started: float
     return None
 
 
-def _fmt(value: float | None, digits: int = 1) -> str:
+def fmt(value: float | None, digits: int = 1) -> str:
     if value is None:
         return "n/a"
     if math.isinf(value):
@@ -636,7 +707,7 @@ def table(runs: list[Run]) -> Table:
     for col in ("mode", "N", "status", "kept up", "turns", "turn p50 ms", "turn p95 ms",
                 "p95 +lone ms", "failed", "VAD warnings", "PSS/call MB", "CPU %",
                 "CPU/call %", "lag p99 ms", "VAD late %", "mic late %", "note"):  # fmt: skip
-        t.add_column(col)
+        t.add_column(col, no_wrap=col == "mode")
     for r in runs:
         t.add_row(
             r.mode,
@@ -644,17 +715,17 @@ def table(runs: list[Run]) -> Table:
             r.status,
             {None: "-", True: "yes", False: "no"}[r.kept_up],
             "n/a" if r.turns_measured is None else str(r.turns_measured),
-            _fmt(r.turn_latency_p50_ms, 0),
-            _fmt(r.turn_latency_p95_ms, 0),
-            _fmt(r.turn_latency_p95_over_lone_ms, 0),
+            fmt(r.turn_latency_p50_ms, 0),
+            fmt(r.turn_latency_p95_ms, 0),
+            fmt(r.turn_latency_p95_over_lone_ms, 0),
             "n/a" if r.calls_failed is None else str(r.calls_failed),
             "n/a" if r.vad_lag_warnings is None else str(r.vad_lag_warnings),
-            _fmt(r.pss_per_call_mb, 1),
-            _fmt(r.cpu_pct, 0),
-            _fmt(r.cpu_per_call_pct, 1),
-            _fmt(r.loop_lag_p99_ms, 1),
-            _fmt(r.vad_missed_pct, 2),
-            _fmt(r.mic_missed_pct, 2),
+            fmt(r.pss_per_call_mb, 1),
+            fmt(r.cpu_pct, 0),
+            fmt(r.cpu_per_call_pct, 1),
+            fmt(r.loop_lag_p99_ms, 1),
+            fmt(r.vad_missed_pct, 2),
+            fmt(r.mic_missed_pct, 2),
             r.reason[:60],
         )
     return t
@@ -672,8 +743,8 @@ def summary_table(kept: dict[str, dict[str, Any]]) -> Table:
         t.add_row(
             mode,
             str(k["largest_n_kept_up"] or "none"),
-            _fmt(k["cpu_per_call_pct_at_largest"], 2),
-            _fmt(k["cpu_per_call_pct_at_25"], 2),
+            fmt(k["cpu_per_call_pct_at_largest"], 2),
+            fmt(k["cpu_per_call_pct_at_25"], 2),
             str(k["first_n_missed"] or "-"),
         )
     return t
@@ -683,8 +754,10 @@ async def main_async(cfg: Config) -> dict[str, Any]:
     started = time.monotonic()
     machine = machine_info()
     runs: list[Run] = []
-    for n in cfg.ns:
+    for n in sorted({n for ns in cfg.ns.values() for n in ns}):
         for mode in cfg.modes:
+            if n not in cfg.ns[mode]:
+                continue
             reason = _skip_reason(cfg, runs, mode, n, started)
             if reason is not None:
                 runs.append(Run(mode=mode, n=n, status="skipped", reason=reason))
@@ -697,11 +770,11 @@ async def main_async(cfg: Config) -> dict[str, Any]:
             runs.append(run)
             console.print(
                 f"  {run.status} in {run.seconds:.0f}s: turn p50/p95 "
-                f"{_fmt(run.turn_latency_p50_ms, 0)}/{_fmt(run.turn_latency_p95_ms, 0)} ms "
-                f"(+{_fmt(run.turn_latency_p95_over_lone_ms, 0)} over a lone call), failed "
+                f"{fmt(run.turn_latency_p50_ms, 0)}/{fmt(run.turn_latency_p95_ms, 0)} ms "
+                f"(+{fmt(run.turn_latency_p95_over_lone_ms, 0)} over a lone call), failed "
                 f"{run.calls_failed}, VAD warnings {run.vad_lag_warnings}, PSS "
-                f"{_fmt(run.pss_mb, 0)} MB, CPU {_fmt(run.cpu_pct, 0)}%, lag p99 "
-                f"{_fmt(run.loop_lag_p99_ms)} ms, VAD late {_fmt(run.vad_missed_pct, 3)}% "
+                f"{fmt(run.pss_mb, 0)} MB, CPU {fmt(run.cpu_pct, 0)}%, lag p99 "
+                f"{fmt(run.loop_lag_p99_ms)} ms, VAD late {fmt(run.vad_missed_pct, 3)}% "
                 f"{run.reason}"
             )
     duration = round(time.monotonic() - started, 1)
@@ -725,7 +798,7 @@ async def main_async(cfg: Config) -> dict[str, Any]:
         "config": {
             "ns": cfg.ns,
             "modes": cfg.modes,
-            "mode_args": {m: MODES[m] for m in cfg.modes},
+            "mode_args": {m: mode_args(m) for m in cfg.modes},
             "window_s": cfg.window_s,
             "settle_s": cfg.settle_s,
             "pace_s": cfg.pace_s,
@@ -772,13 +845,15 @@ def parse(argv: list[str] | None = None) -> Config:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument(
         "--n",
-        default="10,25,50,75,100",
-        help="concurrent calls, comma separated; N=1 (the lone-call baseline) is always run",
+        default=None,
+        help="concurrent calls, comma separated, for every mode; N=1 (the lone-call "
+        f"baseline) is always run. Default: {','.join(map(str, DEFAULT_NS))}, and "
+        f"{','.join(map(str, PROCESSES_NS))} for coroutine-processes-K",
     )
     ap.add_argument(
         "--modes",
         default=",".join(MODES),
-        help="comma separated, from: " + ", ".join(MODES),
+        help="comma separated, from: " + ", ".join(MODES) + " (any coroutine-processes-K)",
     )
     ap.add_argument("--window", type=float, default=20.0, help="steady window, seconds")
     ap.add_argument("--settle", type=float, default=5.0, help="seconds after all are live")
@@ -793,7 +868,7 @@ def parse(argv: list[str] | None = None) -> Config:
         help="caller's pause before each turn, seconds, drawn per call",
     )  # fmt: skip
     ap.add_argument("--ramp-timeout", type=float, default=120.0)
-    ap.add_argument("--time-budget", type=float, default=20 * 60.0, help="seconds, whole run")
+    ap.add_argument("--time-budget", type=float, default=30 * 60.0, help="seconds, whole run")
     ap.add_argument(
         "--mem-budget-mb",
         type=float,
@@ -810,16 +885,20 @@ def parse(argv: list[str] | None = None) -> Config:
     ap.add_argument("--quick", action="store_true", help="smoke run: N=1,5, short windows")
     ap.add_argument("--out", default=None, help="result name under bench/results/")
     a = ap.parse_args(argv)
-    try:
-        ns = [int(x) for x in a.n.split(",") if x.strip()]
-    except ValueError:
-        ap.error(f"--n takes whole numbers separated by commas, got {a.n!r}")
+    ns: list[int] | None = None
+    if a.n is not None:
+        try:
+            ns = [int(x) for x in a.n.split(",") if x.strip()]
+        except ValueError:
+            ap.error(f"--n takes whole numbers separated by commas, got {a.n!r}")
+        if not ns or min(ns) < 1:
+            ap.error(f"--n needs at least one positive number of calls, got {a.n!r}")
     modes = [m.strip() for m in a.modes.split(",") if m.strip()]
-    unknown = [m for m in modes if m not in MODES]
-    if not ns or min(ns) < 1:
-        ap.error(f"--n needs at least one positive number of calls, got {a.n!r}")
+    unknown = [m for m in modes if not _known(m)]
     if unknown or not modes:
-        ap.error(f"--modes takes some of {', '.join(MODES)}; got {a.modes!r}")
+        ap.error(
+            f"--modes takes some of {', '.join(MODES)} or coroutine-processes-K; got {a.modes!r}"
+        )
     try:
         Workload(seed=a.seed, turns=tuple(a.turns), pause_s=tuple(a.think), pace_s=a.pace)
     except ValueError as e:
@@ -827,10 +906,10 @@ def parse(argv: list[str] | None = None) -> Config:
     window, settle = a.window, a.settle
     if a.quick:
         ns, window, settle = [5], 6.0, 2.0
-    ns = sorted({1, *ns})
+    per_mode = {m: sorted({1, *(ns if ns is not None else default_ns(m))}) for m in modes}
     workdir = a.workdir or Path(tempfile.mkdtemp(prefix="openrtc-density-"))
     return Config(
-        ns=ns,
+        ns=per_mode,
         modes=modes,
         window_s=window,
         settle_s=settle,
@@ -845,6 +924,14 @@ def parse(argv: list[str] | None = None) -> Config:
         turns=(a.turns[0], a.turns[1]),
         pause_s_range=(a.think[0], a.think[1]),
     )
+
+
+def _known(mode: str) -> bool:
+    try:
+        mode_args(mode)
+    except KeyError:
+        return False
+    return True
 
 
 def main(argv: list[str] | None = None) -> None:

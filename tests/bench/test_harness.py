@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from pathlib import Path
@@ -80,3 +81,49 @@ def _lines(path: Path) -> list[dict[str, object]]:
     if not path.exists():
         return []
     return [json.loads(raw) for raw in path.read_text().splitlines() if raw.strip()]
+
+
+async def test_a_two_process_worker_is_read_whole_each_child_counted(tmp_path: Path) -> None:
+    """Under --processes 2 the harness waits for both children, and the numbers a benchmark
+    reads (call_stats, pids, log lines) come from both of them, not from the parent alone."""
+    from benchkit import call_stats, snapshot_pids, worker_snapshots
+
+    from openrtc.simulation import CallScript
+
+    async with DispatchServer(dispatch_deadline=10.0, offer_timeout=5.0) as server:
+        w = Worker(
+            args=["--processes", "2", "--deployment-version", "v2p"],
+            env={**server_env(server), "OPENRTC_CALL_STATS": "1"},
+            log_path=tmp_path / "w.log",
+            name="v2p",
+        )
+        try:
+            await w.start()
+            snap = await w.wait_accepting(90.0)
+            ids = w.worker_id.split(",")
+            assert len(ids) == 2 and all(server.worker(i) is not None for i in ids)
+            assert snap["processes"] == 2 and len(snapshot_pids(snap)) == 2
+            script = CallScript(turns=("hello there",), mode="audio", hold_s=30.0).to_dict()
+            jobs = [await server.dispatch(simulated_call=script) for _ in range(2)]
+            for job in jobs:
+                await server.wait_job(job.id, {"running"}, timeout=30)
+            assert {job.worker_id for job in jobs} == set(ids), "one call per child"
+
+            deadline = asyncio.get_running_loop().time() + 30
+            while True:  # until both children's VADs have heard their caller
+                snap = await w.snapshot() or {}
+                kids = worker_snapshots(snap)
+                if sum(1 for k in kids if k["call_stats"].get("vad_frames_pushed")) == 2:
+                    break
+                assert asyncio.get_running_loop().time() < deadline, snap
+                await asyncio.sleep(0.5)
+            per_child = [k["call_stats"]["vad_frames_pushed"] for k in worker_snapshots(snap)]
+            total = call_stats(snap)
+            assert total["vad_frames_pushed"] == sum(per_child)
+            assert sum(total["loop_lag_hist"]) == sum(
+                sum(k["call_stats"]["loop_lag_hist"]) for k in worker_snapshots(snap)
+            )
+            pids = {json.loads(line).get("pid") for line in w.log_lines() if line.startswith("{")}
+            assert snapshot_pids(snap) <= pids, "both children log into the worker's log"
+        finally:
+            await w.kill()

@@ -297,7 +297,8 @@ def test_shared_vad_targets_missed_when_the_numbers_miss() -> None:
     )
     assert (cpu.met, kept.met) == (False, False)
     none = report.shared_vad_verdicts(_with_summary(largest_n_kept_up=None))[1]
-    assert none.met is False and "largest N kept up: none" in none.detail
+    assert none.met is False and "coroutine: none" in none.detail
+    assert "best mode coroutine-stock-vad: largest N kept up: 25" in none.detail
 
 
 def test_keep_up_table_lists_every_mode() -> None:
@@ -353,3 +354,110 @@ def test_the_n50_verdict_is_missed_when_the_worker_warned_its_vad_is_behind() ->
     verdict = report.density_verdicts(result)[1]
     assert verdict.met is False
     assert "VAD-lag warnings from the worker 3" in verdict.detail
+
+
+def _burst(processes: int = 1, **kw: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "processes": processes,
+        "offered": 130,
+        "dispatch_span_s": 5.0,
+        "admitted": 80,
+        "not_admitted": 50,
+        "refused_by_answer": 30,
+        "never_offered_full": 20,
+        "offer_unanswered": 0,
+        "not_admitted_other": 0,
+        "refusal_reasons": {"overloaded": 41},
+        "calls_failed": 0,
+        "failed_jobs": {},
+        "kept_up": True,
+        "status": "run",
+        "reason": "",
+        "keep_up": _run(
+            "coroutine",
+            80,
+            turn_latency_p95_ms=2650.0,
+            vad_lag_warnings=0,
+            turn_latency_p95_over_lone_ms=50.0,
+        ),
+        "lone": _run("coroutine", 1, turn_latency_p95_ms=2600.0),
+    }
+    base.update(kw)
+    return base
+
+
+def _overload(*runs: dict[str, Any], within_s: float = 5.0) -> dict[str, Any]:
+    return {
+        "benchmark": "overload",
+        "date": "2026-11-27T06:30:00+00:00",
+        "machine": MACHINE,
+        "command": "PYTHONPATH=src .venv/bin/python bench/overload.py",
+        "duration_s": 300.0,
+        "config": {"offered": 130, "within_s": within_s, "offer_deadline_s": 1.0},
+        "runs": list(runs),
+    }
+
+
+def test_the_overload_target_is_met_only_when_every_part_is() -> None:
+    assert report.overload_misses(_burst(), {"within_s": 5.0}) == []
+    misses = report.overload_misses(
+        _burst(admitted=70, calls_failed=2, failed_jobs={"failed": 2}, offer_unanswered=3),
+        {"within_s": 5.0},
+    )
+    assert misses == [
+        "2 admitted calls failed {'failed': 2}",
+        "only 70 admitted",
+        "3 calls were neither admitted nor refused (offers unanswered)",
+    ]
+    assert report.overload_misses(_burst(), {"within_s": 8.0})[0].startswith("the burst was 130")
+    slow = _burst(kept_up=False)
+    slow["keep_up"].update(turn_latency_p95_over_lone_ms=240.0, vad_lag_warnings=4)
+    (miss,) = report.overload_misses(slow, {"within_s": 5.0})
+    assert miss == (
+        "the admitted calls did not keep up (turn p95 240 ms above a lone call's; the worker "
+        "warned 4x that its VAD is behind)"
+    )
+
+
+def test_the_overload_verdict_is_met_by_any_worker_shape_and_names_it() -> None:
+    one = _burst(1, kept_up=False)
+    two = _burst(2, admitted=110)
+    (verdict,) = report.overload_verdicts(_overload(one, two))
+    assert verdict.met is True
+    assert verdict.detail.startswith("Met with --processes 2.")
+    assert "one process: 130 offered in 5.0 s, 80 admitted" in verdict.detail
+    assert "overloaded 41" in verdict.detail
+    (missed,) = report.overload_verdicts(_overload(one))
+    assert missed.met is False and missed.detail.startswith("No worker shape met it.")
+    assert "missed: the admitted calls did not keep up" in missed.line()
+    (absent,) = report.overload_verdicts(None)
+    assert absent.met is None and "bench/overload.py" in absent.detail
+
+
+def test_the_100_calls_verdict_takes_the_best_mode_per_box_and_says_which() -> None:
+    result = _with_summary(largest_n_kept_up=50, first_n_missed=75)
+    result["summary"]["coroutine-processes-2"] = {
+        "largest_n_kept_up": 100,
+        "first_n_missed": 125,
+        "ns_measured": [1, 25, 50, 75, 100, 125],
+    }
+    assert report.best_per_box(result["summary"]) == ("coroutine-processes-2", 100)
+    verdict = report.per_box_verdict(result["summary"])
+    assert verdict.met is True
+    assert verdict.detail.startswith("met by coroutine-processes-2: largest N kept up: 100")
+    assert "coroutine: 50 (first missed 75)" in verdict.detail
+    assert "no mode with several processes" not in verdict.detail
+    one_loop = report.per_box_verdict(_with_summary()["summary"])
+    assert one_loop.met is False and "no mode with several processes per box" in one_loop.detail
+    assert report.best_per_box({}) == (None, None)
+    assert report.per_box_verdict({}).met is None
+
+
+def test_the_page_has_an_overload_section_and_its_verdict_at_a_glance(tmp_path: Path) -> None:
+    (tmp_path / "density.json").write_text(json.dumps(DENSITY))
+    (tmp_path / "overload.json").write_text(json.dumps(_overload(_burst(2))))
+    page = report.render(report.load(tmp_path))
+    glance = page.split("## Density")[0]
+    assert "**MET**: offered 130 calls within 5 s" in glance
+    assert "## Overload" in page
+    assert "| 2 | 130 | 5.00 | 80 | 30 | 20 | 0 | overloaded 41 |" in page
