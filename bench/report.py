@@ -1,4 +1,5 @@
-"""Write docs/benchmarks.md from bench/results/{density,admission,deploy,overload}.json.
+"""Write docs/benchmarks.md from bench/results/{density,admission,deploy,overload}.json
+(and density-uvloop.json: the same density run on uvloop, compared with asyncio).
 
 The page is generated, never edited by hand: rerun a benchmark, then this script. Each
 section gives the machine, the date, the exact command, the table, and a verdict line per
@@ -797,6 +798,84 @@ def overload_section(result: dict[str, Any]) -> str:
     )
 
 
+# --- event loop: uvloop against asyncio ---------------------------------------------------
+
+UVLOOP_GAIN_PCT = 0.1
+"""CPU per call (points of a core) uvloop must save at N=25 to count as a gain: about the
+run-to-run spread of that number on an idle box."""
+
+
+def uvloop_verdict(asyncio_run: dict[str, Any], uvloop_run: dict[str, Any]) -> Verdict:
+    """uvloop counts as a gain when, for some mode both runs measured, it keeps up with
+    more calls, or with as many at least `UVLOOP_GAIN_PCT` less CPU per call at N=25."""
+    gains, losses = [], []
+    ours = uvloop_run.get("summary") or {}
+    theirs = asyncio_run.get("summary") or {}
+    for mode in sorted(set(ours) & set(theirs)):
+        u, a = ours[mode], theirs[mode]
+        un, an = u.get("largest_n_kept_up") or 0, a.get("largest_n_kept_up") or 0
+        ucpu, acpu = u.get("cpu_per_call_pct_at_25"), a.get("cpu_per_call_pct_at_25")
+        saved = acpu - ucpu if ucpu is not None and acpu is not None else None
+        text = f"{mode}: kept up {an} -> {un}"
+        if saved is not None:
+            text += f", CPU/call at N=25 {acpu:.2f}% -> {ucpu:.2f}%"
+        if un > an or (un == an and saved is not None and saved >= UVLOOP_GAIN_PCT):
+            gains.append(text)
+        else:
+            losses.append(text)
+    if not gains and not losses:
+        return Verdict("uvloop gains over asyncio", None, "no mode was measured on both loops")
+    detail = "; ".join(gains + losses)
+    return Verdict(
+        "uvloop gains over asyncio (more calls kept up, or "
+        f"{UVLOOP_GAIN_PCT:g} point less CPU per call at N=25)",
+        bool(gains),
+        detail + (". The default stays asyncio." if not gains else ""),
+    )
+
+
+def uvloop_section(asyncio_run: dict[str, Any], uvloop_run: dict[str, Any]) -> str:
+    """The same density grid on both loops, mode by mode and N by N."""
+    rows = []
+    for r in _shown_runs(uvloop_run.get("runs", [])):
+        other = _run(asyncio_run, r.get("mode", ""), r.get("n", -1))
+        if other is None or not _measured(r) or not _measured(other):
+            continue
+        rows.append(
+            [
+                r["mode"],
+                r["n"],
+                _num(other.get("cpu_per_call_pct"), 2),
+                _num(r.get("cpu_per_call_pct"), 2),
+                _bound(other.get("loop_lag_p99_ms")),
+                _bound(r.get("loop_lag_p99_ms")),
+                _bound(other.get("turn_latency_p95_ms")),
+                _bound(r.get("turn_latency_p95_ms")),
+                "yes" if other.get("kept_up") else "no",
+                "yes" if r.get("kept_up") else "no",
+            ]
+        )
+    headers = ["mode", "N", "CPU/call % asyncio", "CPU/call % uvloop",
+               "loop lag p99 ms asyncio", "uvloop", "turn p95 ms asyncio", "uvloop",
+               "kept up asyncio", "uvloop"]  # fmt: skip
+    return "\n".join(
+        [
+            "## Event loop: uvloop against asyncio",
+            "",
+            header(uvloop_run),
+            "",
+            "The density benchmark again with `--event-loop uvloop` for the worker, against "
+            "the asyncio run above (same workload, same seed).",
+            "",
+            markdown_table(headers, rows),
+            "",
+            "### Verdicts",
+            "",
+            uvloop_verdict(asyncio_run, uvloop_run).line(),
+        ]
+    )
+
+
 # --- the page -------------------------------------------------------------------------------
 
 SECTIONS = (
@@ -824,6 +903,8 @@ def render(results: dict[str, dict[str, Any]]) -> str:
             verdicts += fn(results[name])
         if name == "density":
             verdicts += overload_verdicts(results.get("overload"))
+    if "density" in results and "density-uvloop" in results:
+        verdicts.append(uvloop_verdict(results["density"], results["density-uvloop"]))
     parts += [v.line() for v in verdicts] or ["- no results yet"]
     for name, section, script in SECTIONS:
         parts.append("")
@@ -831,12 +912,14 @@ def render(results: dict[str, dict[str, Any]]) -> str:
             parts.append(section(results[name]))
         else:
             parts.append(f"## {name}\n\nNo results: run `{script}`.")
+    if "density" in results and "density-uvloop" in results:
+        parts += ["", uvloop_section(results["density"], results["density-uvloop"])]
     return "\n".join(parts) + "\n"
 
 
 def load(results_dir: Path) -> dict[str, dict[str, Any]]:
     out = {}
-    for name, _, _ in SECTIONS:
+    for name in [*(n for n, _, _ in SECTIONS), "density-uvloop"]:
         path = results_dir / f"{name}.json"
         if path.exists():
             out[name] = json.loads(path.read_text())

@@ -461,3 +461,34 @@ def test_the_page_has_an_overload_section_and_its_verdict_at_a_glance(tmp_path: 
     assert "**MET**: offered 130 calls within 5 s" in glance
     assert "## Overload" in page
     assert "| 2 | 130 | 5.00 | 80 | 30 | 20 | 0 | overloaded 41 |" in page
+
+
+def _loop_run(kept: int, cpu25: float) -> dict[str, Any]:
+    runs = [
+        _run("coroutine", n, cpu_per_call_pct=cpu25 if n == 25 else 1.5, kept_up=n <= kept)
+        for n in (1, 25, 50, 75)
+    ]
+    summary = {"coroutine": {"largest_n_kept_up": kept, "cpu_per_call_pct_at_25": cpu25}}
+    return {"machine": MACHINE, "date": "2026-12-05", "runs": runs, "summary": summary}
+
+
+def test_uvloop_counts_as_a_gain_only_beyond_the_noise() -> None:
+    base = _loop_run(50, 1.70)
+    assert report.uvloop_verdict(base, _loop_run(75, 1.70)).met is True
+    assert report.uvloop_verdict(base, _loop_run(50, 1.55)).met is True
+    same = report.uvloop_verdict(base, _loop_run(50, 1.65))
+    assert same.met is False and "default stays asyncio" in same.detail
+    assert "1.70% -> 1.65%" in same.detail
+    assert report.uvloop_verdict(base, _loop_run(25, 1.20)).met is False
+    assert report.uvloop_verdict(base, {"summary": {}}).met is None
+
+
+def test_the_page_compares_the_loops_when_both_runs_exist(tmp_path: Path) -> None:
+    (tmp_path / "density.json").write_text(json.dumps(_loop_run(50, 1.70)))
+    page = report.render(report.load(tmp_path))
+    assert "uvloop" not in page
+    (tmp_path / "density-uvloop.json").write_text(json.dumps(_loop_run(75, 1.40)))
+    page = report.render(report.load(tmp_path))
+    assert "## Event loop: uvloop against asyncio" in page
+    assert "**MET**: uvloop gains over asyncio" in page
+    assert "| coroutine | 25 | 1.70 | 1.40 |" in page
