@@ -563,6 +563,11 @@ class Runtime:
         "The event loop each worker process runs its calls on: asyncio (the standard "
         "library's) or uvloop (needs the uvloop package: pip install 'openrtc[uvloop]').",
     )
+    cpu_sharing: int = in_code(
+        1,
+        "Worker processes sharing this box's cores (set for each child of a --processes "
+        "worker): the measured load counts this process's CPU against its even share.",
+    )
     hot_reload: bool = in_code(
         False, "Reload a saved agent file into live calls (`openrtc dev --watch`)."
     )

@@ -22,6 +22,7 @@ from openrtc.audit import verify_chain
 from openrtc.cli.main import app
 from openrtc.deploy.rehearsal.workers import free_port
 from openrtc.devserver import DispatchServer
+from openrtc.ops.headroom import usable_cores
 from openrtc.worker.lifespan import EXIT_OK
 from tests.harness import agents_folder, wait_until
 
@@ -165,6 +166,10 @@ async def test_two_processes_register_take_calls_and_drain_on_one_sigterm(
     ids = {c["snapshot"]["worker_id"] for c in snap["children"]}
     assert ids == {j.worker_id for j in jobs}
     assert snap["active_sessions"] == 2
+    cores = usable_cores()
+    for child in snap["children"]:
+        # two processes on the box: each counts its CPU against half its cores
+        assert child["snapshot"]["load"]["cpu_cores"] == pytest.approx(cores / 2, abs=1e-3)
     status, metrics = await worker.get("/metrics")
     for index in ("1", "2"):
         assert re.search(rf'openrtc_active_sessions\{{[^}}]*process="{index}"[^}}]*\}} 1', metrics)

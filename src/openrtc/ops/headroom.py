@@ -8,7 +8,10 @@ to degrading its calls, each scaled so 1.0 means "calls are degrading now":
   the 50 ms loop-lag p99 a worker that keeps up stays under).
 - `vad_backlog`: how far behind real time the shared batched VAD runs (the age of its
   oldest undecided window), over `VAD_FULL_S` (the 200 ms at which it warns).
-- `cpu`: this process's CPU over the cores it may use (affinity and cgroup quota).
+- `cpu`: this process's CPU over the cores it may use (affinity and cgroup quota),
+  split evenly between the processes of an `openrtc start --processes N` worker: two
+  children on two cores each count against one, so the box fills before either refuses
+  late.
 
 Each is smoothed with an exponential moving average (`SMOOTHING_S`), so one spike does
 not flip the worker to full and back; the load is the largest smoothed measure, and the
@@ -131,12 +134,18 @@ def usable_cores() -> float:
 
 
 class ProcessCpu:
-    """This process's CPU since the previous reading, as a share of its usable cores."""
+    """This process's CPU since the previous reading, as a share of the cores it may count
+    on: the usable cores, split evenly between the worker processes that share them."""
 
-    def __init__(self) -> None:
+    def __init__(self, sharing: int = 1) -> None:
         self._process = psutil.Process()
-        self._cores = usable_cores()
+        self._cores = usable_cores() / max(1, sharing)
         self._process.cpu_percent(None)
+
+    @property
+    def cores(self) -> float:
+        """The cores this process's CPU is counted against."""
+        return self._cores
 
     def __call__(self) -> float:
         return float(self._process.cpu_percent(None)) / 100.0 / self._cores
@@ -179,7 +188,7 @@ class Headroom:
             return
         loop = asyncio.get_running_loop()
         if self._cpu is None:
-            self._cpu = ProcessCpu()
+            self._cpu = ProcessCpu(self.pool.config.runtime.cpu_sharing)
         if self._vad_behind is None:
             self._vad_behind = lambda: vad_behind_s(loop)
         self.lag.observers.append(self._on_lag)
@@ -254,6 +263,11 @@ class Headroom:
             f"measured load {est.load:.2f} >= load_threshold {est.threshold:g} (mostly {est.why})",
         )
 
+    @property
+    def cpu_cores(self) -> float:
+        """The cores the `cpu` measure counts against (0 with a measure given in code)."""
+        return self._cpu.cores if isinstance(self._cpu, ProcessCpu) else 0.0
+
     def to_dict(self) -> dict[str, Any]:
         """The load block of /snapshot (what `openrtc top` shows). `why` is what sets the
         reported load: the dominant measure, `cap`, or the state when not accepting."""
@@ -272,4 +286,5 @@ class Headroom:
             "overloaded": est.overloaded,
             "why": why,
             "components": {name: round(v, 3) for name, v in est.components.items()},
+            "cpu_cores": round(self.cpu_cores, 3),
         }

@@ -84,7 +84,9 @@ def child_config(config: PoolConfig, index: int) -> PoolConfig:
         metrics_jsonl=numbered(config.ops.metrics_jsonl, index),
     )
     audit = dataclasses.replace(config.audit, path=numbered(config.audit.path, index))
-    runtime = dataclasses.replace(config.runtime, processes=1)
+    runtime = dataclasses.replace(
+        config.runtime, processes=1, cpu_sharing=config.runtime.process_count
+    )
     return dataclasses.replace(config, ops=ops, audit=audit, runtime=runtime)
 
 
