@@ -2,15 +2,27 @@
 
 Many dispatch tasks talk to the same worker at once, so sends go through one lock
 and each outstanding offer is a future keyed by job id that the read loop resolves.
+An offer's answer time is the worker's: it runs from the moment the request's frame
+was written to the socket (`send` returns it) to the moment the read loop decoded the
+answer (`Answer.arrived_at`), not from when a dispatch task got its turn on the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import dataclass
 
 from aiohttp import WSCloseCode, web
 from livekit.protocol import agent
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A worker's availability answer and the loop time the read loop decoded it."""
+
+    response: agent.AvailabilityResponse
+    arrived_at: float
 
 
 class WorkerGone(Exception):
@@ -24,12 +36,15 @@ class WorkerConnection:
         self._ws = ws
         self._transport = transport
         self._send_lock = asyncio.Lock()
-        self._answers: dict[str, asyncio.Future[agent.AvailabilityResponse]] = {}
+        self._answers: dict[str, asyncio.Future[Answer]] = {}
         self.finished = asyncio.Event()
         """Set once the read loop has ended and the worker is recorded as disconnected."""
 
-    async def send(self, msg: agent.ServerMessage) -> None:
-        """Send one protobuf frame; raise WorkerGone if the socket is closed or breaks."""
+    async def send(self, msg: agent.ServerMessage) -> float:
+        """Send one protobuf frame; returns the loop time it was written to the socket.
+
+        Raises WorkerGone if the socket is closed or breaks.
+        """
         if self._ws.closed:
             raise WorkerGone
         data = msg.SerializeToString()
@@ -38,11 +53,10 @@ class WorkerConnection:
                 await self._ws.send_bytes(data)
             except (ConnectionError, RuntimeError):
                 raise WorkerGone from None
+            return asyncio.get_running_loop().time()
 
-    def expect_answer(self, job_id: str) -> asyncio.Future[agent.AvailabilityResponse]:
-        future: asyncio.Future[agent.AvailabilityResponse] = (
-            asyncio.get_running_loop().create_future()
-        )
+    def expect_answer(self, job_id: str) -> asyncio.Future[Answer]:
+        future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self._answers[job_id] = future
         return future
 
@@ -50,11 +64,12 @@ class WorkerConnection:
         self._answers.pop(job_id, None)
 
     def resolve_answer(self, answer: agent.AvailabilityResponse) -> bool:
-        """Hand an availability answer to the offer waiting for it; False if none waits."""
+        """Hand an availability answer to the offer waiting for it, stamped with the time
+        it was read (the waiting task may run later); False if none waits."""
         future = self._answers.pop(answer.job_id, None)
         if future is None or future.done():
             return False
-        future.set_result(answer)
+        future.set_result(Answer(answer, future.get_loop().time()))
         return True
 
     def fail_pending(self) -> None:

@@ -405,13 +405,12 @@ class Dispatcher:
         job.offers.append(offer)
         future = conn.expect_answer(job.id)
         self._offering[worker.id] += 1
-        loop = asyncio.get_running_loop()
-        sent_at = loop.time()
         self._events.append("job_offered", job_id=job.id, worker_id=worker.id)
         request = agent.AvailabilityRequest(job=self._protos[job.id])
         try:
-            await conn.send(agent.ServerMessage(availability=request))
-            answer = await asyncio.wait_for(future, timeout)
+            # the worker's answer time: from the frame on the socket to the answer read back
+            sent_at = await conn.send(agent.ServerMessage(availability=request))
+            got = await asyncio.wait_for(future, timeout)
         except (TimeoutError, WorkerGone) as exc:
             offer.available = False
             reason = "timeout" if isinstance(exc, TimeoutError) else "disconnected"
@@ -426,8 +425,9 @@ class Dispatcher:
         finally:
             conn.forget_answer(job.id)
             self._offering[worker.id] -= 1
+        answer = got.response
         offer.available = answer.available
-        offer.answered_in_ms = round((loop.time() - sent_at) * 1000, 1)
+        offer.answered_in_ms = round((got.arrived_at - sent_at) * 1000, 1)
         self._events.append(
             "job_offer_answered",
             job_id=job.id,

@@ -79,6 +79,8 @@ class Offer:
     worker_id: str
     available: bool | None = None
     answered_in_ms: float | None = None
+    """The worker's answer time: from the request's frame written to the socket to the
+    answer read back (the server's own queueing before the send is not in it)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
