@@ -16,6 +16,8 @@ import contextlib
 import copy
 import dataclasses
 import inspect
+import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -23,11 +25,16 @@ from livekit import rtc
 from livekit.agents import AgentServer, JobContext, JobExecutorType, JobProcess
 from livekit.agents import __version__ as LK_AGENTS_VERSION
 from livekit.agents import job as lk_job
+from livekit.agents import utils as lk_utils
 from livekit.agents import worker as lk_worker
 from livekit.agents.ipc import job_executor as lk_job_executor
-from livekit.agents.job import RunningJobInfo
+from livekit.agents.job import JobAcceptArguments, RunningJobInfo
+from livekit.agents.types import ATTRIBUTE_AGENT_NAME
+from livekit.agents.utils.aio import channel as lk_channel
 from livekit.protocol import agent as lk_proto
 from livekit.protocol import models as lk_models
+
+_logger = logging.getLogger("openrtc.worker")
 
 TESTED_SERIES = (1, 8)
 """The livekit-agents minor series these touch points were written and tested against."""
@@ -130,6 +137,34 @@ def _link_problems() -> list[str]:
         problems.append("AgentServer._handle_assignment no longer reads _pending_assignments")
     if "get_by_job_id" not in inspect.getsource(AgentServer._handle_termination):
         problems.append("AgentServer._handle_termination no longer looks the job up")
+    problems.extend(_offer_problems())
+    return problems
+
+
+def _offer_problems() -> list[str]:
+    """What `ServerInternals._handle_availability` relies on to answer on receipt."""
+    problems: list[str] = []
+
+    def source(name: str) -> str:
+        fn = getattr(AgentServer, name, None)
+        return inspect.getsource(fn) if fn is not None else ""
+
+    if "self._handle_availability(server_msg.availability)" not in source("_run_ws"):
+        problems.append("AgentServer._run_ws no longer hands offers to _handle_availability")
+    if "self._proc_pool.launch_job(running_info)" not in source("_answer_availability"):
+        problems.append("AgentServer._answer_availability no longer launches the assigned job")
+    if "self._id = " not in source("_handle_register"):
+        problems.append("AgentServer._id is no longer set on register")
+    fields = {f.name for f in dataclasses.fields(RunningJobInfo)}
+    problems.extend(
+        f"RunningJobInfo.{name} is gone"
+        for name in ("received_at", "accepted_at", "assigned_at")
+        if name not in fields
+    )
+    if not callable(getattr(lk_utils.aio.Chan, "send_nowait", None)):
+        problems.append("livekit.agents.utils.aio.Chan.send_nowait is gone")
+    if not hasattr(lk_channel, "ChanFull"):
+        problems.append("livekit.agents.utils.aio.channel.ChanFull is gone")
     return problems
 
 
@@ -691,13 +726,101 @@ class ServerInternals(AgentServer):
     def unknown_termination(self, job_id: str) -> None:
         """A termination for a job this worker does not run."""
 
+    def answer_offer(
+        self, msg: lk_proto.AvailabilityRequest
+    ) -> lk_proto.AvailabilityResponse | None:
+        """Decide an offer synchronously, the moment it is read off the socket: the answer
+        is queued before anything else runs. None: AgentServer's own path decides it
+        (the request_fnc runs in a task of its own and answers through a JobRequest).
+
+        Only the decision belongs here; bookkeeping goes to `after_reply`.
+        """
+        return None
+
+    def offer_fell_through(self, job_id: str, error: Exception) -> None:
+        """An offer answered available whose assignment never came, or whose call could
+        not be launched: the slot it reserved is free again."""
+
+    def after_reply(self, fn: Callable[..., Any], /, *args: Any) -> None:
+        """Run fn(*args) on the loop once the replies queued so far have gone out.
+
+        A queued reply wakes the sending task before this callback is scheduled, so the
+        loop sends first; a failing callback is logged, never raised into the caller.
+        """
+        asyncio.get_running_loop().call_soon(_run_quietly, fn, args)
+
     def _handle_availability(self, msg: lk_proto.AvailabilityRequest) -> None:
-        answer = self.answer_held_offer(msg)
+        held = self.answer_held_offer(msg)
+        if held is not None:
+            for reply in held:
+                self._track(self.send_now(reply))
+            return
+        received_at = time.time()
+        answer = self.answer_offer(msg)
         if answer is None:
             super()._handle_availability(msg)
             return
-        for reply in answer:
-            self._track(self.send_now(reply))
+        waiter: asyncio.Future[lk_proto.JobAssignment] | None = None
+        accept = None
+        if answer.available:
+            accept = JobAcceptArguments(
+                name=answer.participant_name,
+                identity=answer.participant_identity,
+                metadata=answer.participant_metadata,
+                attributes=dict(answer.participant_attributes),
+            )
+            # as AgentServer's own accept: the participant says which agent name it serves
+            answer.participant_attributes[ATTRIBUTE_AGENT_NAME] = self._agent_name
+            waiter = asyncio.get_running_loop().create_future()
+            self._pending_assignments[msg.job.id] = waiter
+        self._reply_now(lk_proto.WorkerMessage(availability=answer))
+        if waiter is not None and accept is not None:
+            self._track(self._launch_when_assigned(msg.job, accept, waiter, received_at))
+
+    def _reply_now(self, msg: lk_proto.WorkerMessage) -> None:
+        """Queue a reply without yielding (a full outbox falls back to waiting for room)."""
+        try:
+            self._msg_chan.send_nowait(msg)
+        except lk_channel.ChanFull:
+            self._track(self._queue_msg(msg))
+        except lk_utils.aio.ChanClosed:
+            pass  # the worker is closing: the server hears nothing more from it
+
+    async def _launch_when_assigned(
+        self,
+        job: lk_proto.Job,
+        accept: JobAcceptArguments,
+        waiter: asyncio.Future[lk_proto.JobAssignment],
+        received_at: float,
+    ) -> None:
+        """What AgentServer does after an accept: wait for the assignment, launch the job."""
+        accepted_at = time.time()
+        try:
+            try:
+                assignment = await asyncio.wait_for(waiter, lk_worker.ASSIGNMENT_TIMEOUT)
+            except TimeoutError:
+                raise TimeoutError(
+                    f"no assignment within {lk_worker.ASSIGNMENT_TIMEOUT:g}s"
+                ) from None
+            info = RunningJobInfo(
+                accept_arguments=accept,
+                job=job,
+                url=assignment.url or self._ws_url,
+                token=assignment.token,
+                worker_id=self._id,
+                fake_job=False,
+                received_at=received_at,
+                accepted_at=accepted_at,
+                assigned_at=time.time(),
+            )
+            await self._proc_pool.launch_job(info)
+        except asyncio.CancelledError:
+            self._pending_assignments.pop(job.id, None)
+            self.offer_fell_through(job.id, RuntimeError("the worker closed before launching"))
+            raise
+        except Exception as e:
+            self._pending_assignments.pop(job.id, None)
+            self.offer_fell_through(job.id, e)
 
     def _handle_assignment(self, assignment: lk_proto.JobAssignment) -> None:
         if assignment.job.id in self._pending_assignments:
@@ -764,6 +887,13 @@ class ServerInternals(AgentServer):
                 break
             await asyncio.sleep(0.005)
         await asyncio.sleep(0.01)
+
+
+def _run_quietly(fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    try:
+        fn(*args)
+    except Exception:
+        _logger.exception("bookkeeping after a reply failed")
 
 
 async def launch_into_room(

@@ -1,7 +1,11 @@
 """PoolServer: the livekit AgentServer that serves an AgentPool.
 
-Admission happens in the request hook, at offer time, against the pool's exact counts;
-jobs run on the pool's chosen isolation; every call's end is reported honestly.
+Admission happens the moment an offer is read off the socket, against the pool's exact
+counts: the answer does only the cap check and the reply. Everything else (the refusal's
+count, audit record and log line, the load pushed to the server) runs after the reply
+is queued, and the admitted call is launched only when its assignment arrives. With a
+user request_fnc the offer goes through livekit's request hook instead. Jobs run on the
+pool's chosen isolation; every call's end is reported honestly.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from livekit.agents import JobExecutorType, JobProcess, JobRequest
 from livekit.protocol import agent as lk_proto
 
 from .. import _lk
-from ..admission import Refuse, RejectReason
+from ..admission import Admit, Refuse, RejectReason
 from ..errors import ConfigError
 from ..sessions import Outcome
 from .call import FAILED_ERROR_FIELD, FAILED_JOB_FIELD, OUTCOME_LOGGER, run_call
@@ -100,6 +104,8 @@ class PoolServer(_lk.ServerInternals):
         outcomes.addHandler(self._outcomes)
         self._status_loop: asyncio.AbstractEventLoop | None = None
         self._pushes: set[asyncio.Task[None]] = set()
+        self._push_due = False
+        """A status push is scheduled: load changes until it runs share it."""
         self._offers: dict[str, lk_proto.AvailabilityResponse | None] = {}
         """Jobs offered and not refused: None while deciding, then our positive answer."""
         self._expired: OrderedDict[str, float] = OrderedDict()
@@ -109,7 +115,12 @@ class PoolServer(_lk.ServerInternals):
         pool.add_load_listener(self._load_changed)
 
     def _load_changed(self) -> None:
-        """Tell the server our load now, not at the next status tick (any thread)."""
+        """Tell the server our load soon, not at the next status tick (any thread).
+
+        The push is scheduled, never sent from here: admitting an offer changes the load,
+        and its reply goes out first. Changes until the push runs share one push, so a
+        burst of offers costs the server one status update, carrying the load after it.
+        """
         loop = self._status_loop
         if loop is None or loop.is_closed():
             return
@@ -118,11 +129,17 @@ class PoolServer(_lk.ServerInternals):
         except RuntimeError:
             on_loop = False
         if on_loop:
-            self._push_status()
+            self._schedule_push()
         else:
-            loop.call_soon_threadsafe(self._push_status)
+            loop.call_soon_threadsafe(self._schedule_push)
+
+    def _schedule_push(self) -> None:
+        if not self._push_due:
+            self._push_due = True
+            self.after_reply(self._push_status)
 
     def _push_status(self) -> None:
+        self._push_due = False
         task = asyncio.ensure_future(self.push_worker_status())
         self._pushes.add(task)
         task.add_done_callback(self._pushes.discard)
@@ -138,47 +155,68 @@ class PoolServer(_lk.ServerInternals):
         self.pool.mark_registered(worker_id)
 
     # --- admission --------------------------------------------------------------------
-    async def _on_request(self, req: JobRequest) -> None:
-        job_id = req.id
+    def _decide(self, req: JobRequest) -> Admit | Refuse:
         try:
-            decision = self.pool.decide(req)
+            return self.pool.decide(req)
         except Exception as e:
             # whatever the offer holds, it gets an answer and a count, never a traceback
-            decision = Refuse(RejectReason.INVALID_JOB, f"{type(e).__name__} while deciding")
+            return Refuse(RejectReason.INVALID_JOB, f"{type(e).__name__} while deciding")
+
+    def answer_offer(
+        self, msg: lk_proto.AvailabilityRequest
+    ) -> lk_proto.AvailabilityResponse | None:
+        """The cap check and the reply, synchronously on receipt (no request_fnc)."""
+        if self.pool.config.dispatch.request_fnc is not None:
+            return None
+        job = msg.job
+        decision = self._decide(JobRequest(job=job, on_reject=_answered, on_accept=_answered))
+        if isinstance(decision, Refuse):
+            self._offers.pop(job.id, None)
+            self.after_reply(
+                self.pool.record_rejection, job.id, decision, _printable(job.room.name)
+            )
+            return lk_proto.AvailabilityResponse(job_id=job.id, available=False)
+        attributes = {
+            _lk.AGENT_ATTRIBUTE: decision.agent,
+            "openrtc.version": self.pool.deployment_version,
+        }
+        if logger.isEnabledFor(logging.DEBUG):
+            self.after_reply(logger.debug, "job %s admitted for %s", job.id, decision.agent)
+        return self._remember_answer(job.id, decision.agent, f"agent-{job.id}", attributes)
+
+    def offer_fell_through(self, job_id: str, error: Exception) -> None:
+        logger.warning("job %s was accepted but not assigned: %s", job_id, error)
+        self._expired[job_id] = time.monotonic()
+        while len(self._expired) > 1024:
+            self._expired.popitem(last=False)
+        self._offers.pop(job_id, None)
+        self.pool.release(job_id)
+
+    async def _on_request(self, req: JobRequest) -> None:
+        """livekit's request hook: runs only with a user request_fnc (see `answer_offer`)."""
+        job_id = req.id
+        decision = self._decide(req)
         if isinstance(decision, Refuse):
             self._offers.pop(job_id, None)
             try:
-                self.pool.record_rejection(job_id, decision, room=_printable(req.room.name))
-            finally:
                 await req.reject(terminate=False)
+            finally:
+                self.pool.record_rejection(job_id, decision, room=_printable(req.room.name))
             return
         accepted = False
         try:
-            if self.pool.config.dispatch.request_fnc is not None:
-                accepted = await self._ask_user_hook(req, decision.agent)
-            else:
-                identity = f"agent-{job_id}"
-                attributes = {
-                    _lk.AGENT_ATTRIBUTE: decision.agent,
-                    "openrtc.version": self.pool.deployment_version,
-                }
-                self._remember_answer(job_id, decision.agent, identity, attributes)
-                await req.accept(name=decision.agent, identity=identity, attributes=attributes)
-                accepted = True
+            accepted = await self._ask_user_hook(req, decision.agent)
         except Exception as e:
-            logger.warning("job %s was accepted but not assigned: %s", job_id, e)
-            accepted = False
-            self._expired[job_id] = time.monotonic()
-            while len(self._expired) > 1024:
-                self._expired.popitem(last=False)
-        finally:
-            if not accepted:
-                self._offers.pop(job_id, None)
-                self.pool.release(job_id)
+            self.offer_fell_through(job_id, e)
+            return
+        if not accepted:
+            self._offers.pop(job_id, None)
+            self.pool.release(job_id)
 
     def _remember_answer(
         self, job_id: str, name: str, identity: str, attributes: dict[str, str]
-    ) -> None:
+    ) -> lk_proto.AvailabilityResponse:
+        """Our positive answer, kept to answer a repeated offer for the same job alike."""
         answer = lk_proto.AvailabilityResponse(
             job_id=job_id,
             available=True,
@@ -187,6 +225,7 @@ class PoolServer(_lk.ServerInternals):
         )
         answer.participant_attributes.update(attributes)
         self._offers[job_id] = answer
+        return answer
 
     async def _ask_user_hook(self, req: JobRequest, agent: str) -> bool:
         """Run the user's request_fnc; it accepts or rejects through our bookkeeping."""
@@ -393,6 +432,10 @@ class PoolServer(_lk.ServerInternals):
                 tasks.append(executor.aclose())
         await asyncio.gather(*tasks, return_exceptions=True)
         return cut
+
+
+async def _answered(*_args: Any, **_kwargs: Any) -> None:
+    raise RuntimeError("this offer is answered by the worker; a router or check only reads it")
 
 
 def _printable(text: str, limit: int = 80) -> str:
