@@ -742,12 +742,27 @@ class ServerInternals(AgentServer):
         not be launched: the slot it reserved is free again."""
 
     def after_reply(self, fn: Callable[..., Any], /, *args: Any) -> None:
-        """Run fn(*args) on the loop once the replies queued so far have gone out.
+        """Run fn(*args) on the loop after the replies queued in this pass have gone out.
 
-        A queued reply wakes the sending task before this callback is scheduled, so the
-        loop sends first; a failing callback is logged, never raised into the caller.
+        A reply queued now wakes the sending task in the next pass of the loop; the
+        bookkeeping runs one pass later, in the order it was asked for. A failing
+        callback is logged, never raised into the caller.
         """
-        asyncio.get_running_loop().call_soon(_run_quietly, fn, args)
+        pending: list[tuple[Callable[..., Any], tuple[Any, ...]]] | None = self.__dict__.get(
+            "_openrtc_after_reply"
+        )
+        if pending is None:
+            pending = self.__dict__["_openrtc_after_reply"] = []
+        if not pending:
+            loop = asyncio.get_running_loop()
+            loop.call_soon(loop.call_soon, self._run_after_reply)
+        pending.append((fn, args))
+
+    def _run_after_reply(self) -> None:
+        pending = self.__dict__.get("_openrtc_after_reply") or []
+        self.__dict__["_openrtc_after_reply"] = []
+        for fn, args in pending:
+            _run_quietly(fn, args)
 
     def _handle_availability(self, msg: lk_proto.AvailabilityRequest) -> None:
         held = self.answer_held_offer(msg)

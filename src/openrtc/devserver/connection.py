@@ -1,7 +1,7 @@
 """One worker's websocket: serialised sends, and the offers waiting for its answer.
 
-Many dispatch tasks talk to the same worker at once, so sends go through one lock
-and each outstanding offer is a future keyed by job id that the read loop resolves.
+Many dispatch tasks talk to the same worker at once, so sends go through one ordered
+outbox and each outstanding offer is a future keyed by job id that the read loop resolves.
 An offer's answer time is the worker's: it runs from the moment the request's frame
 was written to the socket (`send` returns it) to the moment the read loop decoded the
 answer (`Answer.arrived_at`), not from when a dispatch task got its turn on the loop.
@@ -10,6 +10,7 @@ answer (`Answer.arrived_at`), not from when a dispatch task got its turn on the 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 from dataclasses import dataclass
 
@@ -35,7 +36,8 @@ class WorkerConnection:
     def __init__(self, ws: web.WebSocketResponse, transport: asyncio.Transport | None) -> None:
         self._ws = ws
         self._transport = transport
-        self._send_lock = asyncio.Lock()
+        self._outbox: collections.deque[tuple[bytes, asyncio.Future[float]]] = collections.deque()
+        self._writer: asyncio.Task[None] | None = None
         self._answers: dict[str, asyncio.Future[Answer]] = {}
         self.finished = asyncio.Event()
         """Set once the read loop has ended and the worker is recorded as disconnected."""
@@ -43,17 +45,32 @@ class WorkerConnection:
     async def send(self, msg: agent.ServerMessage) -> float:
         """Send one protobuf frame; returns the loop time it was written to the socket.
 
+        Frames queued during one pass of the loop are written together, in order, by one
+        writer at the start of the next: a burst of offers reaches the socket at once
+        instead of between the other dispatch tasks' bookkeeping, so an early offer's
+        answer is not left unread while the server is still busy sending the rest.
         Raises WorkerGone if the socket is closed or breaks.
         """
         if self._ws.closed:
             raise WorkerGone
-        data = msg.SerializeToString()
-        async with self._send_lock:
+        written: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self._outbox.append((msg.SerializeToString(), written))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_outbox())
+        return await written
+
+    async def _write_outbox(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._outbox:
+            data, written = self._outbox.popleft()
+            if written.done():
+                continue  # its sender gave up (cancelled) before it went out
             try:
                 await self._ws.send_bytes(data)
             except (ConnectionError, RuntimeError):
-                raise WorkerGone from None
-            return asyncio.get_running_loop().time()
+                written.set_exception(WorkerGone())
+                continue
+            written.set_result(loop.time())
 
     def expect_answer(self, job_id: str) -> asyncio.Future[Answer]:
         future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
