@@ -12,6 +12,7 @@ with the name that moved when upstream changes shape.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import copy
 import dataclasses
@@ -741,28 +742,46 @@ class ServerInternals(AgentServer):
         """An offer answered available whose assignment never came, or whose call could
         not be launched: the slot it reserved is free again."""
 
-    def after_reply(self, fn: Callable[..., Any], /, *args: Any) -> None:
-        """Run fn(*args) on the loop after the replies queued in this pass have gone out.
+    after_reply_slice: float = 0.0005
+    """Seconds of bookkeeping run per pass of the loop before it reads the socket again."""
 
-        A reply queued now wakes the sending task in the next pass of the loop; the
-        bookkeeping runs one pass later, in the order it was asked for. A failing
-        callback is logged, never raised into the caller.
+    def after_reply(self, fn: Callable[..., Any], /, *args: Any) -> None:
+        """Run fn(*args) on the loop once the replies queued so far have gone out.
+
+        The bookkeeping waits while the outgoing queue holds messages (a few passes of
+        the loop at most, so a congested socket cannot make it spin), then runs in the
+        order it was asked for, a slice at a time (`after_reply_slice`), so offers read
+        meanwhile are answered between slices. A failing callback is logged, never
+        raised into the caller.
         """
-        pending: list[tuple[Callable[..., Any], tuple[Any, ...]]] | None = self.__dict__.get(
-            "_openrtc_after_reply"
-        )
-        if pending is None:
-            pending = self.__dict__["_openrtc_after_reply"] = []
-        if not pending:
-            loop = asyncio.get_running_loop()
-            loop.call_soon(loop.call_soon, self._run_after_reply)
-        pending.append((fn, args))
+        backlog = self.__dict__.get("_openrtc_after_reply")
+        if backlog is None:
+            backlog = self.__dict__["_openrtc_after_reply"] = _Backlog()
+        backlog.items.append((fn, args))
+        if not backlog.scheduled:
+            backlog.scheduled = True
+            asyncio.get_running_loop().call_soon(self._run_after_reply)
 
     def _run_after_reply(self) -> None:
-        pending = self.__dict__.get("_openrtc_after_reply") or []
-        self.__dict__["_openrtc_after_reply"] = []
-        for fn, args in pending:
+        backlog: _Backlog = self.__dict__["_openrtc_after_reply"]
+        loop = asyncio.get_running_loop()
+        outbox = getattr(self, "_msg_chan", None)
+        replies_waiting = outbox is not None and not outbox.empty() and not self.link_is_down
+        if replies_waiting and backlog.waited < _MAX_PASSES_BEHIND_REPLIES:
+            backlog.waited += 1
+            loop.call_soon(self._run_after_reply)
+            return
+        backlog.waited = 0
+        ends = time.perf_counter() + self.after_reply_slice
+        while backlog.items:
+            fn, args = backlog.items.popleft()
             _run_quietly(fn, args)
+            if time.perf_counter() >= ends:
+                break
+        if backlog.items:
+            loop.call_soon(self._run_after_reply)
+        else:
+            backlog.scheduled = False
 
     def _handle_availability(self, msg: lk_proto.AvailabilityRequest) -> None:
         held = self.answer_held_offer(msg)
@@ -902,6 +921,21 @@ class ServerInternals(AgentServer):
                 break
             await asyncio.sleep(0.005)
         await asyncio.sleep(0.01)
+
+
+@dataclasses.dataclass
+class _Backlog:
+    """Bookkeeping waiting for its turn after the replies (see `after_reply`)."""
+
+    items: collections.deque[tuple[Callable[..., Any], tuple[Any, ...]]] = dataclasses.field(
+        default_factory=collections.deque
+    )
+    scheduled: bool = False
+    waited: int = 0
+    """Passes of the loop this slice has waited for the outgoing queue to empty."""
+
+
+_MAX_PASSES_BEHIND_REPLIES = 8
 
 
 def _run_quietly(fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
