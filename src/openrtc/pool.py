@@ -40,6 +40,10 @@ from .snapshot import RuntimeSnapshot
 
 logger = logging.getLogger("openrtc.pool")
 
+_NO_CALLS = admission.Ledger()
+_NO_CAPS = admission.Caps()
+"""The state-only check before routing (read, never written: built once, not per offer)."""
+
 __all__ = [
     "DEFAULT_VERSION",
     "ISOLATIONS",
@@ -339,7 +343,7 @@ class AgentPool:
         job = request.job
         state = self.admission_state()
         tenant = routing.tenant_of(job)
-        reason = admission.check(state, admission.Ledger(), admission.Caps(), "", tenant)
+        reason = admission.check(state, _NO_CALLS, _NO_CAPS, "", tenant)
         if reason is not None:
             return Refuse(reason, f"worker is {state}")
         if self.dispatch_down is not None:

@@ -140,7 +140,7 @@ class OpsServer(Endpoint):
             "p99": round(self.lag.percentile(0.99) * 1000, 2),
         }
         body["ops_url"] = self.url
-        body["memory"] = process_memory()
+        body["memory"] = await asyncio.to_thread(process_memory)  # a /proc walk: off the loop
         body["load"] = (
             self.headroom.to_dict()
             if self.headroom is not None

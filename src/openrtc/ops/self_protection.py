@@ -424,7 +424,9 @@ class SelfProtection:
         failing = False
         while True:
             try:
-                guard.check()
+                # reading smaps walks the process's page tables (milliseconds for a big
+                # worker): off the loop, so offers and calls never wait behind it
+                await asyncio.to_thread(guard.check)
                 failing = False
             except psutil.Error as e:
                 if not failing:
