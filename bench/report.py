@@ -498,6 +498,17 @@ def admission_verdicts(result: dict[str, Any]) -> list[Verdict]:
     return [exact, latency]
 
 
+def admission_method(result: dict[str, Any]) -> str:
+    """How the answer latency was measured, as the result records it (older results
+    timed from the dispatch task's turn to send until it next ran)."""
+    config = result.get("config") or {}
+    measured = config.get("answer_latency")
+    if measured is None:
+        return "Answer latency: server sends the AvailabilityRequest -> receives the answer."
+    audit = config.get("audit_file")
+    return f"Answer latency: {measured}" + (f"; audit file {audit}." if audit else ".")
+
+
 def admission_section(result: dict[str, Any]) -> str:
     headers = ["cap", "burst", "repetitions", "admitted each time", "exact", "offers",
                "answer p50 ms", "answer p99 ms", "answer max ms"]  # fmt: skip
@@ -523,7 +534,7 @@ def admission_section(result: dict[str, Any]) -> str:
             "",
             "Each burst dispatches all its jobs at once to one worker with "
             "`--max-concurrent-sessions CAP`; admitted calls hold the line through the burst. "
-            "Answer latency: server sends the AvailabilityRequest -> receives the answer.",
+            + admission_method(result),
             "",
             markdown_table(headers, rows),
             "",
