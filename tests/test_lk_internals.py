@@ -85,6 +85,26 @@ def test_a_moved_assignment_table_is_named(monkeypatch: pytest.MonkeyPatch) -> N
         _lk.check_internals()
 
 
+def test_a_receive_loop_that_no_longer_hands_offers_over_is_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def reshaped(self: object, ws: object) -> None:
+        return None
+
+    monkeypatch.setattr(_lk.AgentServer, "_run_ws", reshaped)
+    with pytest.raises(_lk.UnsupportedLiveKitVersion, match="no longer hands offers"):
+        _lk.check_internals()
+
+
+def test_a_launch_after_assignment_that_moved_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def reshaped(self: object, msg: object) -> None:
+        return None
+
+    monkeypatch.setattr(_lk.AgentServer, "_answer_availability", reshaped)
+    with pytest.raises(_lk.UnsupportedLiveKitVersion, match="no longer launches the assigned"):
+        _lk.check_internals()
+
+
 def test_the_turn_stream_internals_are_there_and_a_moved_one_is_named(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
