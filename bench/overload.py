@@ -1,6 +1,6 @@
 """Overload: a burst of calls far past what one box holds, offered to a worker with no cap.
 
-Issue 16's target: offered 130 calls within 5 s with no cap, 0 calls fail, at least 75
+The target: offered 130 calls within 5 s with no cap, 0 calls fail, at least 75
 are admitted, the admitted calls keep up, and the surplus is refused at offer time.
 
 One `openrtc start examples/agents` worker runs with its default settings (no cap,
