@@ -13,9 +13,15 @@ to degrading its calls, each scaled so 1.0 means "calls are degrading now":
   children on two cores each count against one, so the box fills before either refuses
   late.
 
-Each is smoothed with an exponential moving average (`SMOOTHING_S`), so one spike does
-not flip the worker to full and back; the load is the largest smoothed measure, and the
-one that is largest is "why". At `limits.load_threshold` the worker refuses offers
+Each is smoothed with an exponential moving average that rises fast (`RISE_S`) and falls
+slowly (`SMOOTHING_S`): a burst of calls raises the measures within a second, and a
+worker that waited the 3 s of a symmetric average admitted all of a 130-call burst before
+it refused one (bench/overload.py). One reading never weighs more than one tick on the
+way up (`RISE_MAX_STEP_S`) or one second on the way down, so a single stall of the loop,
+however long, moves the load by at most 39% and does not fill the worker alone. The load
+is the largest smoothed measure, and the one that is largest is "why".
+
+At `limits.load_threshold` the worker refuses offers
 (reason `overloaded`) and reports 1.0, which the server sees as WS_FULL; it takes calls
 again once the load falls `RESUME_MARGIN` below the threshold.
 """
@@ -50,10 +56,14 @@ COMPONENTS = ("loop_lag", "vad_backlog", "cpu")
 LAG_FULL_S = 0.1
 VAD_FULL_S = LATE_WARNING_S
 SMOOTHING_S = 3.0
-"""Time constant of the moving average: a sustained change shows ~63% after this long."""
+"""Time constant of the moving average on the way down: a fall shows ~63% after this long."""
+RISE_S = 0.5
+"""Time constant on the way up: a sustained rise shows ~63% after this long."""
 MAX_STEP_S = 1.0
-"""One reading never weighs more than this much time, however late it came: a single
-multi-second stall of the loop moves the load by at most 1 - exp(-1/3) = 28%."""
+"""On the way down one reading never weighs more than this much time."""
+RISE_MAX_STEP_S = 0.25
+"""On the way up one reading never weighs more than one tick, however late it came: a
+single multi-second stall moves the load by at most 1 - exp(-0.25/0.5) = 39%."""
 RESUME_MARGIN = 0.1
 TICK_S = 0.25
 PUSH_STEP = 0.05
@@ -70,11 +80,15 @@ class LoadEstimator:
         *,
         smoothing_s: float = SMOOTHING_S,
         max_step_s: float = MAX_STEP_S,
+        rise_s: float = RISE_S,
+        rise_max_step_s: float = RISE_MAX_STEP_S,
         resume_margin: float = RESUME_MARGIN,
     ) -> None:
         self.threshold = threshold
         self.smoothing_s = smoothing_s
         self.max_step_s = max_step_s
+        self.rise_s = rise_s
+        self.rise_max_step_s = rise_max_step_s
         self.resume_below = threshold - min(resume_margin, threshold / 2)
         self.components: dict[str, float] = dict.fromkeys(COMPONENTS, 0.0)
         self.raw: dict[str, float] = dict.fromkeys(COMPONENTS, 0.0)
@@ -106,10 +120,12 @@ class LoadEstimator:
             self.raw[name] = min(1.0, max(0.0, value))
         if previous is None:
             return False
-        step = min(max(0.0, now - previous), self.max_step_s)
-        alpha = 1.0 - math.exp(-step / self.smoothing_s)
+        elapsed = max(0.0, now - previous)
+        rise = 1.0 - math.exp(-min(elapsed, self.rise_max_step_s) / self.rise_s)
+        fall = 1.0 - math.exp(-min(elapsed, self.max_step_s) / self.smoothing_s)
         for name in COMPONENTS:
-            self.components[name] += alpha * (self.raw[name] - self.components[name])
+            gap = self.raw[name] - self.components[name]
+            self.components[name] += (rise if gap > 0 else fall) * gap
         was = self.overloaded
         if not was and self.load >= self.threshold:
             self.overloaded = True
@@ -286,5 +302,6 @@ class Headroom:
             "overloaded": est.overloaded,
             "why": why,
             "components": {name: round(v, 3) for name, v in est.components.items()},
+            "latest": {name: round(v, 3) for name, v in est.raw.items()},
             "cpu_cores": round(self.cpu_cores, 3),
         }
