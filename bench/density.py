@@ -438,20 +438,33 @@ class Traffic:
         return {k: v for k, v in self.outcomes.items() if k != "success"}
 
 
+def measured_worker(
+    srv: DispatchServer, mode: str, worker_args: list[str], workdir: Path, name: str
+) -> Worker:
+    """An `openrtc start examples/agents` worker in `mode` with call stats on, logging to
+    `workdir/name.log` (not started)."""
+    return Worker(
+        args=[*mode_args(mode), "--deployment-version", "bench", *worker_args],
+        env={**server_env(srv), "OPENRTC_CALL_STATS": "1"},
+        log_path=workdir / f"{name}.log",
+        name=name,
+    )
+
+
+async def start_quiet(worker: Worker) -> None:
+    """Start it, wait until it accepts calls and its start-up CPU has settled."""
+    await worker.start()
+    await worker.wait_accepting()
+    await wait_quiet(worker, 30.0)
+
+
 async def run_config(cfg: Config, mode: str, n: int, lone: Run | None = None) -> Run:
     run = Run(mode=mode, n=n)
     t_start = time.monotonic()
     async with DispatchServer(dispatch_deadline=cfg.ramp_timeout_s, offer_timeout=10.0) as srv:
-        worker = Worker(
-            args=[*mode_args(mode), "--deployment-version", "bench", *cfg.worker_args],
-            env={**server_env(srv), "OPENRTC_CALL_STATS": "1"},
-            log_path=cfg.workdir / f"density-{mode}-{n}.log",
-            name=f"{mode}-{n}",
-        )
+        worker = measured_worker(srv, mode, cfg.worker_args, cfg.workdir, f"density-{mode}-{n}")
         try:
-            await worker.start()
-            await worker.wait_accepting()
-            await wait_quiet(worker, 30.0)
+            await start_quiet(worker)
             run.idle_pss_mb, _ = worker.pss_mb()
             await _hold_calls(cfg, srv, worker, run, lone)
         except Exception as e:

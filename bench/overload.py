@@ -60,7 +60,6 @@ from benchkit import (
     percentile,
     pin_source,
     rejected_total,
-    server_env,
     snapshot_pids,
     write_result,
 )
@@ -73,11 +72,12 @@ from density import (
     fmt,
     keeps_up,
     measure_window,
+    measured_worker,
     mode_args,
     over_lone,
     run_config,
+    start_quiet,
     vad_lag_warnings,
-    wait_quiet,
 )
 from workload import Workload
 
@@ -253,16 +253,9 @@ async def run_burst(cfg: OverloadConfig, processes: int, lone: Run | None) -> Bu
     async with DispatchServer(
         dispatch_deadline=cfg.offer_deadline_s, offer_timeout=cfg.offer_deadline_s
     ) as srv:
-        worker = Worker(
-            args=[*mode_args(mode), "--deployment-version", "bench", *cfg.worker_args],
-            env={**server_env(srv), "OPENRTC_CALL_STATS": "1"},
-            log_path=cfg.workdir / f"overload-{processes}.log",
-            name=f"overload-{processes}",
-        )
+        worker = measured_worker(srv, mode, cfg.worker_args, cfg.workdir, f"overload-{processes}")
         try:
-            await worker.start()
-            await worker.wait_accepting()
-            await wait_quiet(worker, 30.0)
+            await start_quiet(worker)
             if not await _until_available(srv, processes, 60.0):
                 burst.reason = "a worker still reported itself full when the burst began"
             run = Run(mode=mode, n=0)
