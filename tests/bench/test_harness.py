@@ -14,6 +14,8 @@ from cpu_measure import WORKER_SCRIPT
 from openrtc.devserver import DispatchServer
 from tests.harness import wait_until
 
+VERSION = ("--deployment-version", "v2p")
+
 
 async def test_a_cli_worker_registers_accepts_and_exits_0_on_sigterm(tmp_path: Path) -> None:
     async with DispatchServer(dispatch_deadline=5.0, offer_timeout=2.0) as server:
@@ -92,7 +94,8 @@ async def test_a_two_process_worker_is_read_whole_each_child_counted(tmp_path: P
 
     async with DispatchServer(dispatch_deadline=10.0, offer_timeout=5.0) as server:
         w = Worker(
-            args=["--processes", "2", "--deployment-version", "v2p"],
+            # a cap of one call per child: the second call can only go to the other one
+            args=["--processes", "2", "--max-concurrent-sessions", "1", *VERSION],
             env={**server_env(server), "OPENRTC_CALL_STATS": "1"},
             log_path=tmp_path / "w.log",
             name="v2p",

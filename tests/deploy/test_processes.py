@@ -74,6 +74,9 @@ async def start(server: DispatchServer, agents_dir: Path, tmp_path: Path) -> Asy
                 str(agents_dir),
                 "--processes",
                 "2",
+                # one call per child: a second call can only go to the other child
+                "--max-concurrent-sessions",
+                "1",
                 "--http-port",
                 str(port),
                 "--deployment-version",
