@@ -14,10 +14,10 @@ to degrading its calls, each scaled so 1.0 means "calls are degrading now":
   late.
 
 Each is smoothed with an exponential moving average that rises fast (`RISE_S`) and falls
-slowly (`SMOOTHING_S`): a burst of calls raises the measures within a second, and a
-worker that waited the 3 s of a symmetric average admitted all of a 130-call burst before
-it refused one (bench/overload.py). One reading never weighs more than one tick on the
-way up (`RISE_MAX_STEP_S`) or one second on the way down, so a single stall of the loop,
+slowly (`SMOOTHING_S`): a worker that waited the 3 s of a symmetric average admitted all
+of a 130-call burst before it refused one (bench/overload.py; docs/performance.md says
+how to rerun that). One reading never weighs more than one tick on the way up
+(`RISE_MAX_STEP_S`) or one second on the way down, so a single stall of the loop,
 however long, moves the load by at most 39% and does not fill the worker alone. The load
 is the largest smoothed measure, and the one that is largest is "why".
 
