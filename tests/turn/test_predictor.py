@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import sys
 import threading
 from typing import Any
 
@@ -216,3 +218,28 @@ async def test_a_forked_worker_gets_its_own_predictor_thread(predictor: TurnPred
     assert child.exitcode == 0
     assert in_child == pytest.approx(in_parent, abs=1e-6), "same audio, same answer"
     assert child_runs == 2, "the child's thread ran it (the parent's did not follow the fork)"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread niceness is Linux's")
+async def test_the_model_and_the_threads_it_starts_run_nicer_than_the_event_loop() -> None:
+    def niceness() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    seen: list[int] = []
+
+    def model(pcm: np.ndarray) -> float:
+        inner = threading.Thread(target=lambda: seen.append(niceness()))
+        inner.start()  # as the native model starts its own workers
+        inner.join()
+        seen.append(niceness())
+        return 0.5
+
+    predictor = TurnPredictor(model, nice=5)
+    stream = await _fed(SharedTurnDetector(predictor=predictor), conversation()[:20000])
+    try:
+        assert await _result(stream.predict()) == 0.5
+    finally:
+        await stream.aclose()
+        predictor.close()
+    loop_nice = niceness()
+    assert seen == [min(19, loop_nice + 5)] * 2, "the model thread and its workers are nicer"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 from collections import deque
 from collections.abc import Iterator
 from typing import Any, Never
@@ -336,17 +337,22 @@ class FakeTTS(tts.TTS[Never]):
         return min(len(text.strip()) * self.seconds_per_char, self.max_seconds)
 
     def pcm_for(self, text: str) -> bytes:
-        """The 16-bit mono PCM this TTS produces for `text` (deterministic)."""
+        """The 16-bit mono PCM this TTS produces for `text` (deterministic): the start of
+        one tone computed once per process, so a reply costs a copy, not a synthesis."""
         samples = round(self.duration_for(text) * self.sample_rate)
-        t = np.arange(samples, dtype=np.float64) / self.sample_rate
-        wave = 600.0 * np.sin(2.0 * np.pi * self.tone_hz * t)
-        return wave.astype(np.int16).tobytes()
+        return _tone(self.sample_rate, self.tone_hz, self.max_seconds)[: 2 * samples]
 
     def synthesize(
         self, text: str, *, conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS
     ) -> FakeChunkedStream:
         self.syntheses += 1
         return FakeChunkedStream(tts=self, input_text=text, conn_options=conn_options)
+
+
+@functools.lru_cache(maxsize=8)
+def _tone(sample_rate: int, tone_hz: float, seconds: float) -> bytes:
+    t = np.arange(round(seconds * sample_rate), dtype=np.float64) / sample_rate
+    return (600.0 * np.sin(2.0 * np.pi * tone_hz * t)).astype(np.int16).tobytes()
 
 
 class FakeChunkedStream(tts.ChunkedStream):

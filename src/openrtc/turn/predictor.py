@@ -20,6 +20,7 @@ import asyncio
 import contextvars
 import logging
 import os
+import sys
 import threading
 import time
 import weakref
@@ -41,6 +42,24 @@ LATE_WARNING_S = 0.3
 """A request that waited longer than this for the model is logged (at most every
 `WARN_EVERY_S`): livekit gives up on a prediction after 1 s and commits without it."""
 WARN_EVERY_S = 10.0
+NICE = 10
+"""How much nicer than the process the model thread runs (Linux, where niceness is per
+thread and the threads the native model starts inherit it). A prediction has slack: it
+is asked for after 200 ms of silence and awaited only at the end of speech. The VAD and
+the event loop have none: when the box is short of CPU they go first."""
+
+
+def lower_thread_priority(by: int) -> bool:
+    """Make the calling thread `by` nicer (Linux only); whether it took."""
+    if by <= 0 or not sys.platform.startswith("linux"):
+        return False
+    tid = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + by))
+    except OSError as e:
+        logger.debug("could not lower the end-of-turn thread's priority: %s", e)
+        return False
+    return True
 
 
 class Requester(Protocol):
@@ -88,9 +107,11 @@ class TurnPredictor:
         *,
         hold_s: float = GROUP_HOLD_S,
         name: str = "openrtc-turn",
+        nice: int = NICE,
     ) -> None:
         self._predict = predict
         self._hold_s = hold_s
+        self._nice = nice
         self._name = name
         self._setup()
         self.runs = 0
@@ -168,6 +189,7 @@ class TurnPredictor:
 
     # --- the thread -----------------------------------------------------------------------
     def _serve(self) -> None:
+        lower_thread_priority(self._nice)
         while True:
             try:
                 self._serve_until_closed()
