@@ -150,6 +150,10 @@ def _offer_problems() -> list[str]:
         fn = getattr(AgentServer, name, None)
         return inspect.getsource(fn) if fn is not None else ""
 
+    if "msg = await ws.receive()" not in source("_run_ws"):
+        problems.append("AgentServer._run_ws no longer reads the socket with ws.receive()")
+    if "await ws.send_bytes(msg.SerializeToString())" not in source("_run_ws"):
+        problems.append("AgentServer._run_ws no longer writes its outbox with ws.send_bytes()")
     if "self._handle_availability(server_msg.availability)" not in source("_run_ws"):
         problems.append("AgentServer._run_ws no longer hands offers to _handle_availability")
     if "self._proc_pool.launch_job(running_info)" not in source("_answer_availability"):
@@ -637,7 +641,8 @@ class ServerInternals(AgentServer):
                 self._connecting = False
                 await self.link_restored()
                 await self._report_active_jobs()
-                await self._run_ws(ws)
+                self._openrtc_socket = _TimedSocket(ws, self.offer_answered)
+                await self._run_ws(self._openrtc_socket)
                 if not self._closed:
                     raise ConnectionError("the dispatch link closed")
             except asyncio.CancelledError:
@@ -727,6 +732,10 @@ class ServerInternals(AgentServer):
     def unknown_termination(self, job_id: str) -> None:
         """A termination for a job this worker does not run."""
 
+    def offer_answered(self, seconds: float) -> None:
+        """An availability answer was written, `seconds` after its offer reached the
+        worker's read loop (see `_TimedSocket`)."""
+
     def answer_offer(
         self, msg: lk_proto.AvailabilityRequest
     ) -> lk_proto.AvailabilityResponse | None:
@@ -807,7 +816,11 @@ class ServerInternals(AgentServer):
             answer.participant_attributes[ATTRIBUTE_AGENT_NAME] = self._agent_name
             waiter = asyncio.get_running_loop().create_future()
             self._pending_assignments[msg.job.id] = waiter
-        self._reply_now(lk_proto.WorkerMessage(availability=answer))
+        reply = lk_proto.WorkerMessage(availability=answer)
+        socket = self.__dict__.get("_openrtc_socket")
+        if socket is not None:
+            socket.time_reply(reply)
+        self._reply_now(reply)
         if waiter is not None and accept is not None:
             self._track(self._launch_when_assigned(msg.job, accept, waiter, received_at))
 
@@ -921,6 +934,50 @@ class ServerInternals(AgentServer):
                 break
             await asyncio.sleep(0.005)
         await asyncio.sleep(0.01)
+
+
+class _TimedSocket:
+    """The dispatch socket as `AgentServer._run_ws` uses it, timing the worker's answers.
+
+    An offer's clock starts when the read loop resumes with the socket data that holds
+    it: messages handed over without the loop suspending came in the same data, so an
+    offer read behind others of a burst counts its wait for them. It stops when the
+    answer's frame is written (the outbox hands `send_bytes` the same serialised bytes).
+    """
+
+    MAX_PENDING = 4096
+
+    def __init__(self, ws: Any, answered: Callable[[float], None]) -> None:
+        self._ws = ws
+        self._answered = answered
+        self._arrived_at = time.perf_counter()
+        self._pending: dict[bytes, float] = {}
+
+    async def receive(self, *args: Any, **kwargs: Any) -> Any:
+        suspended: list[bool] = []
+        marker = asyncio.get_running_loop().call_soon(suspended.append, True)
+        msg = await self._ws.receive(*args, **kwargs)
+        if suspended:
+            self._arrived_at = time.perf_counter()
+        else:
+            marker.cancel()
+        return msg
+
+    def time_reply(self, reply: lk_proto.WorkerMessage) -> None:
+        """Start timing `reply` to the offer being handled now."""
+        if len(self._pending) >= self.MAX_PENDING:
+            self._pending.clear()  # answers the socket never wrote (it closed)
+        self._pending[reply.SerializeToString()] = self._arrived_at
+
+    async def send_bytes(self, data: bytes, *args: Any, **kwargs: Any) -> Any:
+        arrived_at = self._pending.pop(data, None) if self._pending else None
+        result = await self._ws.send_bytes(data, *args, **kwargs)
+        if arrived_at is not None:
+            self._answered(time.perf_counter() - arrived_at)
+        return result
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ws, name)
 
 
 @dataclasses.dataclass

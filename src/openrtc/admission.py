@@ -6,6 +6,7 @@ check and the reservation: caps are exact even when many offers arrive together.
 
 from __future__ import annotations
 
+import bisect
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -104,6 +105,42 @@ class Ledger:
         if self.tenants[tenant] <= 0:
             del self.tenants[tenant]
         return True
+
+
+ANSWER_BUCKETS_MS = (0.25, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 7.5, 10.0, 25.0, 50.0, 100.0, 250.0)
+
+
+@dataclass
+class AnswerTimes:
+    """How long this worker took to answer offers, as histogram buckets (ms).
+
+    Timed from the moment the socket data holding the offer reached the worker's read
+    loop to the moment its answer was written back: the part of an answer the worker
+    owns. An offer read behind others from the same burst counts its wait for them.
+    """
+
+    counts: list[int] = field(default_factory=lambda: [0] * (len(ANSWER_BUCKETS_MS) + 1))
+    total_s: float = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(ANSWER_BUCKETS_MS, seconds * 1000)] += 1
+        self.total_s += seconds
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        """(upper bound in ms, answers at or under it), ending with "+Inf"."""
+        out: list[tuple[str, int]] = []
+        running = 0
+        for bound, n in zip((*map(str, ANSWER_BUCKETS_MS), "+Inf"), self.counts, strict=True):
+            running += n
+            out.append((bound, running))
+        return out
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "count": sum(self.counts),
+            "sum_ms": round(self.total_s * 1000, 3),
+            "le_ms": dict(self.cumulative()),
+        }
 
 
 def check(

@@ -148,6 +148,8 @@ class AgentPool:
         self._deliveries = Deliveries(lambda: self.observers)
         self._accepted_total = 0
         self._rejected: Counter[str] = Counter()
+        self.answer_times = admission.AnswerTimes()
+        """How long the worker took to answer offers (fed by its server, on the loop)."""
         self._outcomes: Counter[str] = Counter()
         self._started_at = time.time()
         self._worker_id = ""
@@ -723,4 +725,5 @@ class AgentPool:
             agents=tuple(self.registry.names()),
             sessions=tuple(s.to_dict(now) for s in live),
             dispatch_reachable=self.dispatch_down is None,
+            offer_answers=MappingProxyType(self.answer_times.to_dict()),
         )

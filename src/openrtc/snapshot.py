@@ -30,6 +30,8 @@ class RuntimeSnapshot:
     sessions: tuple[Mapping[str, Any], ...] = field(default=())
     dispatch_reachable: bool = True
     """False while the link to the dispatch server is down."""
+    offer_answers: Mapping[str, Any] = field(default_factory=dict)
+    """How long this worker took to answer offers (`admission.AnswerTimes.to_dict`)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -52,4 +54,5 @@ class RuntimeSnapshot:
             "agents": list(self.agents),
             "sessions": [dict(s) for s in self.sessions],
             "dispatch_reachable": self.dispatch_reachable,
+            "offer_answers": dict(self.offer_answers),
         }

@@ -28,7 +28,12 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
@@ -98,6 +103,20 @@ def _relabelled(pool: AgentPool, counts: Mapping[str, int]) -> Counter[str]:
     return out
 
 
+def _offer_answers(pool: AgentPool) -> HistogramMetricFamily:
+    times = pool.answer_times
+    return HistogramMetricFamily(
+        "openrtc_offer_answer_seconds",
+        "How long this worker took to answer an offer: from the socket data holding it "
+        "reaching the read loop to the answer written back.",
+        buckets=[
+            (bound if bound == "+Inf" else str(float(bound) / 1000), n)
+            for bound, n in times.cumulative()
+        ],
+        sum_value=times.total_s,
+    )
+
+
 class PoolCollector(Collector):
     def __init__(self, pool: AgentPool, headroom: Headroom | None = None) -> None:
         self.pool = pool
@@ -131,6 +150,7 @@ class PoolCollector(Collector):
             "reason",
             snap.rejected_total,
         )
+        yield _offer_answers(pool)
         ended = CounterMetricFamily(
             "openrtc_sessions_ended",
             "Calls that ended, by outcome (success, failed, cancelled).",

@@ -184,6 +184,9 @@ class PoolServer(_lk.ServerInternals):
             self.after_reply(logger.debug, "job %s admitted for %s", job.id, decision.agent)
         return self._remember_answer(job.id, decision.agent, f"agent-{job.id}", attributes)
 
+    def offer_answered(self, seconds: float) -> None:
+        self.pool.answer_times.observe(seconds)
+
     def offer_fell_through(self, job_id: str, error: Exception) -> None:
         logger.warning("job %s was accepted but not assigned: %s", job_id, error)
         self._expired[job_id] = time.monotonic()
