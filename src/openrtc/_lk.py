@@ -642,7 +642,7 @@ class ServerInternals(AgentServer):
                 await self.link_restored()
                 await self._report_active_jobs()
                 self._openrtc_socket = _TimedSocket(ws, self.offer_answered)
-                await self._run_ws(self._openrtc_socket)
+                await self._run_ws(self._openrtc_socket)  # type: ignore[arg-type]
                 if not self._closed:
                     raise ConnectionError("the dispatch link closed")
             except asyncio.CancelledError:
