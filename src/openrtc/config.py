@@ -212,7 +212,7 @@ class Providers:
     )
 
 
-DEFAULT_LOAD_THRESHOLD = 0.7
+DEFAULT_LOAD_THRESHOLD = 0.75
 """See `Limits.load_threshold`; docs/performance.md says how it was chosen."""
 
 
