@@ -212,7 +212,7 @@ class Providers:
     )
 
 
-DEFAULT_LOAD_THRESHOLD = 0.75
+DEFAULT_LOAD_THRESHOLD = 0.7
 """See `Limits.load_threshold`; docs/performance.md says how it was chosen."""
 
 

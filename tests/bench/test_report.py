@@ -492,3 +492,55 @@ def test_the_page_compares_the_loops_when_both_runs_exist(tmp_path: Path) -> Non
     assert "## Event loop: uvloop against asyncio" in page
     assert "**MET**: uvloop gains over asyncio" in page
     assert "| coroutine | 25 | 1.70 | 1.40 |" in page
+
+
+def test_the_answer_target_is_judged_on_the_workers_own_time_with_the_round_trip_beside() -> None:
+    timed = copy.deepcopy(ADMISSION)
+    timed["summary"].update(
+        answer_p99_ms=6.1, worker_answers=40, worker_answer_p50_ms=1.0, worker_answer_p99_ms=4.0
+    )
+    timed["rows"][0].update(cap=25, burst=50, worker_answer_p50_ms=1.0, worker_answer_p99_ms=4.0)
+    _, latency = report.admission_verdicts(timed)
+    assert latency.met is True and "worker's own answer time" in latency.target
+    assert "p99 <= 4.00 ms over all 40 answers" in latency.detail
+    assert "cap 25 burst 50: p99 <= 4.00 ms" in latency.detail
+    assert "p99 over all" in latency.detail and "6.10 ms" in latency.detail
+    timed["summary"]["worker_answer_p99_ms"] = 5.0  # a bucket bound of 5: not under 5
+    assert report.admission_verdicts(timed)[1].met is False
+    timed["summary"]["worker_answer_p99_ms"] = float("inf")
+    assert report.admission_verdicts(timed)[1].met is False
+    section = report.admission_section(timed)
+    assert "<= 4" in section and "worker's own answer p99 ms" in section
+
+
+def test_histogram_percentiles_are_bucket_bounds() -> None:
+    import admission  # bench/admission.py
+
+    le = {"0.5": 2, "1.0": 90, "2.0": 99, "5.0": 100, "+Inf": 100}
+    assert admission.bucket_percentile(le, 50) == 1.0
+    assert admission.bucket_percentile(le, 99) == 2.0
+    assert admission.bucket_percentile(le, 100) == 5.0
+    assert admission.bucket_percentile({"1.0": 0, "+Inf": 3}, 99) == float("inf")
+    assert admission.bucket_percentile({"1.0": 0, "+Inf": 0}, 99) is None
+    before = {"1.0": 5, "+Inf": 6}
+    assert admission.bucket_delta({"1.0": 7, "+Inf": 10}, before) == {"1.0": 2, "+Inf": 4}
+    assert admission.bucket_sum([{"1.0": 1}, {"1.0": 2, "+Inf": 3}]) == {"1.0": 3, "+Inf": 3}
+
+
+def test_uvloop_is_no_gain_when_another_mode_keeps_up_with_fewer_calls() -> None:
+    def two_modes(kept: tuple[int, int], cpu25: tuple[float, float]) -> dict[str, Any]:
+        run = _loop_run(kept[0], cpu25[0])
+        run["summary"]["coroutine-processes-2"] = {
+            "largest_n_kept_up": kept[1],
+            "cpu_per_call_pct_at_25": cpu25[1],
+        }
+        return run
+
+    base = two_modes((75, 100), (1.64, 1.88))
+    # 1.88 - 1.78 is 0.0999... in floating point: the results hold two decimals
+    exactly = report.uvloop_verdict(base, two_modes((75, 100), (1.64, 1.78)))
+    assert exactly.met is True
+    mixed = report.uvloop_verdict(base, two_modes((50, 100), (1.54, 1.78)))
+    assert mixed.met is False
+    assert "fewer calls in coroutine, so that is no gain" in mixed.detail
+    assert "default stays asyncio" in mixed.detail

@@ -116,7 +116,7 @@ def test_why_names_the_dominant_measure_and_readings_are_clamped() -> None:
 
 
 def test_load_threshold_is_a_setting_between_0_and_1() -> None:
-    assert Limits().load_threshold == 0.75
+    assert Limits().load_threshold == 0.7
     config = PoolConfig.from_env({"OPENRTC_LOAD_THRESHOLD": "0.5"})
     assert config.limits.load_threshold == 0.5
     for bad in (0.0, 1.5, float("nan")):
@@ -220,7 +220,7 @@ async def test_a_lagging_worker_reports_rising_load_goes_full_refuses_and_recove
         assert metrics[("openrtc_load", "")] == 1.0
         assert metrics[("openrtc_overloaded", "")] == 1.0
         assert metrics[("openrtc_load_component", "loop_lag")] >= 0.6
-        assert metrics[("openrtc_load_threshold", "")] == 0.75
+        assert metrics[("openrtc_load_threshold", "")] == 0.7
         snap = json.loads(await get(f"{ops.url}/snapshot"))
         assert snap["load"]["overloaded"] is True
         assert snap["load"]["why"] == "loop_lag"
@@ -239,7 +239,7 @@ async def test_a_lagging_worker_reports_rising_load_goes_full_refuses_and_recove
         # pressure gone: the load falls, the worker takes calls again
         await pressure.stop()
         await wait_until(lambda: worker.status == "WS_AVAILABLE", timeout=45)
-        assert worker.load < 0.75
+        assert worker.load < 0.7
         job = await devserver.dispatch(simulated_call=call())
         ok = await devserver.wait_job(job.id, {"success", "failed", "unserved"}, timeout=30)
         assert ok.state.value == "success"

@@ -1,0 +1,104 @@
+"""What one end-of-turn prediction costs: CPU and wall time of livekit's native model.
+
+Each setting runs in a fresh process (the native model reads its settings when it
+loads): livekit's default, and `EOT_PARALLELISM=none` (one thread), an option the
+native library reads from the environment. Every prediction is on 1.2 s of the bundled
+speech (the longest clip the model takes; shorter clips are padded to it) and, once, on
+0.5 s. CPU is the whole process's (the threads the model starts for a prediction
+included), per prediction.
+
+    PYTHONPATH=src .venv/bin/python bench/eot_cost.py      # ~10 s
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+from benchkit import command_line, machine_info, now_iso, write_result
+from rich.console import Console
+from rich.table import Table
+
+SETTINGS = {"default": None, "EOT_PARALLELISM=none": "none"}
+console = Console()
+
+
+def measure(predictions: int) -> dict[str, Any]:
+    """In this process: load the model, warm it, time `predictions` runs per clip length."""
+    import numpy as np
+    from livekit.local_inference import EOT, EOT_MAX_SAMPLES, init_eot
+
+    from openrtc.simulation.media import speech_clips
+
+    speech = np.concatenate([c.samples for c in speech_clips()])[:EOT_MAX_SAMPLES]
+    init_eot()
+    model = EOT()
+    out: dict[str, Any] = {}
+    for label, clip in (("1.2 s", speech), ("0.5 s", speech[: EOT_MAX_SAMPLES * 5 // 12])):
+        for _ in range(3):
+            model.predict(clip)
+        wall0, cpu0 = time.perf_counter(), time.process_time()
+        for _ in range(predictions):
+            model.predict(clip)
+        wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+        out[label] = {
+            "cpu_ms": round(1000 * cpu / predictions, 1),
+            "wall_ms": round(1000 * wall / predictions, 1),
+        }
+    return out
+
+
+def run_setting(value: str | None, predictions: int) -> dict[str, Any]:
+    env = dict(os.environ)
+    env.pop("EOT_PARALLELISM", None)
+    if value is not None:
+        env["EOT_PARALLELISM"] = value
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", str(predictions)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--predictions", type=int, default=40, help="timed runs per clip length")
+    ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.child is not None:
+        print(json.dumps(measure(a.child)))
+        return
+    started = time.monotonic()
+    runs = {name: run_setting(value, a.predictions) for name, value in SETTINGS.items()}
+    table = Table(title="End-of-turn model: cost per prediction")
+    for col in ("setting", "clip", "CPU ms", "wall ms"):
+        table.add_column(col)
+    for name, by_clip in runs.items():
+        for clip, r in by_clip.items():
+            table.add_row(name, clip, str(r["cpu_ms"]), str(r["wall_ms"]))
+    console.print(table)
+    path = write_result(
+        "eot",
+        {
+            "benchmark": "eot",
+            "date": now_iso(),
+            "machine": machine_info(),
+            "command": command_line(),
+            "duration_s": round(time.monotonic() - started, 1),
+            "predictions_per_clip": a.predictions,
+            "runs": runs,
+        },
+    )
+    console.print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
