@@ -18,7 +18,8 @@ is short, so a job the worker refuses is not taken later. Per burst:
 - the worker's answer time (its `/snapshot` `offer_answers`, the histogram behind
   `openrtc_offer_answer_seconds`): from the socket data holding the offer reaching the
   worker's read loop to the answer written back, an offer read behind others of the
-  burst counting its wait for them. This is the part the worker owns: the round trip
+  burst counting its wait for them (time the data waited in the kernel while the loop
+  was busy elsewhere is not in it; the round trip has it). The round trip
   above also holds the loopback server's own loop, which shares the box's two cores and
   reads answers only between writing the burst's offers and its other dispatch work.
   Percentiles are histogram bucket bounds ("<= 2 ms").

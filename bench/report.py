@@ -502,7 +502,8 @@ def admission_verdicts(result: dict[str, Any]) -> list[Verdict]:
     detail = (
         f"The worker's own answer time (the socket data holding an offer reaching its read "
         f"loop -> the answer written; an offer read behind others of its burst counts the "
-        f"wait), a histogram bucket bound: p99 <= {cell(own, 2)} ms over all "
+        f"wait, time the data waited in the kernel while the loop was busy elsewhere does "
+        f"not), a histogram bucket bound: p99 <= {cell(own, 2)} ms over all "
         f"{s.get('worker_answers')} answers (p50 <= {cell(s.get('worker_answer_p50_ms'), 2)} ms)"
         + (
             f"; cap 25 burst 50: p99 <= {cell(target.get('worker_answer_p99_ms'), 2)} ms"

@@ -115,8 +115,9 @@ class AnswerTimes:
     """How long this worker took to answer offers, as histogram buckets (ms).
 
     Timed from the moment the socket data holding the offer reached the worker's read
-    loop to the moment its answer was written back: the part of an answer the worker
-    owns. An offer read behind others from the same burst counts its wait for them.
+    loop to the moment its answer was written back. An offer read behind others from the
+    same socket data counts its wait for them; data that waited in the kernel while the
+    loop was busy elsewhere does not (the server's round trip holds that).
     """
 
     counts: list[int] = field(default_factory=lambda: [0] * (len(ANSWER_BUCKETS_MS) + 1))

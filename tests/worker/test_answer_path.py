@@ -204,7 +204,7 @@ async def test_the_worker_times_each_answer_from_when_its_burst_reached_the_read
     server_thread: ServerThread, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     srv = server_thread.server
-    pool = capped_pool(1, tmp_path / "audit.jsonl")
+    pool = capped_pool(4, tmp_path / "audit.jsonl")
     decide = pool.decide
 
     def slow_decide(request: Any) -> Any:
@@ -213,35 +213,32 @@ async def test_the_worker_times_each_answer_from_when_its_burst_reached_the_read
 
     monkeypatch.setattr(pool, "decide", slow_decide)
     async with running(pool, srv):
-        before = pool.answer_times.to_dict()["count"]
-        assert before == 0
+        assert pool.answer_times.to_dict()["count"] == 0
 
         async def burst() -> list[JobRecord]:
+            # four calls the worker takes: one offer each, no offer cut by a deadline
             return list(
                 await asyncio.gather(
-                    *(
-                        srv.dispatch(
-                            metadata={"agent": "nobody"}, simulated_call=HOLD, deadline=1.0
-                        )
-                        for _ in range(4)
-                    )
+                    *(srv.dispatch(simulated_call=HOLD, deadline=5.0) for _ in range(4))
                 )
             )
 
         jobs = await server_thread.on_loop(burst())
         for job in jobs:
-            await server_thread.on_loop(srv.wait_job(job.id, {"unserved"}, 20))
+            await server_thread.on_loop(srv.wait_job(job.id, {"running"}, 20))
         answers = pool.runtime_snapshot().offer_answers
-    # the server offers each refused job again until its deadline: every offer counts
+        body = PoolMetrics(pool).render().decode()
+        for job in jobs:
+            await server_thread.on_loop(srv.end_call(job.id))
     offers = [o for j in jobs for o in j.offers]
-    assert len(offers) >= 4 and all(o.answered_in_ms is not None for o in offers)
-    assert answers["count"] == len(offers)
-    # each answer took at least its own decision, some offer of a burst waited behind
+    assert len(offers) == 4 and all(o.available for o in offers)
+    assert all(o.answered_in_ms is not None for o in offers)
+    assert answers["count"] == 4
+    # each answer took at least its own decision, some offer of the burst waited behind
     # another, and the worker's part never exceeds the round trip the server saw
     assert answers["le_ms"]["10.0"] == 0
-    assert answers["le_ms"]["25.0"] < len(offers)
-    assert answers["sum_ms"] >= 20 * len(offers)
+    assert answers["le_ms"]["25.0"] < 4
+    assert answers["sum_ms"] >= 4 * 20
     assert answers["sum_ms"] <= sum(o.answered_in_ms or 0 for o in offers) + 1.0
-    body = PoolMetrics(pool).render().decode()
-    assert f"openrtc_offer_answer_seconds_count {float(len(offers))}" in body
+    assert "openrtc_offer_answer_seconds_count 4.0" in body
     assert 'openrtc_offer_answer_seconds_bucket{le="0.01"} 0.0' in body
