@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import math
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -46,6 +45,8 @@ from benchkit import (
     OtherLoad,
     Worker,
     command_line,
+    hist_diff,
+    hist_percentile,
     machine_info,
     now_iso,
     own_cpu_seconds,
@@ -58,6 +59,7 @@ from benchkit import (
 from rich.console import Console
 from rich.table import Table
 
+from openrtc.admission import ANSWER_BUCKETS_MS
 from openrtc.devserver import DispatchServer
 
 AGENTS = ("sales", "support", "booking")
@@ -88,42 +90,27 @@ class Burst:
     other_cpu_pct: float | None = None
     """CPU other processes used during the burst (measured from the dispatch to the end)."""
     tries: int = 1
-    worker_le_ms: dict[str, int] = field(default_factory=dict)
-    """The worker's own answer times for this burst: answers at or under each bound (ms)."""
+    worker_counts: list[int] = field(default_factory=list)
+    """The worker's own answer times for this burst, per bucket of `ANSWER_BUCKETS_MS`."""
     worker_p50_ms: float | None = None
     worker_p99_ms: float | None = None
 
 
-def answer_buckets(snap: dict[str, Any] | None) -> dict[str, int]:
-    """The worker's cumulative answer-time histogram from its /snapshot."""
-    return {
-        k: int(v) for k, v in ((snap or {}).get("offer_answers") or {}).get("le_ms", {}).items()
-    }
+def answer_counts(snap: dict[str, Any] | None) -> list[int]:
+    """The worker's answers per bucket of `ANSWER_BUCKETS_MS` (the last: over them all),
+    from the cumulative histogram in its /snapshot; zeros before any answer."""
+    le_ms = ((snap or {}).get("offer_answers") or {}).get("le_ms") or {}
+    cumulative = [int(le_ms.get(str(b), 0)) for b in ANSWER_BUCKETS_MS]
+    cumulative.append(int(le_ms.get("+Inf", cumulative[-1])))
+    return [n - prev for n, prev in zip(cumulative, [0, *cumulative[:-1]], strict=True)]
 
 
-def bucket_delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
-    return {k: n - before.get(k, 0) for k, n in after.items()}
+def answer_percentile(counts: list[int], q: float) -> float | None:
+    return hist_percentile(ANSWER_BUCKETS_MS, counts, q)
 
 
-def bucket_sum(parts: list[dict[str, int]]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for part in parts:
-        for k, n in part.items():
-            out[k] = out.get(k, 0) + n
-    return out
-
-
-def bucket_percentile(le_ms: dict[str, int], pct: float) -> float | None:
-    """Nearest rank over a cumulative histogram: the upper bound (ms) of the bucket that
-    holds it (inf past the last bound); None when empty."""
-    total = le_ms.get("+Inf", 0)
-    if total <= 0:
-        return None
-    rank = max(1, math.ceil(pct / 100 * total))
-    for bound, n in le_ms.items():
-        if n >= rank:
-            return math.inf if bound == "+Inf" else float(bound)
-    return math.inf
+def summed(parts: list[list[int]]) -> list[int]:
+    return [sum(column) for column in zip(*parts, strict=True)] if parts else []
 
 
 async def _until_idle(srv: DispatchServer, worker: Worker, timeout: float = 30.0) -> None:
@@ -167,7 +154,7 @@ async def burst(srv: DispatchServer, worker: Worker, cap: int, size: int, rep: i
     script = {"turns": ["hello"], "mode": "text", "pause_s": 0.0, "hold_s": HOLD_S}
     # the measuring server's own garbage collection (tens of ms over this process's heap)
     # stays out of the burst: collect now, none until every offer has its answer
-    before = answer_buckets(await worker.snapshot())
+    before = answer_counts(await worker.snapshot())
     gc.collect()
     gc.disable()
     try:
@@ -198,7 +185,7 @@ async def burst(srv: DispatchServer, worker: Worker, cap: int, size: int, rep: i
     unanswered = sum(1 for r in records for o in r.offers if o.answered_in_ms is None)
     expected = min(size, cap)
     active = None if snap is None else int(snap.get("active_sessions", -1))
-    own = bucket_delta(answer_buckets(snap), before)
+    own = hist_diff(answer_counts(snap), before)
     result = Burst(
         cap=cap,
         burst=size,
@@ -213,9 +200,9 @@ async def burst(srv: DispatchServer, worker: Worker, cap: int, size: int, rep: i
         p50_ms=percentile(latencies, 50),
         p99_ms=percentile(latencies, 99),
         max_ms=max(latencies) if latencies else None,
-        worker_le_ms=own,
-        worker_p50_ms=bucket_percentile(own, 50),
-        worker_p99_ms=bucket_percentile(own, 99),
+        worker_counts=own,
+        worker_p50_ms=answer_percentile(own, 50),
+        worker_p99_ms=answer_percentile(own, 99),
     )
     for r in records:
         if r.worker_id is not None and not r.state.final:
@@ -285,7 +272,7 @@ def summarize(bursts: list[Burst]) -> list[dict[str, Any]]:
     for cap, size in keys:
         group = [b for b in bursts if b.cap == cap and b.burst == size]
         lat = [ms for b in group for ms in b.answered_ms]
-        own = bucket_sum([b.worker_le_ms for b in group])
+        own = summed([b.worker_counts for b in group])
         rows.append(
             {
                 "cap": cap,
@@ -299,9 +286,9 @@ def summarize(bursts: list[Burst]) -> list[dict[str, Any]]:
                 "answer_p50_ms": percentile(lat, 50),
                 "answer_p99_ms": percentile(lat, 99),
                 "answer_max_ms": max(lat) if lat else None,
-                "worker_answers": own.get("+Inf", 0),
-                "worker_answer_p50_ms": bucket_percentile(own, 50),
-                "worker_answer_p99_ms": bucket_percentile(own, 99),
+                "worker_answers": sum(own),
+                "worker_answer_p50_ms": answer_percentile(own, 50),
+                "worker_answer_p99_ms": answer_percentile(own, 99),
             }
         )
     return rows
@@ -349,7 +336,7 @@ async def main_async(
     console.print(table(rows))
     console.print(f"took {duration:.0f}s")
     lat = [ms for b in all_bursts for ms in b.answered_ms]
-    own = bucket_sum([b.worker_le_ms for b in all_bursts])
+    own = summed([b.worker_counts for b in all_bursts])
     return {
         "benchmark": "admission",
         "date": now_iso(),
@@ -380,9 +367,9 @@ async def main_async(
             "answer_p50_ms": percentile(lat, 50),
             "answer_p99_ms": percentile(lat, 99),
             "answer_max_ms": max(lat) if lat else None,
-            "worker_answers": own.get("+Inf", 0),
-            "worker_answer_p50_ms": bucket_percentile(own, 50),
-            "worker_answer_p99_ms": bucket_percentile(own, 99),
+            "worker_answers": sum(own),
+            "worker_answer_p50_ms": answer_percentile(own, 50),
+            "worker_answer_p99_ms": answer_percentile(own, 99),
         },
         "lone_offers": {
             "what": "one offer at a time to an idle worker, before each cap's bursts",

@@ -516,15 +516,25 @@ def test_the_answer_target_is_judged_on_the_workers_own_time_with_the_round_trip
 def test_histogram_percentiles_are_bucket_bounds() -> None:
     import admission  # bench/admission.py
 
-    le = {"0.5": 2, "1.0": 90, "2.0": 99, "5.0": 100, "+Inf": 100}
-    assert admission.bucket_percentile(le, 50) == 1.0
-    assert admission.bucket_percentile(le, 99) == 2.0
-    assert admission.bucket_percentile(le, 100) == 5.0
-    assert admission.bucket_percentile({"1.0": 0, "+Inf": 3}, 99) == float("inf")
-    assert admission.bucket_percentile({"1.0": 0, "+Inf": 0}, 99) is None
-    before = {"1.0": 5, "+Inf": 6}
-    assert admission.bucket_delta({"1.0": 7, "+Inf": 10}, before) == {"1.0": 2, "+Inf": 4}
-    assert admission.bucket_sum([{"1.0": 1}, {"1.0": 2, "+Inf": 3}]) == {"1.0": 3, "+Inf": 3}
+    bounds = [*map(str, admission.ANSWER_BUCKETS_MS), "+Inf"]
+
+    def snap(per_bucket: dict[str, int]) -> dict[str, Any]:
+        """A /snapshot whose cumulative answer histogram holds these counts."""
+        running, le_ms = 0, {}
+        for bound in bounds:
+            running += per_bucket.get(bound, 0)
+            le_ms[bound] = running
+        return {"offer_answers": {"le_ms": le_ms}}
+
+    counts = admission.answer_counts(snap({"0.5": 2, "1.0": 88, "2.0": 9, "5.0": 1}))
+    assert sum(counts) == 100
+    assert admission.answer_percentile(counts, 50) == 1.0
+    assert admission.answer_percentile(counts, 99) == 2.0
+    assert admission.answer_percentile(counts, 100) == 5.0
+    past_all = admission.answer_counts(snap({"+Inf": 3}))
+    assert admission.answer_percentile(past_all, 99) == float("inf")
+    assert admission.answer_percentile(admission.answer_counts(None), 99) is None
+    assert admission.summed([[1, 0, 2], [0, 3, 1]]) == [1, 3, 3]
 
 
 def test_uvloop_is_no_gain_when_another_mode_keeps_up_with_fewer_calls() -> None:
