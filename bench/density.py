@@ -98,8 +98,10 @@ KEEP_UP_LAG_MS = 50.0
 """A mode keeps up at N only when loop lag p99 is under this."""
 KEEP_UP_TURN_MS = 50.0
 """... and its p95 turn latency is at most this much above a lone call's."""
-LONE_WINDOW_FACTOR = 3
-"""The lone call's window is this many times longer: one caller takes few turns a window."""
+PREDICTION_OUTCOMES = ("runs", "skipped", "dropped", "stale", "failures")
+LONE_WINDOW_FACTOR = 5
+"""The lone call's window is this many times longer: one caller takes few turns a window,
+and the baseline every keep-up verdict is judged against needs about ten."""
 LATE_PCT = 1.0
 """Share of late audio (VAD frames or caller microphone) the note calls out."""
 VAD_WARNING = re.compile(
@@ -192,6 +194,9 @@ class Run:
     loop_lag_p50_ms: float | None = None
     loop_lag_p99_ms: float | None = None
     snapshot_loop_lag_ms: dict[str, float] | None = None
+    load_components: dict[str, float] | None = None
+    """The worker's smoothed load measures (/snapshot's `load` block; the largest over its
+    processes), mean of the readings at the window's start and end."""
     vad_frames_pushed: int | None = None
     vad_frames_late: int | None = None
     vad_missed_pct: float | None = None
@@ -205,6 +210,11 @@ class Run:
     turn_latency_p50_over_lone_ms: float | None = None
     turn_latency_p95_over_lone_ms: float | None = None
     """Increase over the N=1 run of the same mode (a lone call); None without one."""
+    turn_predictions: dict[str, int] | None = None
+    """The shared end-of-turn thread's requests over the window, by outcome (run, skipped:
+    superseded before their turn, dropped, stale: answered after the caller spoke again)."""
+    predictions_per_turn: float | None = None
+    """End-of-turn model runs over the window per turn the callers heard answered."""
     calls_placed: int | None = None
     calls_completed: int | None = None
     calls_failed: int | None = None
@@ -237,6 +247,20 @@ def _snapshot_lag(snap: dict[str, Any]) -> dict[str, float] | None:
         if isinstance(lag, dict):
             out.update({(k if len(snaps) == 1 else f"{i}:{k}"): v for k, v in lag.items()})
     return out or None
+
+
+def _load_components(*snaps: dict[str, Any] | None) -> dict[str, float] | None:
+    """Each load measure, the largest over the worker's processes, averaged over `snaps`."""
+    seen: dict[str, list[float]] = {}
+    for snap in snaps:
+        per_snap: dict[str, float] = {}
+        for s in worker_snapshots(snap):
+            components = (s.get("load") or {}).get("components") or {}
+            for name, value in components.items():
+                per_snap[name] = max(per_snap.get(name, 0.0), float(value))
+        for name, value in per_snap.items():
+            seen.setdefault(name, []).append(value)
+    return {name: round(sum(v) / len(v), 3) for name, v in seen.items()} or None
 
 
 def _first_error(server: DispatchServer, jobs: list[str], log: Path) -> str:
@@ -339,6 +363,14 @@ def turn_numbers(run: Run, before: dict[str, Any], after: dict[str, Any]) -> Non
     run.turn_latency_p50_ms = hist_percentile(edges, hist, 50)
     run.turn_latency_p95_ms = hist_percentile(edges, hist, 95)
     run.histograms["turn_latency_edges_ms"] = list(edges)
+    if "turn_predictions" in after:
+        was = before.get("turn_predictions") or {}
+        now = after["turn_predictions"]
+        run.turn_predictions = {
+            k: int(v) - int(was.get(k, 0)) for k, v in now.items() if k in PREDICTION_OUTCOMES
+        }
+        if run.turns_measured:
+            run.predictions_per_turn = round(run.turn_predictions["runs"] / run.turns_measured, 2)
     run.histograms["turn_latency"] = hist
 
 
@@ -598,6 +630,7 @@ async def measure_window(
     run.live_calls = min([*held, live()])
     if after is not None:
         run.snapshot_loop_lag_ms = _snapshot_lag(after)
+    run.load_components = _load_components(before, after)
     if before is not None and after is not None:
         # every process that runs calls now; one restarted meanwhile counts from zero
         pids = snapshot_pids(after)

@@ -8,12 +8,15 @@ Timing assertions say which way the load moves, never by exactly how much.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
+import threading
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import numpy as np
 import pytest
 from livekit.agents import Agent
 from prometheus_client.parser import text_string_to_metric_families
@@ -23,8 +26,11 @@ from openrtc.audit import AuditEvent
 from openrtc.config import Limits, PoolConfig, Runtime
 from openrtc.devserver import DispatchServer
 from openrtc.errors import ConfigError
-from openrtc.ops.headroom import COMPONENTS, LoadEstimator
+from openrtc.ops.headroom import COMPONENTS, LoadEstimator, LoopBusy
 from openrtc.testing import FakeLLM, FakeSTT, FakeTTS
+from openrtc.turn import TurnPredictor
+from openrtc.turn import predictor as turn_predictor
+from openrtc.turn.predictor import Request
 from tests.harness import running, wait_until
 
 FAKES = {"default_stt": FakeSTT(), "default_llm": FakeLLM(), "default_tts": FakeTTS()}
@@ -115,6 +121,16 @@ def test_why_names_the_dominant_measure_and_readings_are_clamped() -> None:
     assert set(est.components) == set(COMPONENTS)
 
 
+def test_loop_busy_reads_the_calling_threads_cpu_not_the_wall_clock() -> None:
+    busy = LoopBusy()
+    time.sleep(0.2)
+    assert busy() < 0.3
+    until = time.perf_counter() + 0.2
+    while time.perf_counter() < until:
+        pass
+    assert busy() > 0.6
+
+
 def test_load_threshold_is_a_setting_between_0_and_1() -> None:
     assert Limits().load_threshold == 0.7
     config = PoolConfig.from_env({"OPENRTC_LOAD_THRESHOLD": "0.5"})
@@ -148,6 +164,18 @@ class Pressure:
         assert self.task is not None
         self.task.cancel()
         await asyncio.gather(self.task, return_exceptions=True)
+
+
+class BusyLoop(Pressure):
+    """Keeps the event loop's thread computing in 2 ms slices, yielding between them: as
+    many calls' frames would. The loop never lags much; it has no time left over."""
+
+    async def _run(self) -> None:
+        while True:
+            until = time.perf_counter() + 0.002
+            while time.perf_counter() < until:
+                pass
+            await asyncio.sleep(0)
 
 
 @pytest.fixture
@@ -245,6 +273,82 @@ async def test_a_lagging_worker_reports_rising_load_goes_full_refuses_and_recove
         assert ok.state.value == "success"
         await devserver.end_call(held.id)
     assert pool.runtime_snapshot().accepted_total == 2
+
+
+async def test_a_loop_busy_in_short_slices_fills_the_worker_though_it_barely_lags(
+    devserver: DispatchServer,
+) -> None:
+    events: list[AuditEvent] = []
+    pool = make_pool(None, events)
+    busy = BusyLoop()
+    async with running(pool, devserver, http_port=0) as run:
+        ops = run.lifespan.ops
+        assert ops is not None
+        worker = devserver.worker(pool.worker_id)
+        await wait_until(lambda: worker.status == "WS_AVAILABLE" and worker.load < 0.3)
+        busy.start()
+        try:
+            await wait_until(lambda: worker.status == "WS_FULL", timeout=30)
+            snap = json.loads(await get(f"{ops.url}/snapshot"))
+            metrics = metric_values(await get(f"{ops.url}/metrics"))
+        finally:
+            await busy.stop()
+        assert snap["load"]["why"] == "loop_busy", snap["load"]
+        assert snap["load"]["components"]["loop_lag"] < 0.7, snap["load"]
+        assert metrics[("openrtc_load_component", "loop_busy")] >= 0.7
+        await wait_until(lambda: worker.status == "WS_AVAILABLE", timeout=45)
+        assert run.lifespan.headroom.estimator.components["loop_busy"] < 0.6
+
+
+class _Waiting:
+    """A stream that keeps wanting its one end-of-turn request (the predictor's Requester)."""
+
+    closed = False
+
+    def wants(self, request_id: str) -> bool:
+        return True
+
+    def resolve(
+        self, request_id: str, probability: float, seconds: float, error: BaseException | None
+    ) -> None:
+        return None
+
+
+async def test_an_end_of_turn_model_falling_behind_fills_the_worker(
+    devserver: DispatchServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = threading.Event()
+
+    def starved(pcm: Any) -> float:  # as the nicer model thread is when no CPU is left
+        gate.wait(30)
+        return 0.5
+
+    predictor = TurnPredictor(starved, name="openrtc-turn-starved")
+    monkeypatch.setattr(turn_predictor, "_shared", predictor)
+    pool = make_pool(None, [])
+    try:
+        async with running(pool, devserver, http_port=0) as run:
+            ops = run.lifespan.ops
+            assert ops is not None
+            worker = devserver.worker(pool.worker_id)
+            await wait_until(lambda: worker.status == "WS_AVAILABLE")
+            loop = asyncio.get_running_loop()
+            for i in range(2):
+                predictor.submit(
+                    Request(_Waiting(), f"r{i}", np.zeros(160, np.int16), loop,
+                            contextvars.copy_context(), time.perf_counter())
+                )  # fmt: skip
+            await wait_until(lambda: worker.status == "WS_FULL", timeout=30)
+            snap = json.loads(await get(f"{ops.url}/snapshot"))
+            assert snap["load"]["why"] == "turn_backlog", snap["load"]
+            metrics = metric_values(await get(f"{ops.url}/metrics"))
+            assert metrics[("openrtc_load_component", "turn_backlog")] >= 0.7
+            gate.set()
+            await wait_until(lambda: worker.status == "WS_AVAILABLE", timeout=45)
+            assert predictor.behind_s() == 0.0
+    finally:
+        gate.set()
+        predictor.close()
 
 
 async def test_with_a_cap_the_cap_still_refuses_exactly_at_n(devserver: DispatchServer) -> None:

@@ -138,6 +138,29 @@ async def test_closing_a_stream_drops_its_queued_requests(
     assert model.calls == 2 and predictor.runs == 2
 
 
+async def test_behind_counts_the_oldest_request_not_yet_answered_running_or_queued(
+    predictor: TurnPredictor, model: CountedModel
+) -> None:
+    detector = SharedTurnDetector(predictor=predictor)
+    one, two = [await _fed(detector, conversation()[:20000]) for _ in range(2)]
+    try:
+        assert predictor.behind_s() == 0.0
+        model.hold()
+        first = one.predict()
+        await wait_for(model.entered)
+        queued = two.predict()
+        await asyncio.sleep(0.2)
+        assert predictor.queued == 1
+        assert predictor.behind_s() >= 0.2, "the running request is the oldest"
+        model.release()
+        await _result(first)
+        await _result(queued)
+        assert predictor.behind_s() == 0.0
+    finally:
+        await one.aclose()
+        await two.aclose()
+
+
 async def test_streams_on_other_event_loops_get_their_answers_on_their_own_loop(
     predictor: TurnPredictor,
 ) -> None:

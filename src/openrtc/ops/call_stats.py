@@ -29,6 +29,8 @@ from typing import Any
 from livekit import rtc
 from livekit.agents import vad as lk_vad
 
+from ..turn import shared_predictor_stats
+
 ENV_FLAG = "OPENRTC_CALL_STATS"
 LATE_MS = 200.0
 """A frame whose VAD window completes later than this after its push counts as late: the
@@ -97,6 +99,9 @@ class _Totals:
             pending_late += late
         out["vad_frames_pending"] = pending
         out["vad_frames_pending_late"] = pending_late
+        predictions = shared_predictor_stats()
+        if predictions is not None:
+            out["turn_predictions"] = predictions
         out.update(_caller_totals())
         return out
 

@@ -1,17 +1,25 @@
 """The load a worker reports: its own measured headroom, so a server stops in time.
 
 With no cap a worker used to report load 0.0 whatever it carried, and a server kept
-sending it calls long after they degraded. Three measures say how close this worker is
+sending it calls long after they degraded. Four measures say how close this worker is
 to degrading its calls, each scaled so 1.0 means "calls are degrading now":
 
 - `loop_lag`: the worst event-loop lag seen per tick, over `LAG_FULL_S` (100 ms: twice
   the 50 ms loop-lag p99 a worker that keeps up stays under).
+- `loop_busy`: the CPU the event loop's own thread used since the last reading, over
+  `LOOP_BUSY_FULL_CORES` of one core. One process's calls all share that one thread: it
+  runs out long before the process's CPU over all the box's cores says so.
 - `vad_backlog`: how far behind real time the shared batched VAD runs (the age of its
   oldest undecided window), over `VAD_FULL_S` (the 200 ms at which it warns).
+- `turn_backlog`: how long the oldest end-of-turn request has waited for the shared
+  model, over `TURN_FULL_S` (the 300 ms at which it warns; livekit asks 200 ms into a
+  silence and waits for the answer at the end of speech, ~350 ms later). The model's
+  thread runs nicer than the calls, so this is the first measure to rise when the box has
+  no CPU left over: the canary for the whole box.
 - `cpu`: this process's CPU over the cores it may use (affinity and cgroup quota),
   split evenly between the processes of an `openrtc start --processes N` worker: two
   children on two cores each count against one, so the box fills before either refuses
-  late.
+  late. The nicer end-of-turn threads are left out (Linux): `turn_backlog` covers them.
 
 Each is smoothed with an exponential moving average that rises fast (`RISE_S`) and falls
 slowly (`SMOOTHING_S`): a worker that waited the 3 s of a symmetric average admitted all
@@ -41,8 +49,11 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 from ..admission import Refuse, RejectReason
+from ..turn import shared_predictor_behind_s
+from ..turn.predictor import LATE_WARNING_S as TURN_LATE_S
 from ..vad import batchers_of
 from ..vad.batcher import LATE_WARNING_S
+from . import thread_cpu
 
 if TYPE_CHECKING:
     from livekit.agents import JobRequest
@@ -52,9 +63,14 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("openrtc.headroom")
 
-COMPONENTS = ("loop_lag", "vad_backlog", "cpu")
+COMPONENTS = ("loop_lag", "loop_busy", "vad_backlog", "turn_backlog", "cpu")
 LAG_FULL_S = 0.1
+LOOP_BUSY_FULL_CORES = 0.8
+"""The loop's thread shares the GIL with the VAD and end-of-turn threads, so its calls
+degrade before it uses a whole core: on a 2-core box one process kept 75 calls up with its
+loop's thread at 0.62 of a core and let 100 fall behind at 0.84 (bench/density.py)."""
 VAD_FULL_S = LATE_WARNING_S
+TURN_FULL_S = TURN_LATE_S
 SMOOTHING_S = 3.0
 """Time constant of the moving average on the way down: a fall shows ~63% after this long."""
 RISE_S = 0.5
@@ -151,12 +167,21 @@ def usable_cores() -> float:
 
 class ProcessCpu:
     """This process's CPU since the previous reading, as a share of the cores it may count
-    on: the usable cores, split evenly between the worker processes that share them."""
+    on: the usable cores, split evenly between the worker processes that share them. On
+    Linux the threads made nicer than the process (the end-of-turn model's) are left out:
+    they take only what the calls leave over, and `turn_backlog` watches them."""
 
-    def __init__(self, sharing: int = 1) -> None:
-        self._process = psutil.Process()
+    def __init__(self, sharing: int = 1, clock: Callable[[], float] = time.monotonic) -> None:
         self._cores = usable_cores() / max(1, sharing)
-        self._process.cpu_percent(None)
+        self._clock = clock
+        self._own: thread_cpu.OwnPriorityCpu | None = None
+        self._process: psutil.Process | None = None
+        if thread_cpu.available():
+            self._own = thread_cpu.OwnPriorityCpu()
+        else:
+            self._process = psutil.Process()
+            self._process.cpu_percent(None)
+        self._at = clock()
 
     @property
     def cores(self) -> float:
@@ -164,7 +189,29 @@ class ProcessCpu:
         return self._cores
 
     def __call__(self) -> float:
-        return float(self._process.cpu_percent(None)) / 100.0 / self._cores
+        if self._own is None:
+            assert self._process is not None
+            return float(self._process.cpu_percent(None)) / 100.0 / self._cores
+        used, now = self._own.read(), self._clock()
+        elapsed, self._at = now - self._at, now
+        return used / elapsed / self._cores if elapsed > 0 else 0.0
+
+
+class LoopBusy:
+    """The share of one core the calling thread used since the previous reading. Read it
+    on the event loop's thread: `time.thread_time` counts the caller's own thread only."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._cpu = time.thread_time()
+        self._at = clock()
+
+    def __call__(self) -> float:
+        cpu, now = time.thread_time(), self._clock()
+        elapsed = now - self._at
+        used = cpu - self._cpu
+        self._cpu, self._at = cpu, now
+        return used / elapsed if elapsed > 0 else 0.0
 
 
 def vad_behind_s(loop: asyncio.AbstractEventLoop) -> float:
@@ -183,7 +230,9 @@ class Headroom:
         *,
         tick: float = TICK_S,
         cpu: Callable[[], float] | None = None,
+        loop_busy: Callable[[], float] | None = None,
         vad_behind: Callable[[], float] | None = None,
+        turn_behind: Callable[[], float] | None = shared_predictor_behind_s,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.pool = pool
@@ -191,7 +240,9 @@ class Headroom:
         self.tick = tick
         self.estimator = LoadEstimator(pool.config.limits.load_threshold)
         self._cpu = cpu
+        self._loop_busy = loop_busy
         self._vad_behind = vad_behind
+        self._turn_behind = turn_behind
         self._clock = clock
         self._worst_lag = 0.0
         self._pushed = 0.0
@@ -205,6 +256,8 @@ class Headroom:
         loop = asyncio.get_running_loop()
         if self._cpu is None:
             self._cpu = ProcessCpu(self.pool.config.runtime.cpu_sharing)
+        if self._loop_busy is None:
+            self._loop_busy = LoopBusy()
         if self._vad_behind is None:
             self._vad_behind = lambda: vad_behind_s(loop)
         self.lag.observers.append(self._on_lag)
@@ -240,8 +293,12 @@ class Headroom:
         """One raw reading of each measure, scaled so 1.0 means calls degrade now."""
         worst, self._worst_lag = self._worst_lag, 0.0
         out = {"loop_lag": worst / LAG_FULL_S}
+        if self._loop_busy is not None:
+            out["loop_busy"] = self._loop_busy() / LOOP_BUSY_FULL_CORES
         if self._vad_behind is not None:
             out["vad_backlog"] = self._vad_behind() / VAD_FULL_S
+        if self._turn_behind is not None:
+            out["turn_backlog"] = self._turn_behind() / TURN_FULL_S
         if self._cpu is not None:
             with contextlib.suppress(psutil.Error):
                 out["cpu"] = self._cpu()

@@ -288,7 +288,7 @@ class PoolCollector(Collector):
         est = self.headroom.estimator
         components = GaugeMetricFamily(
             "openrtc_load_component",
-            "Each smoothed measure of the load (1 = calls degrade now): loop_lag, "
+            "Each smoothed measure of the load (1 = calls degrade now): loop_lag, loop_busy, "
             "vad_backlog, cpu; the largest is the measured load.",
             labels=["component"],
         )

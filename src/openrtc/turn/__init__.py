@@ -6,7 +6,12 @@ for every call and skipping requests already superseded when their turn comes.
 """
 
 from .detector import SharedTurnDetector
-from .predictor import TurnPredictor, shared_predictor, shared_predictor_stats
+from .predictor import (
+    TurnPredictor,
+    shared_predictor,
+    shared_predictor_behind_s,
+    shared_predictor_stats,
+)
 from .ring import RecentAudio
 from .transport import BatchedTurnTransport
 
@@ -16,5 +21,6 @@ __all__ = [
     "SharedTurnDetector",
     "TurnPredictor",
     "shared_predictor",
+    "shared_predictor_behind_s",
     "shared_predictor_stats",
 ]

@@ -142,6 +142,8 @@ class TurnPredictor:
         self._queue: deque[Request] = deque()
         self._thread: threading.Thread | None = None
         self._closing = False
+        self._running_since: float | None = None
+        """When the request the model is running was queued (None between runs)."""
 
     # --- the event loop's side ------------------------------------------------------------
     def submit(self, request: Request) -> None:
@@ -166,6 +168,18 @@ class TurnPredictor:
     @property
     def queued(self) -> int:
         return len(self._queue)
+
+    def behind_s(self, now: float | None = None) -> float:
+        """How long the oldest request not yet answered has waited (the one running
+        included), 0 when none waits. The thread runs nicer than the calls, so this is
+        what grows first when the box has no CPU left over."""
+        now = time.perf_counter() if now is None else now
+        with self._cond:
+            oldest = self._running_since
+            if self._queue:
+                head = self._queue[0].queued_at
+                oldest = head if oldest is None else min(oldest, head)
+        return max(0.0, now - oldest) if oldest is not None else 0.0
 
     def stats(self) -> dict[str, int]:
         return {
@@ -220,11 +234,14 @@ class TurnPredictor:
             self._note_wait(time.perf_counter() - request.queued_at)
             error: BaseException | None = None
             started = time.perf_counter()
+            self._running_since = request.queued_at
             try:
                 probability = float(predict(request.pcm))
             except BaseException as e:  # answered 1.0, as livekit does
                 probability, error = 1.0, e
                 self.failures += 1
+            finally:
+                self._running_since = None
             self.runs += 1
             now = time.perf_counter()
             run_s = now - started
@@ -310,3 +327,8 @@ def shared_predictor() -> TurnPredictor:
 def shared_predictor_stats() -> dict[str, int] | None:
     """Its counters, or None while no shared detector was made in this process."""
     return _shared.stats() if _shared is not None else None
+
+
+def shared_predictor_behind_s() -> float:
+    """Its `behind_s()`, or 0 while no shared detector was made in this process."""
+    return _shared.behind_s() if _shared is not None else 0.0
