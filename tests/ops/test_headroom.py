@@ -111,6 +111,15 @@ def test_a_load_hovering_at_the_threshold_flips_at_most_once() -> None:
     assert flips <= 1
 
 
+def test_cpu_rises_slower_than_the_measures_of_harm_and_gets_there() -> None:
+    est = LoadEstimator(0.9)
+    est.update(0.0, {})
+    now = feed(est, 0.0, 0.5, loop_lag=1.0, cpu=1.0)
+    assert est.components["cpu"] < est.components["loop_lag"] - 0.1, est.components
+    feed(est, now, 5.0, loop_lag=1.0, cpu=1.0)
+    assert est.components["cpu"] > 0.95 and est.overloaded
+
+
 def test_why_names_the_dominant_measure_and_readings_are_clamped() -> None:
     est = LoadEstimator(0.9)
     est.update(0.0, {})

@@ -1,7 +1,7 @@
 """The load a worker reports: its own measured headroom, so a server stops in time.
 
 With no cap a worker used to report load 0.0 whatever it carried, and a server kept
-sending it calls long after they degraded. Four measures say how close this worker is
+sending it calls long after they degraded. Five measures say how close this worker is
 to degrading its calls, each scaled so 1.0 means "calls are degrading now":
 
 - `loop_lag`: the worst event-loop lag seen per tick, over `LAG_FULL_S` (100 ms: twice
@@ -14,14 +14,18 @@ to degrading its calls, each scaled so 1.0 means "calls are degrading now":
 - `turn_backlog`: how long the oldest end-of-turn request has waited for the shared
   model, over `TURN_FULL_S` (the 300 ms at which it warns; livekit asks 200 ms into a
   silence and waits for the answer at the end of speech, ~350 ms later). The model's
-  thread runs nicer than the calls, so this is the first measure to rise when the box has
-  no CPU left over: the canary for the whole box.
+  thread runs nicer than the calls, so it is starved first when the box has no CPU left.
 - `cpu`: this process's CPU over the cores it may use (affinity and cgroup quota),
   split evenly between the processes of an `openrtc start --processes N` worker: two
   children on two cores each count against one, so the box fills before either refuses
-  late. The nicer end-of-turn threads are left out (Linux): `turn_backlog` covers them.
+  late. The end-of-turn model's CPU counts here too, nicer though it runs: left out,
+  a burst of new calls (each one's first turn asks the model at once) was admitted long
+  before its load showed (bench/overload.py at commit 06eb0b0, which left it out: two
+  processes admitted 121 of 130 and their VAD fell behind;
+  bench/results/overload-cpu-without-eot.json).
 
-Each is smoothed with an exponential moving average that rises fast (`RISE_S`) and falls
+Each is smoothed with an exponential moving average that rises fast (`RISE_S`; `cpu`
+at `CPU_RISE_S`, as it also holds the start-up work of the calls just admitted) and falls
 slowly (`SMOOTHING_S`): a worker that waited the 3 s of a symmetric average admitted all
 of a 130-call burst before it refused one (bench/overload.py; docs/performance.md says
 how to rerun that). One reading never weighs more than one tick on the way up
@@ -53,7 +57,6 @@ from ..turn import shared_predictor_behind_s
 from ..turn.predictor import LATE_WARNING_S as TURN_LATE_S
 from ..vad import batchers_of
 from ..vad.batcher import LATE_WARNING_S
-from . import thread_cpu
 
 if TYPE_CHECKING:
     from livekit.agents import JobRequest
@@ -74,6 +77,9 @@ TURN_FULL_S = TURN_LATE_S
 SMOOTHING_S = 3.0
 """Time constant of the moving average on the way down: a fall shows ~63% after this long."""
 RISE_S = 0.5
+CPU_RISE_S = 1.0
+"""`cpu` rises slower: it also holds each new call's start-up work (its first turn asks
+the end-of-turn model at once), which is over in about a second."""
 """Time constant on the way up: a sustained rise shows ~63% after this long."""
 MAX_STEP_S = 1.0
 """On the way down one reading never weighs more than this much time."""
@@ -97,13 +103,15 @@ class LoadEstimator:
         smoothing_s: float = SMOOTHING_S,
         max_step_s: float = MAX_STEP_S,
         rise_s: float = RISE_S,
+        cpu_rise_s: float = CPU_RISE_S,
         rise_max_step_s: float = RISE_MAX_STEP_S,
         resume_margin: float = RESUME_MARGIN,
     ) -> None:
         self.threshold = threshold
         self.smoothing_s = smoothing_s
         self.max_step_s = max_step_s
-        self.rise_s = rise_s
+        self.rise_s = {name: cpu_rise_s if name == "cpu" else rise_s for name in COMPONENTS}
+        """Each measure's time constant on the way up."""
         self.rise_max_step_s = rise_max_step_s
         self.resume_below = threshold - min(resume_margin, threshold / 2)
         self.components: dict[str, float] = dict.fromkeys(COMPONENTS, 0.0)
@@ -137,10 +145,11 @@ class LoadEstimator:
         if previous is None:
             return False
         elapsed = max(0.0, now - previous)
-        rise = 1.0 - math.exp(-min(elapsed, self.rise_max_step_s) / self.rise_s)
+        step = min(elapsed, self.rise_max_step_s)
         fall = 1.0 - math.exp(-min(elapsed, self.max_step_s) / self.smoothing_s)
         for name in COMPONENTS:
             gap = self.raw[name] - self.components[name]
+            rise = 1.0 - math.exp(-step / self.rise_s[name])
             self.components[name] += (rise if gap > 0 else fall) * gap
         was = self.overloaded
         if not was and self.load >= self.threshold:
@@ -167,21 +176,12 @@ def usable_cores() -> float:
 
 class ProcessCpu:
     """This process's CPU since the previous reading, as a share of the cores it may count
-    on: the usable cores, split evenly between the worker processes that share them. On
-    Linux the threads made nicer than the process (the end-of-turn model's) are left out:
-    they take only what the calls leave over, and `turn_backlog` watches them."""
+    on: the usable cores, split evenly between the worker processes that share them."""
 
-    def __init__(self, sharing: int = 1, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, sharing: int = 1) -> None:
+        self._process = psutil.Process()
         self._cores = usable_cores() / max(1, sharing)
-        self._clock = clock
-        self._own: thread_cpu.OwnPriorityCpu | None = None
-        self._process: psutil.Process | None = None
-        if thread_cpu.available():
-            self._own = thread_cpu.OwnPriorityCpu()
-        else:
-            self._process = psutil.Process()
-            self._process.cpu_percent(None)
-        self._at = clock()
+        self._process.cpu_percent(None)
 
     @property
     def cores(self) -> float:
@@ -189,12 +189,7 @@ class ProcessCpu:
         return self._cores
 
     def __call__(self) -> float:
-        if self._own is None:
-            assert self._process is not None
-            return float(self._process.cpu_percent(None)) / 100.0 / self._cores
-        used, now = self._own.read(), self._clock()
-        elapsed, self._at = now - self._at, now
-        return used / elapsed / self._cores if elapsed > 0 else 0.0
+        return float(self._process.cpu_percent(None)) / 100.0 / self._cores
 
 
 class LoopBusy:
