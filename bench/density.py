@@ -867,6 +867,11 @@ async def main_async(cfg: Config) -> dict[str, Any]:
             f"{OTHER_LOAD_LIMIT:g}% of a core is measured again (at most {MAX_WINDOWS}), "
             "and the least disturbed one is kept",
             "loop_lag": "100 ms sleep overshoot on every loop running calls; histogram bound",
+            "load_components": "the worker's smoothed load measures (/snapshot load block, "
+            "the largest over its processes), mean of the readings at the window's start "
+            "and end; measured whatever --load-threshold says",
+            "turn_predictions": "the shared end-of-turn thread's requests over the window by "
+            "outcome; predictions_per_turn: runs / turns answered in the window",
             "turn_latency": "per turn, end of the caller's speech -> first frame of the "
             "agent's reply audio playing in the caller's earpiece; p50/p95 over the window's "
             "turns as 5 ms histogram bucket bounds; over_lone: minus the same mode's N=1 run",

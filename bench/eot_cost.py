@@ -13,6 +13,7 @@ included), per prediction.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import subprocess
@@ -26,6 +27,26 @@ from rich.table import Table
 
 SETTINGS = {"default": None, "EOT_PARALLELISM=none": "none"}
 console = Console()
+
+
+def clip_probabilities() -> dict[str, Any]:
+    """What the model says of each bundled clip 200 ms into the silence after it (when
+    livekit asks), beside livekit's English threshold: under it, livekit waits its maximum
+    endpointing delay before the agent answers, and the simulated caller hears that."""
+    import numpy as np
+    from livekit.agents import inference
+    from livekit.local_inference import EOT, EOT_MAX_SAMPLES
+
+    from openrtc.simulation.media import speech_clips
+
+    model = EOT()
+    detector = inference.TurnDetector(version="v1-mini")
+    threshold = asyncio.run(detector.unlikely_threshold(None))  # None: English
+    out: dict[str, Any] = {"threshold_en": threshold, "clips": {}}
+    for clip in speech_clips():
+        pcm = np.concatenate([clip.samples, np.zeros(3200, dtype=np.int16)])[-EOT_MAX_SAMPLES:]
+        out["clips"][clip.name] = round(float(model.predict(pcm)), 3)
+    return out
 
 
 def measure(predictions: int) -> dict[str, Any]:
@@ -78,6 +99,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     started = time.monotonic()
     runs = {name: run_setting(value, a.predictions) for name, value in SETTINGS.items()}
+    clips = clip_probabilities()
     table = Table(title="End-of-turn model: cost per prediction")
     for col in ("setting", "clip", "CPU ms", "wall ms"):
         table.add_column(col)
@@ -85,6 +107,11 @@ def main(argv: list[str] | None = None) -> None:
         for clip, r in by_clip.items():
             table.add_row(name, clip, str(r["cpu_ms"]), str(r["wall_ms"]))
     console.print(table)
+    below = [n for n, p in clips["clips"].items() if p < clips["threshold_en"]]
+    console.print(
+        f"200 ms after each bundled clip: {clips['clips']}; livekit's English threshold "
+        f"{clips['threshold_en']}: under it for {len(below)} of {len(clips['clips'])}"
+    )
     path = write_result(
         "eot",
         {
@@ -95,6 +122,7 @@ def main(argv: list[str] | None = None) -> None:
             "duration_s": round(time.monotonic() - started, 1),
             "predictions_per_clip": a.predictions,
             "runs": runs,
+            "clip_probabilities": clips,
         },
     )
     console.print(f"wrote {path}")

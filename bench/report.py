@@ -142,7 +142,8 @@ def _measured(r: dict[str, Any] | None) -> bool:
     return r is not None and r.get("status") in ("held", "over") and r.get("pss_mb") is not None
 
 
-def density_verdicts(result: dict[str, Any]) -> list[Verdict]:
+def density_verdicts(result: dict[str, Any], eot: dict[str, Any] | None = None) -> list[Verdict]:
+    """`eot`: bench/eot_cost.py's result, to say what the end-of-turn model alone costs."""
     out = []
     co, pr = _run(result, "coroutine", 25), _run(result, "process", 25)
     target = f"coroutine at N=25 uses at least {PSS_RATIO_TARGET:g}x less PSS than process"
@@ -208,10 +209,28 @@ def density_verdicts(result: dict[str, Any]) -> list[Verdict]:
     else:
         detail = "not run." if r50 is None else f"{r50['status']}: {r50.get('reason')}"
         out.append(Verdict(target, None if r50 is None else False, detail))
-    return out + shared_vad_verdicts(result)
+    return out + shared_vad_verdicts(result, eot)
 
 
-def shared_vad_verdicts(result: dict[str, Any]) -> list[Verdict]:
+def eot_share(result: dict[str, Any], eot: dict[str, Any] | None) -> str:
+    """What the end-of-turn model alone costs per call at N=25: its runs in the window
+    (the worker's own count) times its CPU per prediction (bench/eot_cost.py)."""
+    r = _run(result, "coroutine", 25)
+    runs = ((r or {}).get("turn_predictions") or {}).get("runs")
+    cost = (((eot or {}).get("runs") or {}).get("default") or {}).get("1.2 s", {}).get("cpu_ms")
+    if r is None or runs is None or not r.get("window_s") or cost is None:
+        return ""
+    pct = 100 * runs * cost / 1000 / r["window_s"] / r["n"]
+    per_turn = r.get("predictions_per_turn")
+    return (
+        f" The end-of-turn model ran {runs} times in that window"
+        + (f" ({per_turn:.2f} per turn answered)" if per_turn is not None else "")
+        + f"; at {cost:g} ms of CPU a prediction (bench/eot_cost.py) that alone is "
+        f"{pct:.2f}% of a core per call."
+    )
+
+
+def shared_vad_verdicts(result: dict[str, Any], eot: dict[str, Any] | None = None) -> list[Verdict]:
     """The CPU-per-call targets: coroutine with the shared VAD, against its stock-VAD twin."""
     kept = result.get("summary") or {}
     co, stock = kept.get("coroutine") or {}, kept.get("coroutine-stock-vad") or {}
@@ -230,7 +249,8 @@ def shared_vad_verdicts(result: dict[str, Any]) -> list[Verdict]:
                 f"; {stock25:.2f}% with the stock per-call Silero streams in the same run "
                 f"({stock25 / at25:.1f}x less)"
             )
-        out.append(Verdict(target, at25 <= CPU_PER_CALL_TARGET_PCT, detail + "."))
+        detail += "." + eot_share(result, eot)
+        out.append(Verdict(target, at25 <= CPU_PER_CALL_TARGET_PCT, detail))
     out.append(per_box_verdict(kept))
     target = f"coroutine (shared VAD): PSS per added call at most {PSS_PER_CALL_TARGET_MB:g} MB"
     held = sorted(
@@ -950,12 +970,12 @@ def render(results: dict[str, dict[str, Any]]) -> str:
         "",
     ]
     verdicts: list[Verdict] = []
-    for name, fn in (("density", density_verdicts), ("admission", admission_verdicts),
-                     ("deploy", deploy_verdicts)):  # fmt: skip
+    if "density" in results:
+        verdicts += density_verdicts(results["density"], results.get("eot"))
+    verdicts += overload_verdicts(results.get("overload"))
+    for name, fn in (("admission", admission_verdicts), ("deploy", deploy_verdicts)):
         if name in results:
             verdicts += fn(results[name])
-        if name == "density":
-            verdicts += overload_verdicts(results.get("overload"))
     if "density" in results and "density-uvloop" in results:
         verdicts.append(uvloop_verdict(results["density"], results["density-uvloop"]))
     parts += [v.line() for v in verdicts] or ["- no results yet"]
@@ -972,7 +992,7 @@ def render(results: dict[str, dict[str, Any]]) -> str:
 
 def load(results_dir: Path) -> dict[str, dict[str, Any]]:
     out = {}
-    for name in [*(n for n, _, _ in SECTIONS), "density-uvloop"]:
+    for name in [*(n for n, _, _ in SECTIONS), "density-uvloop", "eot"]:
         path = results_dir / f"{name}.json"
         if path.exists():
             out[name] = json.loads(path.read_text())

@@ -241,7 +241,8 @@ class Limits:
     load_threshold: float = setting(
         DEFAULT_LOAD_THRESHOLD,
         "OPENRTC_LOAD_THRESHOLD",
-        "Measured load (0-1, from event-loop lag, VAD backlog and CPU, smoothed) at which "
+        "Measured load (0-1, from event-loop lag, the loop thread's CPU, VAD and "
+        "end-of-turn backlogs and process CPU, smoothed) at which "
         "the worker reports itself full and refuses offers (reason overloaded); applies "
         "with or without a cap. 1: refuse only when a measure stays saturated.",
         min=0.01,

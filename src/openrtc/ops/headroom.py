@@ -71,16 +71,17 @@ LAG_FULL_S = 0.1
 LOOP_BUSY_FULL_CORES = 0.8
 """The loop's thread shares the GIL with the VAD and end-of-turn threads, so its calls
 degrade before it uses a whole core: on a 2-core box one process kept 75 calls up with its
-loop's thread at 0.62 of a core and let 100 fall behind at 0.84 (bench/density.py)."""
+loop's thread at 0.59 of a core and let 100 fall behind at 0.78 (bench/density.py,
+bench/results/density.json of 2026-12-05)."""
 VAD_FULL_S = LATE_WARNING_S
 TURN_FULL_S = TURN_LATE_S
 SMOOTHING_S = 3.0
 """Time constant of the moving average on the way down: a fall shows ~63% after this long."""
 RISE_S = 0.5
+"""Time constant on the way up: a sustained rise shows ~63% after this long."""
 CPU_RISE_S = 1.0
 """`cpu` rises slower: it also holds each new call's start-up work (its first turn asks
 the end-of-turn model at once), which is over in about a second."""
-"""Time constant on the way up: a sustained rise shows ~63% after this long."""
 MAX_STEP_S = 1.0
 """On the way down one reading never weighs more than this much time."""
 RISE_MAX_STEP_S = 0.25
