@@ -289,7 +289,7 @@ class PoolCollector(Collector):
         components = GaugeMetricFamily(
             "openrtc_load_component",
             "Each smoothed measure of the load (1 = calls degrade now): loop_lag, loop_busy, "
-            "vad_backlog, cpu; the largest is the measured load.",
+            "vad_backlog, turn_backlog, cpu; the largest is the measured load.",
             labels=["component"],
         )
         for name, value in est.components.items():
