@@ -81,7 +81,8 @@ RISE_S = 0.5
 """Time constant on the way up: a sustained rise shows ~63% after this long."""
 CPU_RISE_S = 1.0
 """`cpu` rises slower: it also holds each new call's start-up work (its first turn asks
-the end-of-turn model at once), which is over in about a second."""
+the end-of-turn model at once), which passes once the calls settle (docs/performance.md
+shows what each setting admitted in a burst)."""
 MAX_STEP_S = 1.0
 """On the way down one reading never weighs more than this much time."""
 RISE_MAX_STEP_S = 0.25
