@@ -3,7 +3,8 @@
 For each N and each isolation mode a fresh `openrtc start examples/agents` worker runs as
 a subprocess against the loopback dispatch server in this process, with
 `OPENRTC_CALL_STATS=1`. N audio-mode simulated calls are kept live: real AgentSessions
-with the real Silero VAD hearing real-time 16 kHz speech and silence, the real
+with the real Silero VAD hearing real-time speech and silence in the frames a room would
+deliver (50 ms, at the worker's `--audio-input-rate`: 16 kHz by default), the real
 end-of-turn model, and the fake STT/LLM/TTS of the example agents. The calls come from a
 seeded workload (`workload.py`): each has its own agent, number of turns, words, think
 time and hold, and they are dispatched with exponential gaps around `--pace`. A call that
@@ -16,7 +17,9 @@ run and a settle time has passed, a steady window is measured:
   turns, and their increase over a lone call (the N=1 run of the same mode, always run);
 - memory: PSS summed over the worker and every process it started, mean over the window;
   per call = (that - the idle worker's PSS, measured before any call) / N;
-- CPU: CPU seconds of the same process tree over the window / window seconds;
+- CPU: CPU seconds of the same process tree over the window / window seconds, and of it
+  each part's (event loops, the VAD's model thread, the end-of-turn model, the rest) from
+  every thread's own CPU clock (`openrtc.ops.thread_cpu`);
 - loop lag: a 100 ms probe on every event loop that runs calls (the worker's loop, each
   job thread's, each job process's), from the worker's `/snapshot` `call_stats`.
 
@@ -215,6 +218,10 @@ class Run:
     superseded before their turn, dropped, stale: answered after the caller spoke again)."""
     predictions_per_turn: float | None = None
     """End-of-turn model runs over the window per turn the callers heard answered."""
+    cpu_parts_pct: dict[str, float] | None = None
+    """The window's CPU by the part that spent it, % of a core, summed over the processes
+    that run calls (`openrtc.ops.thread_cpu`: loop, vad, turn, other); `outside` is the
+    rest of `cpu_pct` (a parent or fork server that runs no call)."""
     calls_placed: int | None = None
     calls_completed: int | None = None
     calls_failed: int | None = None
@@ -336,6 +343,7 @@ def window_numbers(
     vad_edges = after.get("vad_latency_edges_ms") or []
     vad_hist = hist_diff(after.get("vad_latency_hist", []), vad_since.get("vad_latency_hist"))
     run.vad_latency_p99_ms = hist_percentile(vad_edges, vad_hist, 99)
+    cpu_parts(run, before, after, seconds)
     run.histograms = {
         "loop_lag_edges_ms": list(lag_edges),
         "loop_lag": lag,
@@ -351,6 +359,20 @@ def window_numbers(
     run.vad_streams_open = int(after.get("vad_streams_open", 0))
     run.vad_kinds = dict(after.get("vad_kinds") or {})
     turn_numbers(run, before, after)
+
+
+def cpu_parts(run: Run, before: dict[str, Any], after: dict[str, Any], seconds: float) -> None:
+    """The window's CPU per part (`thread_cpu_s` readings), and what the parts leave out."""
+    now, was = after.get("thread_cpu_s"), before.get("thread_cpu_s") or {}
+    if not now or seconds <= 0:
+        return
+    parts = {
+        k: round(100 * max(0.0, float(v) - float(was.get(k, 0.0))) / seconds, 1)
+        for k, v in now.items()
+    }
+    if run.cpu_pct is not None:
+        parts["outside"] = round(max(0.0, run.cpu_pct - sum(parts.values())), 1)
+    run.cpu_parts_pct = parts
 
 
 def turn_numbers(run: Run, before: dict[str, Any], after: dict[str, Any]) -> None:
@@ -870,6 +892,10 @@ async def main_async(cfg: Config) -> dict[str, Any]:
             "load_components": "the worker's smoothed load measures (/snapshot load block, "
             "the largest over its processes), mean of the readings at the window's start "
             "and end; measured whatever --load-threshold says",
+            "cpu_parts_pct": "the window's CPU by the thread that spent it, % of a core, over "
+            "the processes running calls: loop (event loops running calls), vad (the shared "
+            "VAD's model thread), turn (the end-of-turn thread and its model's native "
+            "threads), other; outside: cpu_pct minus those (processes running no call)",
             "turn_predictions": "the shared end-of-turn thread's requests over the window by "
             "outcome; predictions_per_turn: runs / turns answered in the window",
             "turn_latency": "per turn, end of the caller's speech -> first frame of the "

@@ -5,7 +5,9 @@ loads): livekit's default, and `EOT_PARALLELISM=none` (one thread), an option th
 native library reads from the environment. Every prediction is on 1.2 s of the bundled
 speech (the longest clip the model takes; shorter clips are padded to it) and, once, on
 0.5 s. CPU is the whole process's (the threads the model starts for a prediction
-included), per prediction.
+included), per prediction; of it, the calling thread's own share, and the share of
+threads that started and exited within the runs (`openrtc.ops.thread_cpu`'s
+`short_lived`: the model's helpers, which the density run can then attribute).
 
     PYTHONPATH=src .venv/bin/python bench/eot_cost.py      # ~10 s
 """
@@ -54,22 +56,30 @@ def measure(predictions: int) -> dict[str, Any]:
     import numpy as np
     from livekit.local_inference import EOT, EOT_MAX_SAMPLES, init_eot
 
+    from openrtc.ops.thread_cpu import ThreadCPU
     from openrtc.simulation.media import speech_clips
 
     speech = np.concatenate([c.samples for c in speech_clips()])[:EOT_MAX_SAMPLES]
+    threads = ThreadCPU()
     init_eot()
     model = EOT()
     out: dict[str, Any] = {}
     for label, clip in (("1.2 s", speech), ("0.5 s", speech[: EOT_MAX_SAMPLES * 5 // 12])):
         for _ in range(3):
             model.predict(clip)
-        wall0, cpu0 = time.perf_counter(), time.process_time()
+        parts0 = threads.read() or {}
+        wall0, cpu0, own0 = time.perf_counter(), time.process_time(), time.thread_time()
         for _ in range(predictions):
             model.predict(clip)
         wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+        own = time.thread_time() - own0
+        parts1 = threads.read() or {}
+        short = parts1.get("short_lived", 0.0) - parts0.get("short_lived", 0.0)
         out[label] = {
             "cpu_ms": round(1000 * cpu / predictions, 1),
             "wall_ms": round(1000 * wall / predictions, 1),
+            "calling_thread_cpu_ms": round(1000 * own / predictions, 1),
+            "short_lived_cpu_ms": round(1000 * short / predictions, 1),
         }
     return out
 
@@ -101,11 +111,18 @@ def main(argv: list[str] | None = None) -> None:
     runs = {name: run_setting(value, a.predictions) for name, value in SETTINGS.items()}
     clips = clip_probabilities()
     table = Table(title="End-of-turn model: cost per prediction")
-    for col in ("setting", "clip", "CPU ms", "wall ms"):
+    for col in ("setting", "clip", "CPU ms", "wall ms", "calling thread ms", "short-lived ms"):
         table.add_column(col)
     for name, by_clip in runs.items():
         for clip, r in by_clip.items():
-            table.add_row(name, clip, str(r["cpu_ms"]), str(r["wall_ms"]))
+            table.add_row(
+                name,
+                clip,
+                str(r["cpu_ms"]),
+                str(r["wall_ms"]),
+                str(r["calling_thread_cpu_ms"]),
+                str(r["short_lived_cpu_ms"]),
+            )
     console.print(table)
     below = [n for n, p in clips["clips"].items() if p < clips["threshold_en"]]
     console.print(

@@ -230,6 +230,34 @@ def eot_share(result: dict[str, Any], eot: dict[str, Any] | None) -> str:
     )
 
 
+def cpu_parts_share(result: dict[str, Any]) -> str:
+    """Where a call's CPU goes at N=25, per call, from each thread's own CPU clock: the
+    event loop, the shared VAD's model thread, the end-of-turn model (its thread, and the
+    helper threads its native model starts and joins within each prediction: the
+    short-lived ones), the rest."""
+    r = _run(result, "coroutine", 25)
+    parts = (r or {}).get("cpu_parts_pct")
+    if r is None or not parts:
+        return ""
+    n = r["n"]
+
+    def per_call(*keys: str) -> str:
+        return f"{sum(parts.get(k, 0.0) for k in keys) / n:.2f}%"
+
+    return (
+        " By thread, per call: event loop "
+        + per_call("loop")
+        + ", VAD model thread "
+        + per_call("vad")
+        + ", end-of-turn model "
+        + per_call("turn", "short_lived")
+        + f" ({per_call('turn')} on its thread, {per_call('short_lived')} on the short-lived "
+        "threads its native model starts for each prediction), the rest "
+        + per_call("other", "outside")
+        + "."
+    )
+
+
 def shared_vad_verdicts(result: dict[str, Any], eot: dict[str, Any] | None = None) -> list[Verdict]:
     """The CPU-per-call targets: coroutine with the shared VAD, against its stock-VAD twin."""
     kept = result.get("summary") or {}
@@ -249,7 +277,7 @@ def shared_vad_verdicts(result: dict[str, Any], eot: dict[str, Any] | None = Non
                 f"; {stock25:.2f}% with the stock per-call Silero streams in the same run "
                 f"({stock25 / at25:.1f}x less)"
             )
-        detail += "." + eot_share(result, eot)
+        detail += "." + eot_share(result, eot) + cpu_parts_share(result)
         out.append(Verdict(target, at25 <= CPU_PER_CALL_TARGET_PCT, detail))
     out.append(per_box_verdict(kept))
     target = f"coroutine (shared VAD): PSS per added call at most {PSS_PER_CALL_TARGET_MB:g} MB"

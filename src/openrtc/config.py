@@ -31,6 +31,7 @@ ISOLATIONS: tuple[Isolation, ...] = get_args(Isolation)
 UnknownTenant = Literal["refuse", "defaults"]
 AuditDurability = Literal["batch", "os"]
 EventLoop = Literal["asyncio", "uvloop"]
+AUDIO_INPUT_RATES = (8000, 16000, 24000, 32000, 44100, 48000)
 DEFAULT_VERSION = "unversioned"
 
 
@@ -551,6 +552,14 @@ class Runtime:
         "agent brings its own (its session_kwargs), and none are loaded.",
         flag="--prewarm-models/--no-prewarm-models",
     )
+    audio_input_rate: int = setting(
+        16000,
+        "OPENRTC_AUDIO_INPUT_RATE",
+        "The sample rate (Hz) a call's audio reaches its session at from the room. 16000, "
+        "the rate the VAD and the end-of-turn model run at, spares every frame a resampling "
+        "on the event loop; livekit's own default is 24000. Raise it for an STT that wants "
+        "more (one of 8000, 16000, 24000, 32000, 44100, 48000).",
+    )
     processes: int | str = setting(
         1,
         "OPENRTC_PROCESSES",
@@ -579,6 +588,15 @@ class Runtime:
     def __post_init__(self) -> None:
         _check_choice(Runtime, "isolation", self.isolation, ISOLATIONS)
         _check_choice(Runtime, "event_loop", self.event_loop, get_args(EventLoop))
+        rate = self.audio_input_rate
+        if isinstance(rate, str) and rate.strip().isdigit():
+            rate = int(rate)
+        if isinstance(rate, bool) or rate not in AUDIO_INPUT_RATES:
+            raise ConfigError(
+                f"{_where(Runtime, 'audio_input_rate')} must be one of "
+                f"{', '.join(map(str, AUDIO_INPUT_RATES))} (Hz), got {self.audio_input_rate!r}"
+            )
+        object.__setattr__(self, "audio_input_rate", rate)
         if self.event_loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
             raise ConfigError(
                 f"{_where(Runtime, 'event_loop')} uvloop needs the uvloop package, which is "

@@ -154,7 +154,7 @@ def test_job_process_reports_are_summed_and_dead_gauges_dropped() -> None:
 
 
 async def test_the_microphone_counts_late_and_skipped_frames() -> None:
-    mic = SimulatedAudioInput()
+    mic = SimulatedAudioInput(sample_rate=16000, frame_ms=20)
     before = MIC_TOTALS.snapshot()
     await mic.__anext__()
     await mic.__anext__()

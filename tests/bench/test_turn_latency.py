@@ -28,7 +28,16 @@ async def test_a_real_call_records_one_plausible_latency_per_turn(tmp_path: Path
             await w.wait_accepting(60.0)
             before = (await w.snapshot() or {}).get("call_stats") or {}
             job = await server.dispatch(metadata={"agent": "sales"}, simulated_call=script)
-            await server.wait_job(job.id, {"success", "failed"}, timeout=60.0)
+            ending = asyncio.ensure_future(
+                server.wait_job(job.id, {"success", "failed"}, timeout=60.0)
+            )
+            live: list[dict[str, float]] = []  # CPU by part, read while the call runs
+            while not ending.done():
+                stats = (await w.snapshot() or {}).get("call_stats") or {}
+                if stats.get("vad_streams_open"):
+                    live.append(stats["thread_cpu_s"])
+                await asyncio.wait({ending}, timeout=0.3)
+            await ending
             assert job.state.value == "success", job.error
             await asyncio.sleep(0.2)
             after = (await w.snapshot() or {})["call_stats"]
@@ -41,3 +50,7 @@ async def test_a_real_call_records_one_plausible_latency_per_turn(tmp_path: Path
     assert fastest is not None and slowest is not None
     # end-pointing alone waits 0.55 s of silence; an idle worker answers well within 5 s
     assert 550 <= fastest <= slowest < 5000, (fastest, slowest)
+    assert live, "no reading while the call ran"
+    cpu, was = live[-1], before.get("thread_cpu_s") or {}
+    spent = {part: cpu[part] - was.get(part, 0.0) for part in ("loop", "vad", "turn")}
+    assert all(s > 0 for s in spent.values()), (cpu, was)

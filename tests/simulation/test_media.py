@@ -8,12 +8,20 @@ import numpy as np
 import pytest
 from livekit import rtc
 from livekit.agents.voice.io import PlaybackFinishedEvent
+from livekit.agents.voice.room_io import AudioInputOptions
 
-from openrtc.simulation import InputClosed, SimulatedAudioInput, SimulatedAudioOutput
+from openrtc.simulation import (
+    ROOM_FRAME_MS,
+    ROOM_SAMPLE_RATE,
+    InputClosed,
+    SimulatedAudioInput,
+    SimulatedAudioOutput,
+    speech_clips,
+)
 
 
 async def test_input_sends_silence_then_the_utterance_then_silence() -> None:
-    mic = SimulatedAudioInput()
+    mic = SimulatedAudioInput(sample_rate=16000, frame_ms=20)
     utterance = (np.arange(1, 1001) % 2000).astype(np.int16)  # 1000 samples: 3.1 frames
     frames: list[rtc.AudioFrame] = []
 
@@ -37,6 +45,35 @@ async def test_input_sends_silence_then_the_utterance_then_silence() -> None:
     assert not audio[start + 1000 :].any(), "silence after the utterance"
     assert spoken_at * 320 >= start + 1000, "speak() returns once the last frame was sent"
     assert mic.speech_frames_sent == 4
+
+
+async def test_input_sends_what_a_room_delivers_by_default() -> None:
+    """A session fed by a room gets livekit's AudioInputOptions frames: 50 ms at 24 kHz."""
+    room = AudioInputOptions()
+    mic = SimulatedAudioInput()
+    first = await asyncio.wait_for(mic.__anext__(), 1)
+    second = await asyncio.wait_for(mic.__anext__(), 1)
+    mic.close()
+    assert (room.sample_rate, room.frame_size_ms) == (ROOM_SAMPLE_RATE, ROOM_FRAME_MS)
+    for frame in (first, second):
+        assert frame.sample_rate == room.sample_rate
+        assert frame.samples_per_channel == room.sample_rate * room.frame_size_ms // 1000
+
+
+def test_a_clip_at_the_room_rate_keeps_its_length_and_its_sound() -> None:
+    clip = speech_clips()[1]
+    at_24k = clip.at_rate(24000)
+    assert clip.at_rate(24000) is at_24k, "resampled once, then kept"
+    assert clip.at_rate(clip.sample_rate) is clip.samples
+    assert abs(len(at_24k) - 1.5 * len(clip.samples)) <= 0.01 * len(clip.samples)
+    back = clip.at_rate(24000)[::3].astype(np.float64)  # every third sample: 8 kHz
+    ref = clip.samples[::2].astype(np.float64)
+    n = min(len(back), len(ref))
+    lag = int(np.argmax(np.correlate(back[: n // 2], ref[: n // 2], "full"))) - (n // 2 - 1)
+    assert abs(lag) < 20, "no shift beyond the resampler's own delay"
+    energy_in = float(np.sqrt(np.mean(clip.samples.astype(np.float64) ** 2)))
+    energy_out = float(np.sqrt(np.mean(at_24k.astype(np.float64) ** 2)))
+    assert 0.9 * energy_in < energy_out < 1.1 * energy_in
 
 
 async def test_closed_input_ends_the_stream_and_fails_pending_speech() -> None:
@@ -142,7 +179,7 @@ async def test_detaching_finishes_pending_segments_as_interrupted() -> None:
 
 
 async def test_the_microphone_marks_when_an_utterance_ends_in_real_time() -> None:
-    mic = SimulatedAudioInput()
+    mic = SimulatedAudioInput(sample_rate=16000, frame_ms=20)
     loop = asyncio.get_running_loop()
     first = await mic.__anext__()  # the schedule starts with this frame's slot
     slot0 = loop.time()

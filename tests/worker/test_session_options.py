@@ -226,3 +226,68 @@ async def test_a_coroutine_call_has_the_http_session_provider_plugins_use(
     )
     await call_each_agent(pool, devserver)
     assert HttpSessionAgent.seen == ["ok"]
+
+
+async def test_an_audio_call_hears_the_caller_at_the_rate_the_pool_asks_the_room_for(
+    devserver: DispatchServer,
+) -> None:
+    """A phone line's 8 kHz: the simulated microphone sends what a room would at the
+    pool's rate, in livekit's 50 ms frames, and the shared VAD and turn model still hear
+    every turn (they resample to their 16 kHz)."""
+    stt = FakeSTT()
+    pool = AgentPool(
+        default_stt=stt,
+        default_llm=FakeLLM(),
+        default_tts=FakeTTS(),
+        config=PoolConfig.from_env(runtime=Runtime(audio_input_rate=8000)),
+    )
+    pool.add("sales", SalesAgent)
+    turns = ["I would like to book a table", "thank you, goodbye"]
+    async with running(pool, devserver):
+        job = await devserver.dispatch(
+            metadata={"agent": "sales"},
+            simulated_call={"turns": turns, "mode": "audio", "pause_s": 0.1},
+        )
+        done = await devserver.wait_job(job.id, {"success", "failed"}, timeout=60)
+        assert done.state.value == "success", done.to_dict()
+    transcript = pool.transcripts[job.id]
+    assert transcript.replies == [f"You are Sales. | you said: {t}" for t in turns]
+    assert transcript.speech_detected >= len(turns)
+    assert stt.sample_rates == {8000}, "the caller's audio reached the STT at 8 kHz"
+
+
+async def test_a_room_call_asks_the_room_for_audio_at_the_pools_rate() -> None:
+    """Over a room, livekit's RoomIO converts the track to the rate the session asks for;
+    the pool asks for its `audio_input_rate` (16 kHz unless set)."""
+    from livekit.agents import AgentSession
+    from livekit.agents.voice.events import CloseEvent, CloseReason
+
+    from openrtc.worker import call as call_mod
+
+    asked: list[Any] = []
+
+    class RecordingSession(AgentSession):  # type: ignore[type-arg]
+        async def start(self, agent: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+            asked.append(kwargs.get("room_options"))
+            self.emit("close", CloseEvent(error=None, reason=CloseReason.USER_INITIATED))
+
+    class Ctx:
+        room = object()
+        shutdowns: list[str] = []
+
+        async def connect(self) -> None:
+            return None
+
+        def shutdown(self, reason: str) -> None:
+            self.shutdowns.append(reason)
+
+    for runtime, rate in ((Runtime(), 16000), (Runtime(audio_input_rate=24000), 24000)):
+        pool = AgentPool(config=PoolConfig.from_env(runtime=runtime))
+        pool.add("sales", SalesAgent)
+        spec = pool.registry.get("sales")
+        ctx = Ctx()
+        await call_mod._over_room(pool, ctx, RecordingSession(), SalesAgent(), spec, [])  # type: ignore[arg-type]
+        options = asked.pop()
+        assert options.audio_input.sample_rate == rate
+        assert options.audio_input.frame_size_ms == 50
+        assert ctx.shutdowns

@@ -30,6 +30,7 @@ from livekit import rtc
 from livekit.agents import vad as lk_vad
 
 from ..turn import shared_predictor_stats
+from .thread_cpu import THREAD_CPU
 
 ENV_FLAG = "OPENRTC_CALL_STATS"
 LATE_MS = 200.0
@@ -102,6 +103,9 @@ class _Totals:
         predictions = shared_predictor_stats()
         if predictions is not None:
             out["turn_predictions"] = predictions
+        cpu = THREAD_CPU.read()
+        if cpu is not None:
+            out["thread_cpu_s"] = cpu
         out.update(_caller_totals())
         return out
 
@@ -329,6 +333,7 @@ class _LagProbe:
             count = cls._open.get(loop, 0)
             cls._open[loop] = count + 1
         if count == 0:
+            THREAD_CPU.note_loop_thread()
             task = loop.create_task(cls._run(totals, loop), name="openrtc.lag_probe")
             cls._tasks.add(task)
             task.add_done_callback(cls._tasks.discard)

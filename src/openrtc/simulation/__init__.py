@@ -4,6 +4,8 @@ from .caller import DEFAULT_TURN_TIMEOUT, CallAborted, CallTranscript, run_simul
 from .latency import TURN_LATENCY, TURN_LATENCY_EDGES_MS, TurnLatencyTotals
 from .media import (
     CLIP_SAMPLE_RATE,
+    ROOM_FRAME_MS,
+    ROOM_SAMPLE_RATE,
     InputClosed,
     SimulatedAudioInput,
     SimulatedAudioOutput,
@@ -17,6 +19,8 @@ __all__ = [
     "CLIP_SAMPLE_RATE",
     "DEFAULT_TURN_TIMEOUT",
     "MODES",
+    "ROOM_FRAME_MS",
+    "ROOM_SAMPLE_RATE",
     "SIMULATED_CALL_KEY",
     "TURN_LATENCY",
     "TURN_LATENCY_EDGES_MS",

@@ -21,6 +21,7 @@ from livekit.agents.voice.events import (
     SpeechCreatedEvent,
     UserStateChangedEvent,
 )
+from livekit.agents.voice.room_io import AudioInputOptions
 from livekit.agents.voice.speech_handle import SpeechHandle
 
 from ..testing.fakes import CallerSpeech, bind_caller_speech
@@ -150,8 +151,10 @@ class _Caller:
         script: CallScript,
         transcript: CallTranscript,
         turn_timeout: float,
+        input_options: AudioInputOptions | None = None,
     ) -> None:
         self.session = session
+        self.input_options = input_options or AudioInputOptions()
         self.script = script
         self.transcript = transcript
         self.turn_timeout = turn_timeout
@@ -190,7 +193,10 @@ class _Caller:
                     "an audio-mode call needs a session with an STT; pass AgentSession(stt=...) "
                     "or use mode 'text'"
                 )
-            self.mic = SimulatedAudioInput()
+            self.mic = SimulatedAudioInput(
+                sample_rate=self.input_options.sample_rate,
+                frame_ms=self.input_options.frame_size_ms,
+            )
             self.earpiece = SimulatedAudioOutput()
             self.session.input.audio = self.mic
             self.session.output.audio = self.earpiece
@@ -237,7 +243,8 @@ class _Caller:
         mark = len(self.watch.speeches)
         self.speech.expect(text)
         self.transcript.turns.append(text)
-        await self.wait(self.mic.speak(clip.samples), f"turn {index + 1} to be spoken")
+        speech = clip.at_rate(self.mic.sample_rate)
+        await self.wait(self.mic.speak(speech), f"turn {index + 1} to be spoken")
         spoken_at = self.mic.speech_ended_at
         first = await self.wait(self.watch.speech_after(mark), what)
         await self.await_speech(first, what)
@@ -286,17 +293,20 @@ async def run_simulated_call(
     call_id: str,
     greeting: str | None = None,
     turn_timeout: float = DEFAULT_TURN_TIMEOUT,
+    input_options: AudioInputOptions | None = None,
 ) -> CallTranscript:
     """Start `session` with `agent` and no room, play `script` as the caller, hang up.
 
     The session is started here with simulated media (audio mode) or none (text mode),
     `greeting` is said first when given, then each turn waits for its reply, at most
-    `turn_timeout` seconds. A call that fails (an agent error, a timeout, the session
+    `turn_timeout` seconds. In audio mode the caller's microphone delivers what a room
+    would under `input_options` (its sample rate and frame size; livekit's defaults when
+    None). A call that fails (an agent error, a timeout, the session
     closing, or `script.max_duration_s` passing before every turn was answered) returns
     with completed False and its error; the session is never closed here.
     """
     transcript = CallTranscript(call_id=call_id, mode=script.mode, started_at=time.time())
-    caller = _Caller(session, script, transcript, turn_timeout)
+    caller = _Caller(session, script, transcript, turn_timeout, input_options)
     try:
         with bind_caller_speech(caller.speech):
             try:

@@ -1,10 +1,12 @@
 """Simulated media for an `AgentSession` with no room: a caller's microphone and earpiece.
 
-`SimulatedAudioInput` streams 20 ms PCM frames at real-time pace, silence between turns
-and a recorded speech clip for each turn, so the real VAD and end-of-turn model hear a
-caller as they would over a room. `SimulatedAudioOutput` plays the agent's TTS audio at
-real-time pace and reports each segment's playback as finished or interrupted, which is
-what the session's turn-taking waits on.
+`SimulatedAudioInput` streams PCM frames at real-time pace, silence between turns and a
+recorded speech clip for each turn, so the real VAD and end-of-turn model hear a caller
+as they would over a room, in the frames a room delivers to a session (livekit's
+`AudioInputOptions`: 50 ms, at 24 kHz unless the pool asks the room for another rate).
+`SimulatedAudioOutput` plays the agent's TTS audio at real-time pace and reports each
+segment's playback as finished or interrupted, which is what the session's turn-taking
+waits on.
 
 The speech clips in `assets/` were spoken by espeak-ng (voice en-us, 160 wpm) and
 converted with sox to 16 kHz mono 16-bit WAV, leading and trailing silence trimmed.
@@ -25,9 +27,14 @@ from importlib import resources
 import numpy as np
 from livekit import rtc
 from livekit.agents.voice import io
+from livekit.agents.voice.room_io import AudioInputOptions
 
 CLIP_SAMPLE_RATE = 16000
-"""Sample rate of the bundled clips and of the simulated microphone (what Silero uses)."""
+"""Sample rate of the bundled clips (what Silero uses)."""
+ROOM_SAMPLE_RATE = AudioInputOptions().sample_rate
+"""The rate a room's audio reaches a session at, unless the agent asks for another."""
+ROOM_FRAME_MS = AudioInputOptions().frame_size_ms
+"""The size of the frames a room's audio reaches a session in."""
 
 LATE_FRAME_S = 0.2
 """A frame sent later than this after its real-time slot counts as late."""
@@ -69,6 +76,34 @@ class SpeechClip:
     def duration(self) -> float:
         return len(self.samples) / self.sample_rate
 
+    def at_rate(self, rate: int) -> np.ndarray:
+        """The clip's samples at `rate` (resampled once per rate, then kept)."""
+        if rate == self.sample_rate:
+            return self.samples
+        key = (self.name, self.sample_rate, rate)
+        with _resampled_lock:
+            found = _resampled.get(key)
+        if found is None:
+            found = _resample(self.samples, self.sample_rate, rate)
+            with _resampled_lock:
+                _resampled[key] = found
+        return found
+
+
+_resampled: dict[tuple[str, int, int], np.ndarray] = {}
+_resampled_lock = threading.Lock()
+
+
+def _resample(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
+    resampler = rtc.AudioResampler(
+        input_rate=from_rate, output_rate=to_rate, quality=rtc.AudioResamplerQuality.HIGH
+    )
+    frame = rtc.AudioFrame(samples.tobytes(), from_rate, 1, len(samples))
+    out = [*resampler.push(frame), *resampler.flush()]
+    if not out:
+        return np.zeros(0, dtype=np.int16)
+    return np.concatenate([np.frombuffer(f.data, dtype=np.int16) for f in out]).copy()
+
 
 def _read_wav(name: str, data: bytes) -> SpeechClip:
     import io as _bytes_io
@@ -109,7 +144,9 @@ class _Utterance:
 
 
 class SimulatedAudioInput(io.AudioInput):
-    """A caller's microphone: 20 ms frames at real-time pace, silence unless speaking.
+    """A caller's microphone: frames at real-time pace, silence unless speaking.
+
+    The frames are a room's by default (`ROOM_FRAME_MS` at `ROOM_SAMPLE_RATE`).
 
     Pacing follows a monotonic schedule, so sleep overshoot does not accumulate; after a
     loop stall longer than `max_lag` the schedule restarts instead of bursting to catch up.
@@ -118,8 +155,8 @@ class SimulatedAudioInput(io.AudioInput):
     def __init__(
         self,
         *,
-        sample_rate: int = CLIP_SAMPLE_RATE,
-        frame_ms: int = 20,
+        sample_rate: int = ROOM_SAMPLE_RATE,
+        frame_ms: int = ROOM_FRAME_MS,
         max_lag: float = 0.5,
         label: str = "openrtc.SimulatedAudioInput",
     ) -> None:

@@ -115,6 +115,8 @@ class FakeSTT(stt.STT[Never]):
             raise ValueError(f"latency must be >= 0 seconds, got {latency}.")
         self.latency = latency
         self.recognitions = 0
+        self.sample_rates: set[int] = set()
+        """The sample rates of the audio it was asked to recognize."""
 
     @property
     def model(self) -> str:
@@ -134,6 +136,8 @@ class FakeSTT(stt.STT[Never]):
         if self.latency:
             await asyncio.sleep(self.latency)
         self.recognitions += 1
+        frames = buffer if isinstance(buffer, list) else [buffer]
+        self.sample_rates.update(f.sample_rate for f in frames)
         speech = current_caller_speech()
         duration = calculate_audio_duration(buffer)
         text = speech.claim() if speech is not None else untracked_transcript(duration)

@@ -7,6 +7,7 @@ for every call and skipping requests already superseded when their turn comes.
 
 from .detector import SharedTurnDetector
 from .predictor import (
+    THREAD_NAME,
     TurnPredictor,
     shared_predictor,
     shared_predictor_behind_s,
@@ -16,6 +17,7 @@ from .ring import RecentAudio
 from .transport import BatchedTurnTransport
 
 __all__ = [
+    "THREAD_NAME",
     "BatchedTurnTransport",
     "RecentAudio",
     "SharedTurnDetector",

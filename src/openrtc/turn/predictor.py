@@ -42,6 +42,8 @@ LATE_WARNING_S = 0.3
 """A request that waited longer than this for the model is logged (at most every
 `WARN_EVERY_S`): livekit gives up on a prediction after 1 s and commits without it."""
 WARN_EVERY_S = 10.0
+THREAD_NAME = "openrtc-turn"
+"""The shared predictor's thread (ops.thread_cpu reads its CPU by this name)."""
 NICE = 10
 """How much nicer than the process the model thread runs (Linux, where niceness is per
 thread and the threads the native model starts inherit it). A prediction has slack: it
@@ -106,7 +108,7 @@ class TurnPredictor:
         predict: Callable[[I16], float] | None = None,
         *,
         hold_s: float = GROUP_HOLD_S,
-        name: str = "openrtc-turn",
+        name: str = THREAD_NAME,
         nice: int = NICE,
     ) -> None:
         self._predict = predict

@@ -6,13 +6,14 @@ an event loop goes through one Silero call per tick instead of one call, one thr
 and a few task wake-ups per stream per 32 ms window.
 """
 
-from .batcher import VADBatcher
+from .batcher import THREAD_NAME, VADBatcher
 from .options import VADOptions
 from .stream import BatchedVADStream
 from .vad import DEFAULT_BATCH_INTERVAL, SharedVAD, batchers_of
 
 __all__ = [
     "DEFAULT_BATCH_INTERVAL",
+    "THREAD_NAME",
     "BatchedVADStream",
     "SharedVAD",
     "VADBatcher",

@@ -28,6 +28,8 @@ logger = logging.getLogger("openrtc.vad")
 LATE_WARNING_S = 0.2
 """A window decided later than this after its audio arrived is logged (as stock does)."""
 WARN_EVERY_S = 10.0
+THREAD_NAME = "openrtc-vad"
+"""Prefix of the model thread's name (ops.thread_cpu reads its CPU by this name)."""
 
 
 class VADBatcher:
@@ -111,7 +113,7 @@ class VADBatcher:
     # --- the loop --------------------------------------------------------------------------
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="openrtc-vad")
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=THREAD_NAME)
         try:
             while self._streams:
                 if not self._ready:

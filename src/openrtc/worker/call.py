@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from livekit.agents import AgentSession, JobContext
 from livekit.agents.voice.events import CloseEvent, CloseReason
+from livekit.agents.voice.room_io import AudioInputOptions, RoomOptions
 
 from .. import _lk, log_context, routing, sessions
 from ..ops import call_stats
@@ -152,7 +153,12 @@ async def _simulated(
         parsed.mode,
     )
     transcript = await run_simulated_call(
-        session, agent, parsed, call_id=ctx.job.id, greeting=pool.greeting_for(spec)
+        session,
+        agent,
+        parsed,
+        call_id=ctx.job.id,
+        greeting=pool.greeting_for(spec),
+        input_options=room_audio(pool),
     )
     pool.transcripts[ctx.job.id] = transcript
     if not transcript.completed:
@@ -177,7 +183,9 @@ async def _over_room(
 
     session.on("close", on_close)
     await ctx.connect()
-    await session.start(agent=agent, room=ctx.room)
+    await session.start(
+        agent=agent, room=ctx.room, room_options=RoomOptions(audio_input=room_audio(pool))
+    )
     greeting = pool.greeting_for(spec)
     if greeting:
         session.say(greeting)
@@ -185,6 +193,11 @@ async def _over_room(
     if ev.reason == CloseReason.ERROR:
         raise CallFailed(_describe_error(ev) if ev.error else (errors[-1] if errors else "error"))
     ctx.shutdown(f"session closed: {ev.reason.value}")
+
+
+def room_audio(pool: AgentPool) -> AudioInputOptions:
+    """How a call's audio reaches its session: livekit's defaults at the pool's rate."""
+    return AudioInputOptions(sample_rate=pool.config.runtime.audio_input_rate)
 
 
 def _describe_error(ev: Any) -> str:
