@@ -95,6 +95,7 @@ from workload import AGENTS, Workload
 
 from openrtc.devserver import DispatchServer
 from openrtc.simulation.latency import TURN_LATENCY_EDGES_MS
+from openrtc.simulation.script import DEFAULT_FRAME_MS
 
 LAG_LIMIT_MS = 1000.0
 KEEP_UP_LAG_MS = 50.0
@@ -168,10 +169,15 @@ class Config:
     seed: int = 1
     turns: tuple[int, int] = (3, 10)
     pause_s_range: tuple[float, float] = (0.3, 2.0)
+    frame_ms: int = DEFAULT_FRAME_MS
 
     def workload(self) -> Workload:
         return Workload(
-            seed=self.seed, turns=self.turns, pause_s=self.pause_s_range, pace_s=self.pace_s
+            seed=self.seed,
+            turns=self.turns,
+            pause_s=self.pause_s_range,
+            pace_s=self.pace_s,
+            frame_ms=self.frame_ms,
         )
 
 
@@ -961,6 +967,12 @@ def parse(argv: list[str] | None = None) -> Config:
     ap.add_argument("--workdir", type=Path, default=None, help="keep worker logs here")
     ap.add_argument("--quick", action="store_true", help="smoke run: N=1,5, short windows")
     ap.add_argument("--out", default=None, help="result name under bench/results/")
+    ap.add_argument(
+        "--frame-ms",
+        type=int,
+        default=DEFAULT_FRAME_MS,
+        help="the simulated callers' microphone frames, ms (a room delivers 50)",
+    )
     a = ap.parse_args(argv)
     ns: list[int] | None = None
     if a.n is not None:
@@ -977,9 +989,15 @@ def parse(argv: list[str] | None = None) -> Config:
             f"--modes takes some of {', '.join(MODES)} or coroutine-processes-K; got {a.modes!r}"
         )
     try:
-        Workload(seed=a.seed, turns=tuple(a.turns), pause_s=tuple(a.think), pace_s=a.pace)
+        Workload(
+            seed=a.seed,
+            turns=tuple(a.turns),
+            pause_s=tuple(a.think),
+            pace_s=a.pace,
+            frame_ms=a.frame_ms,
+        )
     except ValueError as e:
-        ap.error(f"--turns, --think or --pace: {e}")
+        ap.error(f"--turns, --think, --pace or --frame-ms: {e}")
     window, settle = a.window, a.settle
     if a.quick:
         ns, window, settle = [5], 6.0, 2.0
@@ -1000,6 +1018,7 @@ def parse(argv: list[str] | None = None) -> Config:
         seed=a.seed,
         turns=(a.turns[0], a.turns[1]),
         pause_s_range=(a.think[0], a.think[1]),
+        frame_ms=a.frame_ms,
     )
 
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from openrtc.simulation import CallScript
+from openrtc.simulation import DEFAULT_FRAME_MS, CallScript
 
 AGENTS = ("sales", "support", "booking")
 PHRASES = (
@@ -48,6 +48,8 @@ class Workload:
     hold_s: tuple[float, float] = (0.5, 3.0)
     pace_s: float = 0.2
     """Mean gap between two dispatches."""
+    frame_ms: int = DEFAULT_FRAME_MS
+    """The callers' microphone frames, in ms (a room delivers 50)."""
 
     def __post_init__(self) -> None:
         if not self.agents:
@@ -63,6 +65,7 @@ class Workload:
             raise ValueError("a call needs at least one turn")
         if self.pace_s < 0:
             raise ValueError("pace_s must be 0 or more seconds")
+        CallScript(turns=("check",), frame_ms=self.frame_ms)  # raises on a bad frame size
 
     def calls(self) -> Iterator[PlannedCall]:
         """The calls of this workload, endlessly, in a fixed order for the seed."""
@@ -74,6 +77,7 @@ class Workload:
                 mode="audio",
                 pause_s=round(rng.uniform(*self.pause_s), 2),
                 hold_s=round(rng.uniform(*self.hold_s), 2),
+                frame_ms=self.frame_ms,
             )
             gap = rng.expovariate(1 / self.pace_s) if self.pace_s > 0 else 0.0
             yield PlannedCall(rng.choice(self.agents), script.to_dict(), round(gap, 3))
@@ -88,4 +92,5 @@ class Workload:
             "mean_dispatch_gap_s": self.pace_s,
             "phrases": list(PHRASES),
             "mode": "audio",
+            "frame_ms": self.frame_ms,
         }

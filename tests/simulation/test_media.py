@@ -11,8 +11,6 @@ from livekit.agents.voice.io import PlaybackFinishedEvent
 from livekit.agents.voice.room_io import AudioInputOptions
 
 from openrtc.simulation import (
-    ROOM_FRAME_MS,
-    ROOM_SAMPLE_RATE,
     InputClosed,
     SimulatedAudioInput,
     SimulatedAudioOutput,
@@ -47,14 +45,13 @@ async def test_input_sends_silence_then_the_utterance_then_silence() -> None:
     assert mic.speech_frames_sent == 4
 
 
-async def test_input_sends_what_a_room_delivers_by_default() -> None:
-    """A session fed by a room gets livekit's AudioInputOptions frames: 50 ms at 24 kHz."""
+async def test_input_can_send_what_a_room_delivers() -> None:
+    """livekit's AudioInputOptions: 50 ms frames, at 24 kHz unless the agent asks."""
     room = AudioInputOptions()
-    mic = SimulatedAudioInput()
+    mic = SimulatedAudioInput(sample_rate=room.sample_rate, frame_ms=room.frame_size_ms)
     first = await asyncio.wait_for(mic.__anext__(), 1)
     second = await asyncio.wait_for(mic.__anext__(), 1)
     mic.close()
-    assert (room.sample_rate, room.frame_size_ms) == (ROOM_SAMPLE_RATE, ROOM_FRAME_MS)
     for frame in (first, second):
         assert frame.sample_rate == room.sample_rate
         assert frame.samples_per_channel == room.sample_rate * room.frame_size_ms // 1000

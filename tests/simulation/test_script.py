@@ -19,6 +19,7 @@ def test_round_trip_through_json_metadata() -> None:
         hold_s=2,
         max_duration_s=30.0,
         expect_greeting=True,
+        frame_ms=50,
     )
     metadata = json.dumps({"simulated_call": script.to_dict(), "tenant": "acme"})
     parsed = CallScript.from_dict(json.loads(metadata)["simulated_call"])
@@ -31,6 +32,7 @@ def test_defaults_fill_missing_fields() -> None:
     assert script == CallScript(turns=("hi",))
     assert (script.mode, script.pause_s, script.hold_s) == ("text", 0.2, 0.0)
     assert script.max_duration_s is None and script.expect_greeting is False
+    assert script.frame_ms == 20
 
 
 def test_turns_given_as_list_are_stored_as_tuple() -> None:
@@ -57,6 +59,10 @@ def test_turns_given_as_list_are_stored_as_tuple() -> None:
         ({"turns": ["hi"], "speed": 2}, "unknown call script field(s) speed"),
         ({"turns": ["hi"], "expect_greeting": "yes"}, "expect_greeting must be true or false"),
         (["hi"], "a call script must be a JSON object"),
+        ({"turns": ["hi"], "frame_ms": 5}, "frame_ms must be a whole number of ms from 10"),
+        ({"turns": ["hi"], "frame_ms": 20.5}, "frame_ms must be a whole number of ms"),
+        ({"turns": ["hi"], "frame_ms": True}, "frame_ms must be a whole number of ms"),
+        ({"turns": ["hi"], "frame_ms": 10_000}, "frame_ms must be a whole number of ms"),
     ],
 )
 def test_bad_scripts_raise_value_error(data: Any, message: str) -> None:

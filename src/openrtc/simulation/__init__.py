@@ -4,8 +4,6 @@ from .caller import DEFAULT_TURN_TIMEOUT, CallAborted, CallTranscript, run_simul
 from .latency import TURN_LATENCY, TURN_LATENCY_EDGES_MS, TurnLatencyTotals
 from .media import (
     CLIP_SAMPLE_RATE,
-    ROOM_FRAME_MS,
-    ROOM_SAMPLE_RATE,
     InputClosed,
     SimulatedAudioInput,
     SimulatedAudioOutput,
@@ -13,14 +11,13 @@ from .media import (
     speech_clips,
 )
 from .room import SimulatedLocalParticipant, SimulatedRoom, SimulatedRoomError
-from .script import MODES, SIMULATED_CALL_KEY, CallMode, CallScript
+from .script import DEFAULT_FRAME_MS, MODES, SIMULATED_CALL_KEY, CallMode, CallScript
 
 __all__ = [
     "CLIP_SAMPLE_RATE",
+    "DEFAULT_FRAME_MS",
     "DEFAULT_TURN_TIMEOUT",
     "MODES",
-    "ROOM_FRAME_MS",
-    "ROOM_SAMPLE_RATE",
     "SIMULATED_CALL_KEY",
     "TURN_LATENCY",
     "TURN_LATENCY_EDGES_MS",

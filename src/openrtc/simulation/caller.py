@@ -194,8 +194,7 @@ class _Caller:
                     "or use mode 'text'"
                 )
             self.mic = SimulatedAudioInput(
-                sample_rate=self.input_options.sample_rate,
-                frame_ms=self.input_options.frame_size_ms,
+                sample_rate=self.input_options.sample_rate, frame_ms=self.script.frame_ms
             )
             self.earpiece = SimulatedAudioOutput()
             self.session.input.audio = self.mic
@@ -299,9 +298,9 @@ async def run_simulated_call(
 
     The session is started here with simulated media (audio mode) or none (text mode),
     `greeting` is said first when given, then each turn waits for its reply, at most
-    `turn_timeout` seconds. In audio mode the caller's microphone delivers what a room
-    would under `input_options` (its sample rate and frame size; livekit's defaults when
-    None). A call that fails (an agent error, a timeout, the session
+    `turn_timeout` seconds. In audio mode the caller's microphone runs at the sample rate
+    of `input_options` (what the pool asks a room for; livekit's default when None), in
+    the script's frame size. A call that fails (an agent error, a timeout, the session
     closing, or `script.max_duration_s` passing before every turn was answered) returns
     with completed False and its error; the session is never closed here.
     """

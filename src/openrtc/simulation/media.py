@@ -2,8 +2,9 @@
 
 `SimulatedAudioInput` streams PCM frames at real-time pace, silence between turns and a
 recorded speech clip for each turn, so the real VAD and end-of-turn model hear a caller
-as they would over a room, in the frames a room delivers to a session (livekit's
-`AudioInputOptions`: 50 ms, at 24 kHz unless the pool asks the room for another rate).
+as they would over a room; a simulated call's microphone runs at the rate the pool asks
+the room for (`--audio-input-rate`), in the frame size its script says (20 ms unless
+set; a room delivers 50 ms).
 `SimulatedAudioOutput` plays the agent's TTS audio at real-time pace and reports each
 segment's playback as finished or interrupted, which is what the session's turn-taking
 waits on.
@@ -27,14 +28,11 @@ from importlib import resources
 import numpy as np
 from livekit import rtc
 from livekit.agents.voice import io
-from livekit.agents.voice.room_io import AudioInputOptions
+
+from .script import DEFAULT_FRAME_MS
 
 CLIP_SAMPLE_RATE = 16000
 """Sample rate of the bundled clips (what Silero uses)."""
-ROOM_SAMPLE_RATE = AudioInputOptions().sample_rate
-"""The rate a room's audio reaches a session at, unless the agent asks for another."""
-ROOM_FRAME_MS = AudioInputOptions().frame_size_ms
-"""The size of the frames a room's audio reaches a session in."""
 
 LATE_FRAME_S = 0.2
 """A frame sent later than this after its real-time slot counts as late."""
@@ -146,8 +144,6 @@ class _Utterance:
 class SimulatedAudioInput(io.AudioInput):
     """A caller's microphone: frames at real-time pace, silence unless speaking.
 
-    The frames are a room's by default (`ROOM_FRAME_MS` at `ROOM_SAMPLE_RATE`).
-
     Pacing follows a monotonic schedule, so sleep overshoot does not accumulate; after a
     loop stall longer than `max_lag` the schedule restarts instead of bursting to catch up.
     """
@@ -155,8 +151,8 @@ class SimulatedAudioInput(io.AudioInput):
     def __init__(
         self,
         *,
-        sample_rate: int = ROOM_SAMPLE_RATE,
-        frame_ms: int = ROOM_FRAME_MS,
+        sample_rate: int = CLIP_SAMPLE_RATE,
+        frame_ms: int = DEFAULT_FRAME_MS,
         max_lag: float = 0.5,
         label: str = "openrtc.SimulatedAudioInput",
     ) -> None:

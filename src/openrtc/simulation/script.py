@@ -23,7 +23,12 @@ _FIELDS = (
     "max_duration_s",
     "expect_greeting",
     "caller_attributes",
+    "frame_ms",
 )
+FRAME_MS_RANGE = (10, 100)
+DEFAULT_FRAME_MS = 20
+"""The simulated microphone's frame size unless a script sets another: every benchmark
+result so far was taken with it. A room delivers 50 ms frames."""
 
 
 def _seconds(name: str, value: object, *, allow_none: bool = False, positive: bool = False) -> None:
@@ -50,6 +55,7 @@ class CallScript:
     expect_greeting: wait for the agent to speak first before the first turn.
     caller_attributes: the caller participant's attributes in the job's simulated room
         (e.g. {"sip.phoneNumber": "+15550100"}), as a SIP or web caller would carry them.
+    frame_ms: audio mode: the size of the microphone's frames, in ms (a room delivers 50).
     """
 
     turns: tuple[str, ...]
@@ -59,6 +65,7 @@ class CallScript:
     max_duration_s: float | None = None
     expect_greeting: bool = False
     caller_attributes: Mapping[str, str] = field(default_factory=dict, hash=False)
+    frame_ms: int = DEFAULT_FRAME_MS
 
     def __post_init__(self) -> None:
         turns = self.turns
@@ -85,6 +92,16 @@ class CallScript:
         ):
             raise ValueError(f"caller_attributes must map strings to strings, got {attrs!r}.")
         object.__setattr__(self, "caller_attributes", dict(attrs))
+        low, high = FRAME_MS_RANGE
+        if (
+            isinstance(self.frame_ms, bool)
+            or not isinstance(self.frame_ms, int)
+            or not low <= self.frame_ms <= high
+        ):
+            raise ValueError(
+                f"frame_ms must be a whole number of ms from {low} to {high}, "
+                f"got {self.frame_ms!r}."
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready form carried under the job metadata key "simulated_call"."""
@@ -96,6 +113,7 @@ class CallScript:
             "max_duration_s": self.max_duration_s,
             "expect_greeting": self.expect_greeting,
             "caller_attributes": dict(self.caller_attributes),
+            "frame_ms": self.frame_ms,
         }
 
     @classmethod
