@@ -481,6 +481,9 @@ def test_uvloop_counts_as_a_gain_only_beyond_the_noise() -> None:
     assert "1.70% -> 1.65%" in same.detail
     assert report.uvloop_verdict(base, _loop_run(25, 1.20)).met is False
     assert report.uvloop_verdict(base, {"summary": {}}).met is None
+    edge = report.uvloop_verdict(base, _loop_run(75, 1.76))
+    assert edge.met is False, "more calls kept up at more CPU per call is the edge moving"
+    assert "not a faster loop" in edge.detail
 
 
 def test_the_page_compares_the_loops_when_both_runs_exist(tmp_path: Path) -> None:
