@@ -3,8 +3,9 @@
 For each N and each isolation mode a fresh `openrtc start examples/agents` worker runs as
 a subprocess against the loopback dispatch server in this process, with
 `OPENRTC_CALL_STATS=1`. N audio-mode simulated calls are kept live: real AgentSessions
-with the real Silero VAD hearing real-time speech and silence in the frames a room would
-deliver (50 ms, at the worker's `--audio-input-rate`: 16 kHz by default), the real
+with the real Silero VAD hearing real-time speech and silence in 20 ms frames
+(`--frame-ms`; a room delivers 50 ms) at the worker's `--audio-input-rate` (16 kHz by
+default), the real
 end-of-turn model, and the fake STT/LLM/TTS of the example agents. The calls come from a
 seeded workload (`workload.py`): each has its own agent, number of turns, words, think
 time and hold, and they are dispatched with exponential gaps around `--pace`. A call that
@@ -226,7 +227,7 @@ class Run:
     """End-of-turn model runs over the window per turn the callers heard answered."""
     cpu_parts_pct: dict[str, float] | None = None
     """The window's CPU by the part that spent it, % of a core, summed over the processes
-    that run calls (`openrtc.ops.thread_cpu`: loop, vad, turn, other); `outside` is the
+    that run calls (`openrtc.ops.thread_cpu`: loop, vad, turn, other, short_lived); `outside` is the
     rest of `cpu_pct` (a parent or fork server that runs no call)."""
     calls_placed: int | None = None
     calls_completed: int | None = None
@@ -901,7 +902,9 @@ async def main_async(cfg: Config) -> dict[str, Any]:
             "cpu_parts_pct": "the window's CPU by the thread that spent it, % of a core, over "
             "the processes running calls: loop (event loops running calls), vad (the shared "
             "VAD's model thread), turn (the end-of-turn thread and its model's native "
-            "threads), other; outside: cpu_pct minus those (processes running no call)",
+            "threads), other, short_lived (threads that started and exited between two "
+            "readings: the end-of-turn model's helpers); outside: cpu_pct minus those "
+            "(processes running no call)",
             "turn_predictions": "the shared end-of-turn thread's requests over the window by "
             "outcome; predictions_per_turn: runs / turns answered in the window",
             "turn_latency": "per turn, end of the caller's speech -> first frame of the "

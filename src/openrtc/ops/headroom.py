@@ -70,9 +70,9 @@ COMPONENTS = ("loop_lag", "loop_busy", "vad_backlog", "turn_backlog", "cpu")
 LAG_FULL_S = 0.1
 LOOP_BUSY_FULL_CORES = 0.8
 """The loop's thread shares the GIL with the VAD and end-of-turn threads, so its calls
-degrade before it uses a whole core: on a 2-core box one process kept 75 calls up with its
-loop's thread at 0.59 of a core and let 100 fall behind at 0.78 (bench/density.py,
-bench/results/density.json of 2026-12-05)."""
+degrade before it uses a whole core: on a 2-core box one process's calls sit at the edge
+at 75 with its loop's thread near 0.6 of a core (bench/density.py: kept up in the run of
+commit 16001ab, one VAD-lag warning in the next) and fell behind at 100, at 0.78."""
 VAD_FULL_S = LATE_WARNING_S
 TURN_FULL_S = TURN_LATE_S
 SMOOTHING_S = 3.0
