@@ -558,7 +558,7 @@ class Runtime:
         "The sample rate (Hz) a call's audio reaches its session at from the room. 16000, "
         "the rate the VAD and the end-of-turn model run at, spares every frame a resampling "
         "on the event loop; livekit's own default is 24000. Raise it for an STT that wants "
-        "more (one of 8000, 16000, 24000, 32000, 44100, 48000).",
+        f"more (one of {', '.join(map(str, AUDIO_INPUT_RATES))}).",
     )
     processes: int | str = setting(
         1,
