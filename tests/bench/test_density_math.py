@@ -256,3 +256,17 @@ def test_turn_latency_percentiles_come_from_the_window_and_compare_to_a_lone_cal
     quiet = density.Run(mode="coroutine", n=25)
     density.window_numbers(quiet, _stats(), _stats(), 25, 20.0)
     assert quiet.turns_measured is None and quiet.turn_latency_p95_ms is None
+
+
+def test_cpu_parts_are_the_windows_share_of_each_threads_clock() -> None:
+    run = density.Run(mode="coroutine", n=25)
+    run.cpu_pct = 41.0
+    before = {"thread_cpu_s": {"loop": 100.0, "vad": 10.0, "turn": 5.0, "short_lived": 3.0}}
+    after = {"thread_cpu_s": {"loop": 104.0, "vad": 11.5, "turn": 5.9, "short_lived": 4.7}}
+    density.cpu_parts(run, before, after, 20.0)
+    assert run.cpu_parts_pct == {
+        "loop": 20.0, "vad": 7.5, "turn": 4.5, "short_lived": 8.5, "outside": 0.5,
+    }  # fmt: skip
+    fresh = density.Run(mode="coroutine", n=25)
+    density.cpu_parts(fresh, {}, {"loop_lag_hist": []}, 20.0)
+    assert fresh.cpu_parts_pct is None, "no per-thread clock (not Linux): no parts"

@@ -557,3 +557,36 @@ def test_uvloop_is_no_gain_when_another_mode_keeps_up_with_fewer_calls() -> None
     assert mixed.met is False
     assert "fewer calls in coroutine, so that is no gain" in mixed.detail
     assert "default stays asyncio" in mixed.detail
+
+
+def test_the_cpu_verdict_says_what_the_turn_model_and_each_thread_cost_per_call() -> None:
+    parts = {"loop": 20.0, "vad": 7.5, "turn": 4.5, "other": 0.1, "short_lived": 8.5,
+             "outside": 0.15}  # fmt: skip
+    result = {
+        "runs": [
+            _run(
+                "coroutine",
+                25,
+                window_s=20.0,
+                turn_predictions={"runs": 56},
+                predictions_per_turn=1.0,
+                cpu_parts_pct=parts,
+            )
+        ],
+        "summary": {"coroutine": {"cpu_per_call_pct_at_25": 1.63}},
+    }
+    eot = {"runs": {"default": {"1.2 s": {"cpu_ms": 47.1}}}}
+    verdict = next(v for v in report.shared_vad_verdicts(result, eot) if "N=25" in v.target)
+    assert verdict.met is False
+    # 56 runs x 47.1 ms over 20 s, over 25 calls
+    assert "ran 56 times in that window (1.00 per turn answered)" in verdict.detail
+    assert "0.53% of a core per call" in verdict.detail
+    assert "event loop 0.80%, VAD model thread 0.30%, end-of-turn model 0.52%" in verdict.detail
+    assert "(0.18% on its thread, 0.34% on the short-lived" in verdict.detail
+    assert "the rest 0.01%" in verdict.detail
+    bare = next(
+        v
+        for v in report.shared_vad_verdicts({**result, "runs": [_run("coroutine", 25)]})
+        if "N=25" in v.target
+    )
+    assert "end-of-turn" not in bare.detail and "By thread" not in bare.detail

@@ -74,3 +74,12 @@ async def test_traffic_replaces_every_call_that_ends_and_counts_how_it_ended() -
         first = list(itertools.islice(Workload(seed=2, pace_s=0.01).calls(), len(placed)))
         assert [m["agent"] for m in placed] == [c.agent for c in first]
         assert [m["simulated_call"] for m in placed] == [c.script for c in first]
+
+
+def test_the_callers_frame_size_is_carried_in_every_script() -> None:
+    assert {CallScript.from_dict(c.script).frame_ms for c in _take(Workload(), 20)} == {20}
+    room = {CallScript.from_dict(c.script).frame_ms for c in _take(Workload(frame_ms=50), 20)}
+    assert room == {50}
+    assert Workload(frame_ms=50).describe()["frame_ms"] == 50
+    with pytest.raises(ValueError, match="frame_ms"):
+        Workload(frame_ms=3)
