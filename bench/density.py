@@ -104,9 +104,14 @@ KEEP_UP_LAG_MS = 50.0
 KEEP_UP_TURN_MS = 50.0
 """... and its p95 turn latency is at most this much above a lone call's."""
 PREDICTION_OUTCOMES = ("runs", "skipped", "dropped", "stale", "failures")
-LONE_WINDOW_FACTOR = 5
-"""The lone call's window is this many times longer: one caller takes few turns a window,
-and the baseline every keep-up verdict is judged against needs about ten."""
+LONE_TURNS = 40
+"""The lone call's window lasts until its callers heard this many turns answered (at
+least the steady window, at most `LONE_MAX_S`). Every keep-up verdict is judged against
+its p95; one caller answers about one turn in 9 s, and over the 11 turns of a 100 s
+window that p95 moved by up to 100 ms between runs of the same code."""
+LONE_MAX_S = 900.0
+TURN_POLL_S = 10.0
+"""How often a window that waits for turns reads the worker's count of them."""
 LATE_PCT = 1.0
 """Share of late audio (VAD frames or caller microphone) the note calls out."""
 VAD_WARNING = re.compile(
@@ -171,6 +176,7 @@ class Config:
     turns: tuple[int, int] = (3, 10)
     pause_s_range: tuple[float, float] = (0.3, 2.0)
     frame_ms: int = DEFAULT_FRAME_MS
+    lone_turns: int = LONE_TURNS
 
     def workload(self) -> Workload:
         return Workload(
@@ -382,6 +388,15 @@ def cpu_parts(run: Run, before: dict[str, Any], after: dict[str, Any], seconds: 
     run.cpu_parts_pct = parts
 
 
+def turns_between(before: dict[str, Any] | None, after: dict[str, Any] | None) -> int:
+    """Turns the callers heard answered between two /snapshot readings (0 without both)."""
+    if before is None or after is None:
+        return 0
+    pids = snapshot_pids(after)
+    now, was = call_stats(after, pids), call_stats(before, pids)
+    return sum(hist_diff(now.get("turn_latency_hist", []), was.get("turn_latency_hist")))
+
+
 def turn_numbers(run: Run, before: dict[str, Any], after: dict[str, Any]) -> None:
     """p50/p95 of the turn latencies the callers heard between two readings."""
     if "turn_latency_hist" not in after:
@@ -566,8 +581,14 @@ async def _hold_calls(
         best: Run | None = None
         for attempt in range(1, MAX_WINDOWS + 1):
             trial = dataclasses.replace(run, windows=attempt)
-            window_s = cfg.window_s * (LONE_WINDOW_FACTOR if n == 1 else 1)
-            await measure_window(worker, trial, window_s, lambda: traffic.live, start_snap)
+            await measure_window(
+                worker,
+                trial,
+                cfg.window_s,
+                lambda: traffic.live,
+                start_snap,
+                min_turns=cfg.lone_turns if n == 1 else 0,
+            )
             if best is None or (trial.other_cpu_pct or 0) < (best.other_cpu_pct or 0):
                 best = trial
             if trial.status != "held" or (trial.other_cpu_pct or 0) <= OTHER_LOAD_LIMIT:
@@ -620,10 +641,15 @@ async def measure_window(
     window_s: float,
     live: Callable[[], int],
     start_snap: dict[str, Any] | None,
+    *,
+    min_turns: int = 0,
 ) -> None:
     """Measure one steady window of `window_s` into `run` (`run.n` calls are meant to be
     live; `live()` says how many are): PSS, CPU, health, and the call_stats of every
     process running calls, from `start_snap` (before the first call) for VAD frames.
+
+    With `min_turns`, the window goes on past `window_s` until the callers heard that
+    many turns answered in it (read every `TURN_POLL_S`), or `LONE_MAX_S` passed.
     """
     n = run.n
 
@@ -633,14 +659,24 @@ async def measure_window(
     pss: list[float] = []
     held: list[int] = []
     unhealthy = 0
-    while time.monotonic() - w0 < window_s:
+    polled_at = w0
+    while True:
+        elapsed = time.monotonic() - w0
+        if elapsed >= window_s:
+            if not min_turns or before is None or elapsed >= LONE_MAX_S:
+                break
+            if time.monotonic() - polled_at >= TURN_POLL_S or polled_at == w0:
+                polled_at = time.monotonic()
+                if turns_between(before, await worker.snapshot(10.0)) >= min_turns:
+                    break
         mb, procs = worker.pss_mb()
         pss.append(mb)
         held.append(live())
         run.processes = procs
         if not await worker.healthy():
             unhealthy += 1
-        await asyncio.sleep(max(0.0, min(2.0, window_s - (time.monotonic() - w0))))
+        left = window_s - (time.monotonic() - w0)
+        await asyncio.sleep(min(2.0, left) if left > 0 else min(2.0, TURN_POLL_S))
     cpu1, w1 = worker.cpu_seconds(), time.monotonic()
     busy1, own1 = system_busy_seconds(), own_cpu_seconds()
     after = await worker.snapshot(10.0)
@@ -875,6 +911,7 @@ async def main_async(cfg: Config) -> dict[str, Any]:
             "modes": cfg.modes,
             "mode_args": {m: mode_args(m) for m in cfg.modes},
             "window_s": cfg.window_s,
+            "lone_turns": cfg.lone_turns,
             "settle_s": cfg.settle_s,
             "pace_s": cfg.pace_s,
             "ramp_timeout_s": cfg.ramp_timeout_s,
@@ -890,8 +927,9 @@ async def main_async(cfg: Config) -> dict[str, Any]:
             "cpu_pct": "process-tree CPU seconds over the window / window seconds, % of a core",
             "other_cpu_pct": "CPU used by anything but the worker tree and this benchmark "
             "during the window, % of a core: other load that may have disturbed the run",
-            "window_s": f"the steady window; the lone call's (N=1) is {LONE_WINDOW_FACTOR}x "
-            "longer, as one caller takes few turns in a window",
+            "window_s": f"the steady window; the lone call's (N=1) lasts until {cfg.lone_turns} "
+            f"turns were answered in it (at most {LONE_MAX_S:.0f} s), as one caller takes "
+            "few turns in a window",
             "windows": f"windows measured; a window where other processes used more than "
             f"{OTHER_LOAD_LIMIT:g}% of a core is measured again (at most {MAX_WINDOWS}), "
             "and the least disturbed one is kept",
@@ -943,6 +981,12 @@ def parse(argv: list[str] | None = None) -> Config:
     )
     ap.add_argument("--window", type=float, default=20.0, help="steady window, seconds")
     ap.add_argument("--settle", type=float, default=5.0, help="seconds after all are live")
+    ap.add_argument(
+        "--lone-turns",
+        type=int,
+        default=LONE_TURNS,
+        help="the lone call's window lasts until this many turns were answered in it",
+    )
     ap.add_argument("--pace", type=float, default=0.2, help="mean seconds between dispatches")
     ap.add_argument("--seed", type=int, default=1, help="the workload's seed")
     ap.add_argument(
@@ -1001,9 +1045,11 @@ def parse(argv: list[str] | None = None) -> Config:
         )
     except ValueError as e:
         ap.error(f"--turns, --think, --pace or --frame-ms: {e}")
-    window, settle = a.window, a.settle
+    if a.lone_turns < 1:
+        ap.error(f"--lone-turns needs at least 1 turn, got {a.lone_turns}")
+    window, settle, lone_turns = a.window, a.settle, a.lone_turns
     if a.quick:
-        ns, window, settle = [5], 6.0, 2.0
+        ns, window, settle, lone_turns = [5], 6.0, 2.0, 2
     per_mode = {m: sorted({1, *(ns if ns is not None else default_ns(m))}) for m in modes}
     workdir = a.workdir or Path(tempfile.mkdtemp(prefix="openrtc-density-"))
     return Config(
@@ -1022,6 +1068,7 @@ def parse(argv: list[str] | None = None) -> Config:
         turns=(a.turns[0], a.turns[1]),
         pause_s_range=(a.think[0], a.think[1]),
         frame_ms=a.frame_ms,
+        lone_turns=lone_turns,
     )
 
 

@@ -64,7 +64,7 @@ from benchkit import (
     write_result,
 )
 from density import (
-    LONE_WINDOW_FACTOR,
+    LONE_TURNS,
     Config,
     Run,
     console,
@@ -378,7 +378,7 @@ async def main_async(cfg: OverloadConfig) -> dict[str, Any]:
             "offer_deadline_s": cfg.offer_deadline_s,
             "processes": cfg.processes,
             "window_s": cfg.window_s,
-            "lone_window_s": cfg.window_s * LONE_WINDOW_FACTOR,
+            "lone_turns": LONE_TURNS,
             "settle_s": cfg.settle_s,
             "worker_args": cfg.worker_args,
             "mode_args": {cfg.mode(p): mode_args(cfg.mode(p)) for p in cfg.processes},

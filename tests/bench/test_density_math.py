@@ -270,3 +270,59 @@ def test_cpu_parts_are_the_windows_share_of_each_threads_clock() -> None:
     fresh = density.Run(mode="coroutine", n=25)
     density.cpu_parts(fresh, {}, {"loop_lag_hist": []}, 20.0)
     assert fresh.cpu_parts_pct is None, "no per-thread clock (not Linux): no parts"
+
+
+class _TurnsWorker:
+    """What measure_window reads of a worker, answering a turn per snapshot taken."""
+
+    alive = True
+    proc = None
+
+    def __init__(self) -> None:
+        self.turns = 0
+        self.snapshots = 0
+
+    async def snapshot(self, timeout: float) -> dict[str, object]:
+        self.snapshots += 1
+        self.turns += 1
+        return {
+            "pid": 1,
+            "call_stats": _stats(
+                turn_latency_edges_ms=EDGES, turn_latency_hist=[0, 0, 0, self.turns, 0]
+            ),
+        }
+
+    def cpu_seconds(self) -> float:
+        return 0.0
+
+    def pss_mb(self) -> tuple[float, int]:
+        return 100.0, 1
+
+    async def healthy(self) -> bool:
+        return True
+
+
+async def test_the_lone_window_lasts_until_enough_turns_were_answered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A p95 over a handful of turns is noise: the lone call's window waits for turns."""
+    monkeypatch.setattr(density, "TURN_POLL_S", 0.0)
+    worker = _TurnsWorker()
+    run = density.Run(mode="coroutine", n=1)
+    await density.measure_window(worker, run, 0.01, lambda: 1, None, min_turns=5)  # type: ignore[arg-type]
+    assert run.turns_measured is not None and run.turns_measured >= 5
+    short = density.Run(mode="coroutine", n=1)
+    worker = _TurnsWorker()
+    await density.measure_window(worker, short, 0.01, lambda: 1, None)  # type: ignore[arg-type]
+    assert short.turns_measured == 1 and worker.snapshots == 2
+
+
+async def test_the_lone_window_gives_up_waiting_for_turns(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(density, "TURN_POLL_S", 0.0)
+    monkeypatch.setattr(density, "LONE_MAX_S", 0.05)
+    worker = _TurnsWorker()
+    run = density.Run(mode="coroutine", n=1)
+    started = time.monotonic()
+    await density.measure_window(worker, run, 0.01, lambda: 1, None, min_turns=10**9)  # type: ignore[arg-type]
+    assert time.monotonic() - started < 5.0
+    assert run.turns_measured is not None and run.turns_measured < 10**9
