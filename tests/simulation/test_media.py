@@ -178,7 +178,7 @@ async def test_detaching_finishes_pending_segments_as_interrupted() -> None:
 async def test_the_microphone_marks_when_an_utterance_ends_in_real_time() -> None:
     mic = SimulatedAudioInput(sample_rate=16000, frame_ms=20)
     loop = asyncio.get_running_loop()
-    first = await mic.__anext__()  # the schedule starts with this frame's slot
+    first = await mic.__anext__()  # the schedule starts with this frame, whose slot ends now
     slot0 = loop.time()
     assert first.samples_per_channel == 320 and mic.speech_ended_at is None
 
@@ -191,8 +191,9 @@ async def test_the_microphone_marks_when_an_utterance_ends_in_real_time() -> Non
     await asyncio.wait_for(puller, 5)
     ended = mic.speech_ended_at
     assert ended is not None
-    # frame 0 was silence; speech filled frames 1-4, whose audio ends 5 slots after the first
-    assert ended == pytest.approx(slot0 + 5 * 0.02, abs=0.005)
+    # frame 0 was silence; speech filled frames 1-4, the last of them handed over (its audio
+    # spoken) 4 slots after the first
+    assert ended == pytest.approx(slot0 + 4 * 0.02, abs=0.005)
     assert ended >= loop.time() - 0.03, "the end of speech is the slot's end, not a later read"
     mic.close()
 

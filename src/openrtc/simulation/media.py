@@ -144,7 +144,8 @@ class _Utterance:
 class SimulatedAudioInput(io.AudioInput):
     """A caller's microphone: frames at real-time pace, silence unless speaking.
 
-    Pacing follows a monotonic schedule, so sleep overshoot does not accumulate; after a
+    A frame is handed over when its audio has been spoken, as a room delivers it: the
+    frame due at time t holds the audio of the slot that ends at t. Pacing follows a monotonic schedule, so sleep overshoot does not accumulate; after a
     loop stall longer than `max_lag` the schedule restarts instead of bursting to catch up.
     """
 
@@ -210,11 +211,12 @@ class SimulatedAudioInput(io.AudioInput):
             if self._closed:
                 raise StopAsyncIteration
         late = loop.time() - self._next_at > LATE_FRAME_S
+        ends_at = self._next_at
         self._next_at += self._frame_s
         self.frames_sent += 1
         MIC_TOTALS.add(sent=1, late=int(late), skipped=skipped)
         return rtc.AudioFrame(
-            data=self._next_chunk(ends_at=self._next_at),
+            data=self._next_chunk(ends_at=ends_at),
             sample_rate=self.sample_rate,
             num_channels=1,
             samples_per_channel=self.frame_samples,
