@@ -440,7 +440,13 @@ def density_section(result: dict[str, Any]) -> str:
         "",
         f"N audio-mode simulated calls per worker (real Silero VAD on real-time 16 kHz speech, "
         f"real end-of-turn model, fake STT/LLM/TTS), all live at once; a "
-        f"{cell(cfg.get('window_s'), 0)} s steady window after all N run. Modes: "
+        f"{cell(cfg.get('window_s'), 0)} s steady window after all N run"
+        + (
+            f" (the lone call's, N=1, lasts until {cfg['lone_turns']} turns were answered)"
+            if cfg.get("lone_turns")
+            else ""
+        )
+        + ". Modes: "
         f"{_modes(cfg)}; extra worker flags {cfg.get('worker_args') or 'none'}."
         + _workload(cfg.get("workload")),
         "",
@@ -900,6 +906,16 @@ UVLOOP_GAIN_PCT = 0.1
 run-to-run spread of that number on an idle box."""
 
 
+HARNESS_KEYS = ("window_s", "settle_s", "pace_s", "lone_turns", "workload")
+"""Density settings that must match for two runs' verdicts to be compared."""
+
+
+def harness_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """The measurement settings two density runs differ in ("key: a vs b"), if any."""
+    ca, cb = a.get("config") or {}, b.get("config") or {}
+    return [f"{k}: {ca.get(k)} vs {cb.get(k)}" for k in HARNESS_KEYS if ca.get(k) != cb.get(k)]
+
+
 def uvloop_verdict(asyncio_run: dict[str, Any], uvloop_run: dict[str, Any]) -> Verdict:
     """uvloop counts as a gain when, for some mode both runs measured, it keeps up with
     more calls at no more CPU per call at N=25, or with as many at least `UVLOOP_GAIN_PCT`
@@ -908,6 +924,14 @@ def uvloop_verdict(asyncio_run: dict[str, Any], uvloop_run: dict[str, Any]) -> V
     More calls kept up at a higher CPU per call is not a faster loop: the largest N that
     keeps up moves by one step of the grid between two runs of the same code (a single
     VAD-lag warning at the edge), so it counts only with the CPU saying the same."""
+    differs = harness_differences(asyncio_run, uvloop_run)
+    if differs:
+        return Verdict(
+            "uvloop gains over asyncio",
+            None,
+            "the two runs were measured differently (" + "; ".join(differs) + "): rerun the "
+            "uvloop grid (bench/README.md) to compare them",
+        )
     gains, losses, fewer = [], [], []
     ours = uvloop_run.get("summary") or {}
     theirs = asyncio_run.get("summary") or {}

@@ -590,3 +590,14 @@ def test_the_cpu_verdict_says_what_the_turn_model_and_each_thread_cost_per_call(
         if "N=25" in v.target
     )
     assert "end-of-turn" not in bare.detail and "By thread" not in bare.detail
+
+
+def test_uvloop_is_not_compared_with_a_run_measured_differently() -> None:
+    """A gain between runs with different baselines is the harness changing, not the loop."""
+    base = {**_loop_run(75, 1.70), "config": {"lone_turns": 40, "window_s": 20.0}}
+    older = {**_loop_run(100, 1.60), "config": {"window_s": 20.0}}
+    verdict = report.uvloop_verdict(base, older)
+    assert verdict.met is None
+    assert "lone_turns: 40 vs None" in verdict.detail
+    same = {**_loop_run(100, 1.60), "config": {"lone_turns": 40, "window_s": 20.0}}
+    assert report.uvloop_verdict(base, same).met is True

@@ -145,8 +145,9 @@ class SimulatedAudioInput(io.AudioInput):
     """A caller's microphone: frames at real-time pace, silence unless speaking.
 
     A frame is handed over when its audio has been spoken, as a room delivers it: the
-    frame due at time t holds the audio of the slot that ends at t. Pacing follows a monotonic schedule, so sleep overshoot does not accumulate; after a
-    loop stall longer than `max_lag` the schedule restarts instead of bursting to catch up.
+    frame due at time t holds the audio of the slot that ends at t. Pacing follows a
+    monotonic schedule, so sleep overshoot does not accumulate; after a loop stall longer
+    than `max_lag` the schedule restarts instead of bursting to catch up.
     """
 
     def __init__(
