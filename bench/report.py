@@ -923,7 +923,8 @@ def uvloop_verdict(asyncio_run: dict[str, Any], uvloop_run: dict[str, Any]) -> V
 
     More calls kept up at a higher CPU per call is not a faster loop: the largest N that
     keeps up moves by one step of the grid between two runs of the same code (a single
-    VAD-lag warning at the edge), so it counts only with the CPU saying the same."""
+    VAD-lag warning at the edge), so it counts only with the CPU saying the same. Two grids
+    measured differently (`HARNESS_KEYS`) are not compared at all."""
     differs = harness_differences(asyncio_run, uvloop_run)
     if differs:
         return Verdict(
