@@ -15,6 +15,9 @@ def stock() -> Any:
     return silero.VAD.load()
 
 
-@pytest.fixture
-def shared(stock: Any) -> SharedVAD:
-    return SharedVAD.from_silero(stock)
+@pytest.fixture(params=["native", "onnx"])
+def shared(stock: Any, request: pytest.FixtureRequest) -> SharedVAD:
+    """Both runtimes: livekit's native Silero (the default here) and the batched ONNX."""
+    vad = SharedVAD.from_silero(stock, runtime=request.param)
+    assert vad.runtime == request.param
+    return vad

@@ -198,9 +198,12 @@ async def test_twin_streams_of_one_session_share_rows_until_they_diverge(
     assert_same_boundaries(expected, third, "other session")
     shared_rows = batcher.stats()["twins"] - before
     windows_before_flush = (len(feed) // 2) * 320 // WINDOW
-    assert windows_before_flush - 2 <= shared_rows <= windows_before_flush + 1, (
-        "only the same session's streams share rows, and only while in step"
-    )
+    if shared.runtime == "native":
+        assert shared_rows == 0, "native states cannot be compared, so none is shared"
+    else:
+        assert windows_before_flush - 2 <= shared_rows <= windows_before_flush + 1, (
+            "only the same session's streams share rows, and only while in step"
+        )
     probabilities = [e.probability for e in _inference(second)]
     assert (
         probabilities[: windows_before_flush - 1]

@@ -14,6 +14,7 @@ from livekit.plugins import silero
 from livekit.plugins.silero import onnx_model
 
 from openrtc.vad import SharedVAD, batchers_of
+from openrtc.vad.native import NativeModel
 
 from .signals import boundaries, clip, frames, run_stream, signals, silence
 
@@ -85,15 +86,15 @@ async def test_a_model_failure_reaches_the_consumer() -> None:
     real = onnx_model.new_inference_session(True)
 
     class Failing:
-        calls = 0
+        failing = False
 
         def run(self, names: Any, feeds: dict[str, Any]) -> Any:
-            Failing.calls += 1
-            if Failing.calls > 20:  # after the load-time batching check
+            if Failing.failing:
                 raise RuntimeError("onnx exploded")
             return real.run(names, feeds)
 
-    vad = SharedVAD(Failing())
+    vad = SharedVAD(Failing(), runtime="onnx")
+    Failing.failing = True  # after the load-time checks
     stream = vad.stream()
     for frame in frames(silence(0.5)):
         stream.push_frame(frame)
@@ -101,6 +102,34 @@ async def test_a_model_failure_reaches_the_consumer() -> None:
         async for _ in stream:
             pass
     await stream.aclose()
+
+
+async def test_a_native_model_failure_reaches_the_consumer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    vad = SharedVAD.load(runtime="native")
+
+    def explode(*_: Any, **__: Any) -> Any:
+        raise RuntimeError("native exploded")
+
+    monkeypatch.setattr(NativeModel, "run", explode)
+    stream = vad.stream()
+    for frame in frames(silence(0.5)):
+        stream.push_frame(frame)
+    with pytest.raises(RuntimeError, match="native exploded"):
+        async for _ in stream:
+            pass
+    await stream.aclose()
+
+
+def test_native_runtime_is_refused_where_it_would_answer_differently() -> None:
+    """Another model file (here: the bundled one at 8 kHz) stays on ONNX."""
+    assert SharedVAD.load(sample_rate=8000).runtime == "onnx"
+    assert SharedVAD.load().runtime == "native"
+    with pytest.raises(ValueError, match="runtime='native'"):
+        SharedVAD.load(sample_rate=8000, runtime="native")
+    with pytest.raises(ValueError, match="'auto', 'native' or 'onnx'"):
+        SharedVAD.load(runtime="gpu")  # type: ignore[arg-type]
 
 
 def test_bad_options_are_refused_with_a_hint() -> None:

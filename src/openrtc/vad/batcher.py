@@ -2,9 +2,9 @@
 
 Streams cut their audio into windows as it is pushed and mark themselves ready. Every
 `interval` seconds (while any window is due) the batcher takes the first due window of
-each ready stream, runs them all through one Silero call on its own thread (the loop
-keeps serving calls meanwhile; onnxruntime releases the GIL), and hands each stream its
-probability. A stream with more than one window due gets further rounds in the same
+each ready stream, runs them all through the model in one hop to its own thread (the
+loop keeps serving calls meanwhile; both Silero runtimes release the GIL), and hands each
+stream its probability. A stream with more than one window due gets further rounds in the same
 tick, so nothing falls behind while the CPU keeps up.
 """
 
@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from .framing import Window
-from .model import I16, BatchModel
+from .model import I16, WindowModel
 
 if TYPE_CHECKING:
     from .stream import BatchedVADStream
@@ -35,7 +35,7 @@ THREAD_NAME = "openrtc-vad"
 class VADBatcher:
     """Serves every `BatchedVADStream` of one event loop; its task runs while any is open."""
 
-    def __init__(self, model: BatchModel, *, interval: float) -> None:
+    def __init__(self, model: WindowModel, *, interval: float) -> None:
         self.model = model
         self.interval = interval
         self._streams: set[BatchedVADStream] = set()
@@ -142,9 +142,8 @@ class VADBatcher:
                 stream.slot = self.model.allocate()
             window = stream.pending.popleft()
             assert isinstance(window, Window)
-            batch.add(
-                stream, stream.slot, window, by_owner.setdefault(id(stream.owner), []), self.model
-            )
+            siblings = by_owner.setdefault(id(stream.owner), []) if self.model.folds_twins else []
+            batch.add(stream, stream.slot, window, siblings, self.model)
         return batch
 
     async def _decide(self, loop: asyncio.AbstractEventLoop, executor: ThreadPoolExecutor) -> None:
@@ -212,7 +211,7 @@ class _Round:
         slot: int,
         window: Window,
         siblings: list[int],
-        model: BatchModel,
+        model: WindowModel,
     ) -> None:
         """siblings: rows already in this round from streams of the same VAD view."""
         for row in siblings:

@@ -9,7 +9,7 @@ runs, and writes the new rows back, so streams never see each other's state.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -22,8 +22,41 @@ F32 = npt.NDArray[np.float32]
 I16 = npt.NDArray[np.int16]
 
 
+class WindowModel(Protocol):
+    """What the batcher needs of a model: per-stream slots, and one call for many windows."""
+
+    sample_rate: int
+    window: int
+    folds_twins: bool
+    """Whether `same_state` can ever be true (streams in step share one row)."""
+
+    @property
+    def capacity(self) -> int: ...
+
+    def allocate(self) -> int: ...
+
+    def release(self, slot: int) -> None: ...
+
+    def reset(self, slot: int) -> None: ...
+
+    def begin(self) -> None: ...
+
+    def end(self) -> None: ...
+
+    def same_state(self, a: int, b: int) -> bool: ...
+
+    def run(
+        self,
+        slots: Sequence[int],
+        windows: Sequence[I16],
+        twins: Sequence[tuple[int, int]] = (),
+    ) -> F32: ...
+
+
 class BatchModel:
     """The Silero ONNX session plus per-slot recurrent state and audio context."""
+
+    folds_twins = True
 
     def __init__(self, session: Any, sample_rate: int = 16000, capacity: int = 64) -> None:
         if sample_rate not in WINDOWS:

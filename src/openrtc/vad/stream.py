@@ -24,14 +24,14 @@ from livekit.agents.vad import VAD, VADEvent, VADEventType, VADStream
 
 from .detector import SpeechDetector
 from .framing import FLUSH, Flush, Framer, Window
-from .model import BatchModel
+from .model import WindowModel
 from .options import VADOptions
 
 
 class StreamHost(Protocol):
     """What a stream needs of the batcher that serves it (a `VADBatcher`)."""
 
-    model: BatchModel
+    model: WindowModel
     frames_pushed: int
 
     def register(self, stream: BatchedVADStream) -> None: ...

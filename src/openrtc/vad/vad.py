@@ -1,8 +1,10 @@
 """`SharedVAD`: a drop-in `livekit.agents.vad.VAD` whose streams share one batched model.
 
 Pass it where a Silero VAD goes (`AgentSession(vad=...)`). Every stream it opens on an
-event loop is served by that loop's one `VADBatcher`, which runs all due windows through a
-single Silero ONNX call per tick. `for_session()` gives each call its own view of the same
+event loop is served by that loop's one `VADBatcher`, which runs all due windows in one
+hop to its model thread per tick: through livekit's native Silero when that answers like
+the loaded model (the bundled one at 16 kHz; about a third of the CPU), else through one
+batched ONNX call. `for_session()` gives each call its own view of the same
 engine, so a session hears only its own streams' VAD metrics (sessions subscribe to their
 VAD's "metrics_collected"; with one VAD object for all, every session would get every
 stream's metrics).
@@ -15,20 +17,24 @@ import dataclasses
 import threading
 import weakref
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from livekit.agents.types import NOT_GIVEN, NotGivenOr
 from livekit.agents.vad import VAD, VADCapabilities
 
 from .. import _lk
 from .batcher import VADBatcher
-from .model import BatchModel, check_batching
+from .model import BatchModel, WindowModel, check_batching
+from .native import NativeModel, answers_like, available
 from .options import VADOptions
 from .stream import BatchedVADStream
 
 DEFAULT_BATCH_INTERVAL = 0.032
 """Seconds between batches while windows are due: the most a window waits for its batch."""
 UPDATE_INTERVAL = 0.032
+Runtime = Literal["auto", "native", "onnx"]
+"""Where windows run: livekit's native Silero, the ONNX session, or native when it
+answers like the session's model (the default)."""
 
 
 _engines: weakref.WeakSet[_Engine] = weakref.WeakSet()
@@ -43,17 +49,32 @@ def batchers_of(loop: asyncio.AbstractEventLoop) -> list[VADBatcher]:
 
 
 class _Engine:
-    """The ONNX session and one batcher per event loop that uses it."""
+    """The loaded model and one batcher per event loop that uses it."""
 
-    def __init__(self, session: Any, sample_rate: int, interval: float) -> None:
+    def __init__(
+        self, session: Any, sample_rate: int, interval: float, runtime: Runtime = "auto"
+    ) -> None:
         if not interval > 0:
             raise ValueError(
                 f"batch_interval must be a positive number of seconds, got {interval}."
             )
+        if runtime not in ("auto", "native", "onnx"):
+            raise ValueError(f"runtime is 'auto', 'native' or 'onnx', not {runtime!r}.")
         self.session = session
         self.sample_rate = sample_rate
         self.interval = interval
         check_batching(BatchModel(session, sample_rate, capacity=8))
+        self.native = runtime != "onnx" and (
+            sample_rate == NativeModel.SAMPLE_RATE
+            and available()
+            and answers_like(BatchModel(session, sample_rate, capacity=2), NativeModel())
+        )
+        """Whether streams run on livekit's native Silero instead of the ONNX session."""
+        if runtime == "native" and not self.native:
+            raise ValueError(
+                "runtime='native' needs livekit-local-inference, 16 kHz and the bundled "
+                "Silero model; this model answers differently. Use runtime='auto'."
+            )
         self._lock = threading.Lock()
         self._batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, VADBatcher] = (
             weakref.WeakKeyDictionary()
@@ -69,7 +90,9 @@ class _Engine:
         with self._lock:
             batcher = self._batchers.get(loop)
             if batcher is None:
-                model = BatchModel(self.session, self.sample_rate)
+                model: WindowModel = (
+                    NativeModel() if self.native else BatchModel(self.session, self.sample_rate)
+                )
                 batcher = self._batchers[loop] = VADBatcher(model, interval=self.interval)
             return batcher
 
@@ -83,11 +106,14 @@ class SharedVAD(VAD):
         *,
         options: VADOptions | None = None,
         batch_interval: float = DEFAULT_BATCH_INTERVAL,
+        runtime: Runtime = "auto",
         _engine: _Engine | None = None,
     ) -> None:
         super().__init__(capabilities=VADCapabilities(update_interval=UPDATE_INTERVAL))
         self.options = options if options is not None else VADOptions()
-        self._engine = _engine or _Engine(session, self.options.sample_rate, batch_interval)
+        self._engine = _engine or _Engine(
+            session, self.options.sample_rate, batch_interval, runtime
+        )
         self._streams: weakref.WeakSet[BatchedVADStream] = weakref.WeakSet()
 
     @classmethod
@@ -104,6 +130,7 @@ class SharedVAD(VAD):
         force_cpu: bool = True,
         onnx_file_path: Path | str | None = None,
         batch_interval: float = DEFAULT_BATCH_INTERVAL,
+        runtime: Runtime = "auto",
     ) -> SharedVAD:
         """Load the Silero model bundled with livekit-plugins-silero (options as stock)."""
         from livekit.plugins.silero import onnx_model
@@ -118,10 +145,16 @@ class SharedVAD(VAD):
             sample_rate=sample_rate,
         )
         session = onnx_model.new_inference_session(force_cpu, onnx_file_path=onnx_file_path)
-        return cls(session, options=options, batch_interval=batch_interval)
+        return cls(session, options=options, batch_interval=batch_interval, runtime=runtime)
 
     @classmethod
-    def from_silero(cls, vad: Any, *, batch_interval: float = DEFAULT_BATCH_INTERVAL) -> SharedVAD:
+    def from_silero(
+        cls,
+        vad: Any,
+        *,
+        batch_interval: float = DEFAULT_BATCH_INTERVAL,
+        runtime: Runtime = "auto",
+    ) -> SharedVAD:
         """Batch over an already loaded `silero.VAD`: its ONNX session and options, no reload."""
         found = _lk.silero_model(vad)
         if found is None:
@@ -131,7 +164,7 @@ class SharedVAD(VAD):
             )
         session, fields = found
         options = VADOptions(**fields)
-        return cls(session, options=options, batch_interval=batch_interval)
+        return cls(session, options=options, batch_interval=batch_interval, runtime=runtime)
 
     def for_session(self) -> SharedVAD:
         """A view for one call: the same batched model, its own options and listeners."""
@@ -143,11 +176,16 @@ class SharedVAD(VAD):
 
     @property
     def provider(self) -> str:
-        return "ONNX"
+        return "livekit-local-inference" if self._engine.native else "ONNX"
 
     @property
     def min_silence_duration(self) -> float:
         return self.options.min_silence_duration
+
+    @property
+    def runtime(self) -> Literal["native", "onnx"]:
+        """Where this VAD's windows run."""
+        return "native" if self._engine.native else "onnx"
 
     @property
     def batch_interval(self) -> float:
