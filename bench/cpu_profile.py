@@ -21,7 +21,7 @@ from pathlib import Path
 from cpu_measure import QUIET_CORES, SCRATCH, RunResult, describe, run_calls, wait_for_quiet
 
 BUCKETS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("VAD model (ONNX Session.run)", ("onnx_model.py", "Session.run")),
+    ("VAD model (native Silero or ONNX)", ("NativeModel.run", "onnx_model.py", "Session.run")),
     ("end-of-turn model", ("livekit/local_inference", "inference/eot", "openrtc/turn/")),
     (
         "VAD Python (framing, decisions, batching)",
