@@ -31,6 +31,7 @@ ISOLATIONS: tuple[Isolation, ...] = get_args(Isolation)
 UnknownTenant = Literal["refuse", "defaults"]
 AuditDurability = Literal["batch", "os"]
 EventLoop = Literal["asyncio", "uvloop"]
+VADRuntime = Literal["auto", "native", "onnx"]
 AUDIO_INPUT_RATES = (8000, 16000, 24000, 32000, 44100, 48000)
 DEFAULT_VERSION = "unversioned"
 
@@ -537,6 +538,13 @@ class Runtime:
         "Default: on with --isolation coroutine, off otherwise.",
         flag="--shared-vad/--no-shared-vad",
     )
+    vad_runtime: VADRuntime = setting(
+        "auto",
+        "OPENRTC_VAD_RUNTIME",
+        "Where the shared VAD runs Silero: auto (livekit's native runtime, about a third "
+        "of the CPU, wherever it answers like the loaded model; else ONNX), native, or "
+        "onnx (one batched ONNX call per tick, the model file's own runtime).",
+    )
     shared_turn_detector: bool = setting(
         True,
         "OPENRTC_SHARED_TURN_DETECTOR",
@@ -588,6 +596,7 @@ class Runtime:
     def __post_init__(self) -> None:
         _check_choice(Runtime, "isolation", self.isolation, ISOLATIONS)
         _check_choice(Runtime, "event_loop", self.event_loop, get_args(EventLoop))
+        _check_choice(Runtime, "vad_runtime", self.vad_runtime, get_args(VADRuntime))
         rate = self.audio_input_rate
         if isinstance(rate, str) and rate.strip().isdigit():
             rate = int(rate)

@@ -80,11 +80,12 @@ def test_a_flag_wins_over_its_variable() -> None:
     assert seen[0].drain.timeout == 7.0
 
 
-def test_a_bad_choice_is_a_usage_error_naming_the_flag() -> None:
+@pytest.mark.parametrize("flag", ["--unknown-tenant", "--vad-runtime"])
+def test_a_bad_choice_is_a_usage_error_naming_the_flag(flag: str) -> None:
     cli, seen = _capture()
-    result = CliRunner().invoke(cli, ["bob", "--unknown-tenant", "maybe"], env={"COLUMNS": "300"})
+    result = CliRunner().invoke(cli, ["bob", flag, "maybe"], env={"COLUMNS": "300"})
     assert result.exit_code == 2 and not seen
-    assert "'--unknown-tenant'" in result.output and "'maybe' is not one of" in result.output
+    assert f"'{flag}'" in result.output and "'maybe' is not one of" in result.output
     assert "Traceback" not in result.output
 
 
@@ -96,6 +97,7 @@ def test_a_bad_choice_is_a_usage_error_naming_the_flag() -> None:
         ({"OPENRTC_HTTP_PORT": "99999"}, "--http-port"),
         ({"OPENRTC_SHARED_VAD": "maybe"}, "OPENRTC_SHARED_VAD"),
         ({"OPENRTC_ISOLATION": "fork"}, "OPENRTC_ISOLATION"),
+        ({"OPENRTC_VAD_RUNTIME": "gpu"}, "OPENRTC_VAD_RUNTIME"),
         ({"OPENRTC_MANIFEST_POLL_INTERVAL": "0.01"}, "at least 0.05"),
     ],
 )

@@ -99,8 +99,9 @@ class _VADKinds:
         return None
 
 
+@pytest.mark.parametrize(("setting", "runs_on"), [("auto", "native"), ("onnx", "onnx")])
 async def test_audio_calls_complete_with_speech_heard_by_the_shared_vad(
-    devserver: DispatchServer,
+    devserver: DispatchServer, setting: Any, runs_on: str
 ) -> None:
     kinds = _VADKinds()
     pool = AgentPool(
@@ -109,12 +110,13 @@ async def test_audio_calls_complete_with_speech_heard_by_the_shared_vad(
         default_llm=FakeLLM(),
         default_tts=FakeTTS(seconds_per_char=0.01),
         observers=[kinds],
+        config=PoolConfig.from_env(runtime=Runtime(vad_runtime=setting)),
     )
     assert pool.config.runtime.uses_shared_vad
     turns = ["I would like to book a table", "thank you, goodbye"]
     script = {"turns": turns, "mode": "audio", "pause_s": 0.1}
     async with running(pool, devserver):
-        batcher = models.shared_vad().batcher()
+        batcher = models.shared_vad(setting).batcher()
         before = batcher.stats()
         jobs = [
             await devserver.dispatch(metadata={"agent": name}, simulated_call=script)
@@ -131,6 +133,7 @@ async def test_audio_calls_complete_with_speech_heard_by_the_shared_vad(
         assert transcript.speech_detected >= len(turns), "the VAD heard every turn"
         assert transcript.replies[1].endswith("you said: thank you, goodbye")
     assert len(kinds.vads) == 3 and all(isinstance(v, SharedVAD) for v in kinds.vads)
+    assert {v.runtime for v in kinds.vads} == {runs_on}
     assert len({id(v) for v in kinds.vads}) == 3, "one view per session"
     windows = after["inferences"] - before["inferences"]
     assert windows > 3 * 2 * 50, "every call's audio went through the shared batcher"

@@ -2,9 +2,10 @@
 
 Streams cut their audio into windows as it is pushed and mark themselves ready. Every
 `interval` seconds (while any window is due) the batcher takes the first due window of
-each ready stream, runs them all through the model in one hop to its own thread (the
-loop keeps serving calls meanwhile; both Silero runtimes release the GIL), and hands each
-stream its probability. A stream with more than one window due gets further rounds in the same
+each ready stream, runs them all through the model, and hands each stream its
+probability. The batched ONNX call runs on the batcher's own thread (the loop keeps
+serving calls meanwhile); livekit's native Silero, a few microseconds a window, runs on
+the loop itself. A stream with more than one window due gets further rounds in the same
 tick, so nothing falls behind while the CPU keeps up.
 """
 
@@ -153,24 +154,9 @@ class VADBatcher:
             batch = self._round(streams)
             if not batch.entries:
                 return
-            self.model.begin()
-            self._in_flight_since = min(window.ready_at for _, window, _ in batch.entries)
-            future = loop.run_in_executor(
-                executor, self.model.run, batch.slots, batch.windows, batch.twins
-            )
-            try:
-                rows = (await future).tolist()
-            except Exception as e:
-                logger.exception("the VAD model failed on a batch of %d windows", len(batch.slots))
-                for stream, _, _ in batch.entries:
-                    stream.fail(e)
+            rows = await self._run_model(loop, executor, batch)
+            if rows is None:
                 return
-            finally:
-                self._in_flight_since = None
-                if future.done():
-                    self.model.end()
-                else:  # cancelled while the thread still runs: free slots once it is done
-                    future.add_done_callback(lambda _: self.model.end())
             now = time.perf_counter()
             self.batches += 1
             self.inferences += len(batch.entries)
@@ -189,6 +175,40 @@ class VADBatcher:
                 if not stream.closed:
                     stream.decided(rows[row], window, now)
             streams = [s for s, _, _ in batch.entries if s.pending and not s.closed]
+
+
+    async def _run_model(
+        self, loop: asyncio.AbstractEventLoop, executor: ThreadPoolExecutor, batch: _Round
+    ) -> list[float] | None:
+        """The batch's probabilities, or None after failing its streams.
+
+        A model that answers in microseconds per window (`inline`) runs right here on the
+        loop: handing it to the thread would cost a GIL hand-over per window, and a busy
+        loop holds the GIL for up to its 5 ms switch interval each time.
+        """
+        self.model.begin()
+        self._in_flight_since = min(window.ready_at for _, window, _ in batch.entries)
+        future: asyncio.Future[Any] | None = None
+        try:
+            if self.model.inline:
+                out = self.model.run(batch.slots, batch.windows, batch.twins)
+            else:
+                future = loop.run_in_executor(
+                    executor, self.model.run, batch.slots, batch.windows, batch.twins
+                )
+                out = await future
+            return list(out.tolist())
+        except Exception as e:
+            logger.exception("the VAD model failed on a batch of %d windows", len(batch.slots))
+            for stream, _, _ in batch.entries:
+                stream.fail(e)
+            return None
+        finally:
+            self._in_flight_since = None
+            if future is None or future.done():
+                self.model.end()
+            else:  # cancelled while the thread still runs: free slots once it is done
+                future.add_done_callback(lambda _: self.model.end())
 
 
 class _Round:

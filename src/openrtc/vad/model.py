@@ -29,6 +29,8 @@ class WindowModel(Protocol):
     window: int
     folds_twins: bool
     """Whether `same_state` can ever be true (streams in step share one row)."""
+    inline: bool
+    """Whether `run` is cheap enough to call on the event loop instead of a thread."""
 
     @property
     def capacity(self) -> int: ...
@@ -57,6 +59,7 @@ class BatchModel:
     """The Silero ONNX session plus per-slot recurrent state and audio context."""
 
     folds_twins = True
+    inline = False
 
     def __init__(self, session: Any, sample_rate: int = 16000, capacity: int = 64) -> None:
         if sample_rate not in WINDOWS:

@@ -75,12 +75,14 @@ def _build_session(pool: AgentPool, spec: Any, info: SessionInfo) -> AgentSessio
             opts[slot] = _lk.per_call_provider(opts[slot])
     if pool.config.runtime.prewarm_models:
         models = shared_models()
+        runtime = pool.config.runtime
         if "vad" not in opts:
             # one batched VAD for every call on this loop; a view each for its own metrics
             opts["vad"] = (
-                shared_vad().for_session() if pool.config.runtime.uses_shared_vad else models.vad
+                shared_vad(runtime.vad_runtime).for_session()
+                if runtime.uses_shared_vad
+                else models.vad
             )
-        runtime = pool.config.runtime
         detector = shared_turn_detector() if runtime.shared_turn_detector else models.turn_detector
         _share_turn_detector(opts, detector)
     if "vad" in opts:

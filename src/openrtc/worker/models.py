@@ -13,6 +13,8 @@ from livekit.agents import inference
 from livekit.local_inference import init_eot
 from livekit.plugins import silero  # plugins must be imported on the main thread
 
+from ..config import VADRuntime
+
 logger = logging.getLogger("openrtc.models")
 
 
@@ -52,23 +54,23 @@ def shared_models() -> SharedModels:
         return _loaded
 
 
-_shared_vad: Any = None
+_shared_vads: dict[VADRuntime, Any] = {}
 
 
-def shared_vad() -> Any:
+def shared_vad(runtime: VADRuntime = "auto") -> Any:
     """The process-wide batched VAD (`openrtc.vad.SharedVAD`) over the loaded Silero model.
 
-    It reuses the Silero ONNX session `shared_models()` loaded, so it costs no extra load.
+    It reuses the Silero model `shared_models()` loaded, so it costs no extra load.
     Give each session `shared_vad().for_session()`: the same batcher, its own metrics.
+    `runtime` is `Runtime.vad_runtime`; one shared VAD per runtime asked for.
     """
-    global _shared_vad
     from ..vad import SharedVAD
 
     loaded = shared_models()
     with _lock:
-        if _shared_vad is None:
-            _shared_vad = SharedVAD.from_silero(loaded.vad)
-        return _shared_vad
+        if runtime not in _shared_vads:
+            _shared_vads[runtime] = SharedVAD.from_silero(loaded.vad, runtime=runtime)
+        return _shared_vads[runtime]
 
 
 _shared_turn_detector: Any = None
@@ -96,8 +98,8 @@ def forget_loaded_models() -> None:
     For tests that count real loads; a worker never calls it. Sessions already holding
     the old objects keep them.
     """
-    global _loaded, _shared_vad, _shared_turn_detector
+    global _loaded, _shared_turn_detector
     with _lock:
         _loaded = None
-        _shared_vad = None
+        _shared_vads.clear()
         _shared_turn_detector = None
