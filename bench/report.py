@@ -911,9 +911,15 @@ HARNESS_KEYS = ("window_s", "settle_s", "pace_s", "lone_turns", "workload")
 
 
 def harness_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
-    """The measurement settings two density runs differ in ("key: a vs b"), if any."""
+    """What two density runs differ in besides the loop ("key: a vs b"), if anything: their
+    measurement settings, or the code they ran (its commit and the files changed since)."""
     ca, cb = a.get("config") or {}, b.get("config") or {}
-    return [f"{k}: {ca.get(k)} vs {cb.get(k)}" for k in HARNESS_KEYS if ca.get(k) != cb.get(k)]
+    out = [f"{k}: {ca.get(k)} vs {cb.get(k)}" for k in HARNESS_KEYS if ca.get(k) != cb.get(k)]
+    code_a = ((a.get("machine") or {}).get("openrtc")) or {}
+    code_b = ((b.get("machine") or {}).get("openrtc")) or {}
+    if code_a != code_b:
+        out.append(f"openrtc: {code_a.get('commit')} vs {code_b.get('commit')}")
+    return out
 
 
 def uvloop_verdict(asyncio_run: dict[str, Any], uvloop_run: dict[str, Any]) -> Verdict:

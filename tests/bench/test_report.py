@@ -601,3 +601,16 @@ def test_uvloop_is_not_compared_with_a_run_measured_differently() -> None:
     assert "lone_turns: 40 vs None" in verdict.detail
     same = {**_loop_run(100, 1.60), "config": {"lone_turns": 40, "window_s": 20.0}}
     assert report.uvloop_verdict(base, same).met is True
+
+
+def test_uvloop_is_not_compared_with_a_run_of_other_code() -> None:
+    """Two grids of different commits differ in more than the loop."""
+    config = {"lone_turns": 40, "window_s": 20.0}
+    base = {**_loop_run(75, 1.70), "config": config, "machine": {"openrtc": {"commit": "a1"}}}
+    other = {**_loop_run(100, 1.60), "config": config, "machine": {"openrtc": {"commit": "b2"}}}
+    verdict = report.uvloop_verdict(base, other)
+    assert verdict.met is None and "openrtc: a1 vs b2" in verdict.detail
+    dirty = {"openrtc": {"commit": "a1", "src_files_changed_since_commit": ["src/x.py"]}}
+    assert report.uvloop_verdict(base, {**other, "machine": dirty}).met is None
+    same = {**other, "machine": {"openrtc": {"commit": "a1"}}}
+    assert report.uvloop_verdict(base, same).met is True

@@ -122,6 +122,39 @@ async def test_a_native_model_failure_reaches_the_consumer(
     await stream.aclose()
 
 
+class _Fatal(BaseException):
+    """Not an Exception: what `except Exception` in a model loop would let through."""
+
+
+async def test_an_error_that_is_not_an_exception_fails_the_streams_and_the_next_is_served(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    vad = SharedVAD.load(runtime="native")
+    real = NativeModel.run
+    calls = {"n": 0}
+
+    def fatal_once(self: NativeModel, *args: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise _Fatal("native died")
+        return real(self, *args)
+
+    monkeypatch.setattr(NativeModel, "run", fatal_once)
+    stream = vad.stream()
+    for frame in frames(silence(0.5)):
+        stream.push_frame(frame)
+    with pytest.raises(_Fatal):
+        async for _ in stream:
+            pass
+    await stream.aclose()
+    after = vad.stream()  # a new stream restarts the batcher
+    for frame in frames(silence(0.3)):
+        after.push_frame(frame)
+    after.end_input()
+    events = [ev async for ev in after]
+    assert sum(ev.type is VADEventType.INFERENCE_DONE for ev in events) == 9
+
+
 def test_native_runtime_is_refused_where_it_would_answer_differently() -> None:
     """Another model file (here: the bundled one at 8 kHz) stays on ONNX."""
     assert SharedVAD.load(sample_rate=8000).runtime == "onnx"

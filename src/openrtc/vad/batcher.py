@@ -176,7 +176,6 @@ class VADBatcher:
                     stream.decided(rows[row], window, now)
             streams = [s for s, _, _ in batch.entries if s.pending and not s.closed]
 
-
     async def _run_model(
         self, loop: asyncio.AbstractEventLoop, executor: ThreadPoolExecutor, batch: _Round
     ) -> list[float] | None:
@@ -198,10 +197,14 @@ class VADBatcher:
                 )
                 out = await future
             return list(out.tolist())
-        except Exception as e:
+        except asyncio.CancelledError:
+            raise
+        except BaseException as e:
             logger.exception("the VAD model failed on a batch of %d windows", len(batch.slots))
             for stream, _, _ in batch.entries:
                 stream.fail(e)
+            if not isinstance(e, Exception):
+                raise  # the batcher task ends; the next stream registered starts another
             return None
         finally:
             self._in_flight_since = None
