@@ -6,8 +6,15 @@ from typing import Any
 
 import pytest
 from livekit.plugins import silero
+from livekit.plugins.silero import onnx_model
 
 from openrtc.vad import SharedVAD
+
+
+@pytest.fixture(scope="module")
+def session() -> Any:
+    """The bundled Silero model's ONNX session."""
+    return onnx_model.new_inference_session(True)
 
 
 @pytest.fixture(scope="module")

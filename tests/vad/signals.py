@@ -16,6 +16,21 @@ WINDOW = 512
 """Samples per Silero window at 16 kHz: "one frame" of VAD decisions."""
 
 
+def cut_windows(samples: np.ndarray) -> list[np.ndarray]:
+    """Consecutive whole model windows of `samples` (a partial tail is dropped)."""
+    return [samples[i : i + WINDOW] for i in range(0, len(samples) - WINDOW + 1, WINDOW)]
+
+
+def three_streams(windows: int = 18) -> list[list[np.ndarray]]:
+    """Speech after silence, speech then silence, and noise: each as its first windows."""
+    sources = [
+        np.concatenate([silence(0.2), clip(0)]),
+        np.concatenate([clip(1)[:8000], silence(0.3)]),
+        noise(0.6, seed=11),
+    ]
+    return [cut_windows(s)[:windows] for s in sources]
+
+
 def silence(seconds: float, rate: int = RATE) -> np.ndarray:
     return np.zeros(int(seconds * rate), dtype=np.int16)
 

@@ -6,20 +6,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from livekit.plugins.silero import onnx_model
 
 from openrtc.vad.model import BatchModel, check_batching
 
-from .signals import WINDOW, clip, noise, silence
-
-
-@pytest.fixture(scope="module")
-def session() -> Any:
-    return onnx_model.new_inference_session(True)
-
-
-def _windows(samples: np.ndarray) -> list[np.ndarray]:
-    return [samples[i : i + WINDOW] for i in range(0, len(samples) - WINDOW + 1, WINDOW)]
+from .signals import WINDOW, clip, noise, three_streams
 
 
 def test_the_onnx_model_takes_a_batch_dimension(session: Any) -> None:
@@ -33,12 +23,7 @@ def test_the_onnx_model_takes_a_batch_dimension(session: Any) -> None:
 
 
 def test_interleaved_batches_equal_each_stream_run_alone(session: Any) -> None:
-    sources = [
-        np.concatenate([silence(0.2), clip(0)]),
-        np.concatenate([clip(1)[:8000], silence(0.3)]),
-        noise(0.6, seed=11),
-    ]
-    streams = [_windows(s)[:18] for s in sources]
+    streams = three_streams()
     alone = BatchModel(session)
     expected = []
     for windows in streams:

@@ -6,30 +6,15 @@ from typing import Any
 
 import numpy as np
 import pytest
-from livekit.plugins.silero import onnx_model
 
 from openrtc.vad.model import BatchModel
 from openrtc.vad.native import NativeModel, answers_like
 
-from .signals import WINDOW, clip, noise, silence
-
-
-@pytest.fixture(scope="module")
-def session() -> Any:
-    return onnx_model.new_inference_session(True)
-
-
-def _windows(samples: np.ndarray) -> list[np.ndarray]:
-    return [samples[i : i + WINDOW] for i in range(0, len(samples) - WINDOW + 1, WINDOW)]
+from .signals import WINDOW, clip, cut_windows, three_streams
 
 
 def test_interleaved_slots_answer_as_the_onnx_model_does(session: Any) -> None:
-    sources = [
-        np.concatenate([silence(0.2), clip(0)]),
-        np.concatenate([clip(1)[:8000], silence(0.3)]),
-        noise(0.6, seed=11),
-    ]
-    streams = [_windows(s)[:18] for s in sources]
+    streams = three_streams()
     onnx, native = BatchModel(session), NativeModel()
     onnx_slots = [onnx.allocate() for _ in streams]
     native_slots = [native.allocate() for _ in streams]
@@ -50,7 +35,7 @@ def test_interleaved_slots_answer_as_the_onnx_model_does(session: Any) -> None:
 def test_a_slot_comes_back_fresh_and_never_while_a_batch_runs() -> None:
     model = NativeModel()
     first = model.allocate()
-    speech = _windows(clip(0))[:12]
+    speech = cut_windows(clip(0))[:12]
     for window in speech:
         model.run([first], [window])
     model.begin()

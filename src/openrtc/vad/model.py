@@ -22,6 +22,33 @@ F32 = npt.NDArray[np.float32]
 I16 = npt.NDArray[np.int16]
 
 
+class SlotTable:
+    """Which stream slots are free. A slot released while a batch runs is held until the
+    batch ends, so that batch cannot write into a slot a new stream was given meanwhile."""
+
+    def __init__(self, free: list[int] | None = None) -> None:
+        self.free = free if free is not None else []
+        self._held: list[int] = []
+        self._in_flight = False
+
+    def take(self) -> int | None:
+        """A free slot, or None when there is none (never while a batch runs)."""
+        if self._in_flight:
+            raise RuntimeError("a VAD slot cannot be allocated while a batch is running.")
+        return self.free.pop() if self.free else None
+
+    def give(self, slot: int) -> None:
+        (self._held if self._in_flight else self.free).append(slot)
+
+    def begin(self) -> None:
+        self._in_flight = True
+
+    def end(self) -> None:
+        self._in_flight = False
+        self.free.extend(self._held)
+        self._held.clear()
+
+
 class WindowModel(Protocol):
     """What the batcher needs of a model: per-stream slots, and one call for many windows."""
 
@@ -70,9 +97,7 @@ class BatchModel:
         self._sr = np.array(sample_rate, dtype=np.int64)
         self._state = np.zeros((STATE_SHAPE[0], capacity, STATE_SHAPE[1]), dtype=np.float32)
         self._context = np.zeros((capacity, self.context_size), dtype=np.float32)
-        self._free = list(range(capacity - 1, -1, -1))
-        self._held: list[int] = []
-        self._in_flight = False
+        self._slots = SlotTable(list(range(capacity - 1, -1, -1)))
 
     @property
     def capacity(self) -> int:
@@ -80,20 +105,17 @@ class BatchModel:
 
     def allocate(self) -> int:
         """A fresh slot with zero state, for a new stream (never while a batch runs)."""
-        if self._in_flight:
-            raise RuntimeError("a VAD slot cannot be allocated while a batch is running.")
-        if not self._free:
+        slot = self._slots.take()
+        if slot is None:
             self._grow()
-        slot = self._free.pop()
+            slot = self._slots.take()
+            assert slot is not None
         self.reset(slot)
         return slot
 
     def release(self, slot: int) -> None:
         """Give a slot back; while a batch runs, it is held so that batch cannot clobber it."""
-        if self._in_flight:
-            self._held.append(slot)
-        else:
-            self._free.append(slot)
+        self._slots.give(slot)
 
     def reset(self, slot: int) -> None:
         self._state[:, slot, :] = 0.0
@@ -106,16 +128,14 @@ class BatchModel:
         state[:, :old, :] = self._state
         context[:old] = self._context
         self._state, self._context = state, context
-        self._free.extend(range(old * 2 - 1, old - 1, -1))
+        self._slots.free.extend(range(old * 2 - 1, old - 1, -1))
 
     def begin(self) -> None:
         """A batch is about to run off the loop: slots released meanwhile are held back."""
-        self._in_flight = True
+        self._slots.begin()
 
     def end(self) -> None:
-        self._in_flight = False
-        self._free.extend(self._held)
-        self._held.clear()
+        self._slots.end()
 
     def same_state(self, a: int, b: int) -> bool:
         """Whether two slots would answer the same window identically."""

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .model import F32, I16, BatchModel
+from .model import F32, I16, BatchModel, SlotTable
 
 SAMPLE_RATE = 16000
 TOLERANCE = 1e-3
@@ -50,44 +50,35 @@ class NativeModel:
             raise ValueError(f"the native Silero runs at {SAMPLE_RATE} Hz, not {sample_rate}.")
         self.sample_rate = sample_rate
         self.window: int = VAD_WINDOW_SAMPLES
-        self._slots: list[Any] = []
-        self._free: list[int] = []
-        self._held: list[int] = []
-        self._in_flight = False
+        self._models: list[Any] = []
+        self._slots = SlotTable()
 
     @property
     def capacity(self) -> int:
-        return len(self._slots)
+        return len(self._models)
 
     def allocate(self) -> int:
         """A slot with fresh state (never while a batch runs)."""
-        if self._in_flight:
-            raise RuntimeError("a VAD slot cannot be allocated while a batch is running.")
-        if not self._free:
+        slot = self._slots.take()
+        if slot is None:
             from livekit.local_inference import VAD
 
-            self._slots.append(VAD())
-            return len(self._slots) - 1
-        slot = self._free.pop()
+            self._models.append(VAD())
+            return len(self._models) - 1
         self.reset(slot)
         return slot
 
     def release(self, slot: int) -> None:
-        if self._in_flight:
-            self._held.append(slot)
-        else:
-            self._free.append(slot)
+        self._slots.give(slot)
 
     def reset(self, slot: int) -> None:
-        self._slots[slot].reset()
+        self._models[slot].reset()
 
     def begin(self) -> None:
-        self._in_flight = True
+        self._slots.begin()
 
     def end(self) -> None:
-        self._in_flight = False
-        self._free.extend(self._held)
-        self._held.clear()
+        self._slots.end()
 
     def same_state(self, a: int, b: int) -> bool:
         """Never known: native states cannot be read, so no two slots are folded."""
@@ -102,7 +93,7 @@ class NativeModel:
         """One probability per slot, each slot's state advanced."""
         if twins:
             raise ValueError("the native model folds no twins; same_state() is never true.")
-        models = self._slots
+        models = self._models
         return np.fromiter(
             (models[s].predict(w) for s, w in zip(slots, windows, strict=True)),
             dtype=np.float32,
