@@ -2,8 +2,9 @@
 
 `SharedVAD` is a drop-in `livekit.agents.vad.VAD` (pass it as `AgentSession(vad=...)`):
 the same events, fields and decisions as `livekit.plugins.silero.VAD`, but every stream on
-an event loop goes through one Silero call per tick instead of one call, one thread hop
-and a few task wake-ups per stream per 32 ms window.
+an event loop is decided in one pass per tick (livekit's native Silero on the loop, or one
+batched ONNX call on a thread) instead of one call, one thread hop and a few task
+wake-ups per stream per 32 ms window.
 """
 
 from .batcher import THREAD_NAME, VADBatcher
