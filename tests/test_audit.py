@@ -110,6 +110,7 @@ def test_raising_sink_never_fails_emit_and_is_counted(caplog: pytest.LogCaptureF
     assert [e.seq for e in log.recent(10)] == [1, 2]
 
 
+@pytest.mark.serial
 def test_a_hanging_sink_never_holds_up_emit() -> None:
     release = threading.Event()
     got: list[int] = []
@@ -547,6 +548,7 @@ def test_outsider_sized_values_are_capped_in_the_record(tmp_path: Path) -> None:
     assert verify_chain(path).ok
 
 
+@pytest.mark.serial
 def test_a_slow_output_never_slows_emit_and_gets_every_record_in_order(tmp_path: Path) -> None:
     batches: list[list[int]] = []
 

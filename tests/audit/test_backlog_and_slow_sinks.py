@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from aiohttp import web
 from livekit.agents import Agent
 
@@ -47,6 +48,7 @@ class HangingReceiver(Receiver):
         return await super().handle(request)
 
 
+@pytest.mark.serial
 async def test_a_hanging_collector_never_blocks_and_a_full_spool_refuses_calls(
     tmp_path: Path, devserver: DispatchServer
 ) -> None:

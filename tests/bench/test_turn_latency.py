@@ -11,7 +11,7 @@ from benchkit import Worker, hist_diff, hist_percentile, server_env
 from openrtc.devserver import DispatchServer
 from openrtc.simulation import CallScript
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.serial]
 
 
 async def test_a_real_call_records_one_plausible_latency_per_turn(tmp_path: Path) -> None:

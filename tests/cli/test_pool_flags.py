@@ -51,7 +51,11 @@ def test_flags_env_and_the_commands_own_options() -> None:
             "--isolation",
             "thread",
         ],
-        env={"OPENRTC_DEPLOYMENT_VERSION": "v9", "OPENRTC_MEMORY_LIMIT_MB": "512"},
+        env={
+            "OPENRTC_DEPLOYMENT_VERSION": "v9",
+            "OPENRTC_MEMORY_LIMIT_MB": "512",
+            "OPENRTC_HTTP_PORT": None,  # unset: the default applies
+        },
     )
     assert result.exit_code == 0, result.output
     assert result.output.strip() == "bob True"

@@ -130,6 +130,7 @@ def test_why_names_the_dominant_measure_and_readings_are_clamped() -> None:
     assert set(est.components) == set(COMPONENTS)
 
 
+@pytest.mark.serial
 def test_loop_busy_reads_the_calling_threads_cpu_not_the_wall_clock() -> None:
     busy = LoopBusy()
     time.sleep(0.2)
@@ -284,6 +285,7 @@ async def test_a_lagging_worker_reports_rising_load_goes_full_refuses_and_recove
     assert pool.runtime_snapshot().accepted_total == 2
 
 
+@pytest.mark.serial
 async def test_a_loop_busy_in_short_slices_fills_the_worker_though_it_barely_lags(
     devserver: DispatchServer,
 ) -> None:

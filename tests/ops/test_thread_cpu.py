@@ -14,6 +14,8 @@ from openrtc.ops.thread_cpu import PARTS, ThreadCPU
 from openrtc.turn import THREAD_NAME as TURN_THREAD
 from openrtc.vad import THREAD_NAME as VAD_THREAD
 
+pytestmark = pytest.mark.serial
+
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc")
 
 

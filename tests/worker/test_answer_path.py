@@ -200,6 +200,7 @@ async def test_a_burst_is_answered_exactly_while_the_audit_writer_is_stalled(
                 await devserver.end_call(job.id)
 
 
+@pytest.mark.serial
 async def test_the_worker_times_each_answer_from_when_its_burst_reached_the_read_loop(
     server_thread: ServerThread, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
