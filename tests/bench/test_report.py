@@ -497,6 +497,53 @@ def test_the_page_compares_the_loops_when_both_runs_exist(tmp_path: Path) -> Non
     assert "| coroutine | 25 | 1.70 | 1.40 |" in page
 
 
+def test_grids_of_different_code_give_way_to_a_pair_measured_back_to_back(
+    tmp_path: Path,
+) -> None:
+    def on(commit: str, kept: int, cpu25: float) -> dict[str, Any]:
+        run = _loop_run(kept, cpu25)
+        run["machine"] = {**MACHINE, "openrtc": {"commit": commit}}
+        return run
+
+    (tmp_path / "density.json").write_text(json.dumps(on("aaa", 50, 1.70)))
+    (tmp_path / "density-uvloop.json").write_text(json.dumps(on("bbb", 75, 1.40)))
+    page = report.render(report.load(tmp_path))
+    assert "NOT MEASURED" in page and "openrtc: aaa vs bbb" in page
+    (tmp_path / "ab-loop-asyncio.json").write_text(json.dumps(on("ccc", 50, 1.50)))
+    (tmp_path / "ab-loop-uvloop.json").write_text(json.dumps(on("ccc", 50, 1.48)))
+    page = report.render(report.load(tmp_path))
+    assert "ab-loop-uvloop.json against ab-loop-asyncio.json." in page
+    assert "**MISSED**: uvloop gains over asyncio" in page
+    assert "1.50% -> 1.48%" in page and "aaa vs bbb" not in page
+    # the full grids win again once they ran the same code
+    (tmp_path / "density-uvloop.json").write_text(json.dumps(on("aaa", 75, 1.40)))
+    page = report.render(report.load(tmp_path))
+    assert "density-uvloop.json against density.json." in page
+    assert "**MET**: uvloop gains over asyncio" in page
+
+
+def test_uvloop_must_beat_the_best_of_the_asyncio_repeats(tmp_path: Path) -> None:
+    def on(kept: int, cpu25: float) -> str:
+        run = _loop_run(kept, cpu25)
+        run["machine"] = {**MACHINE, "openrtc": {"commit": "ccc"}}
+        return json.dumps(run)
+
+    (tmp_path / "ab-loop-asyncio.json").write_text(on(25, 1.48))
+    (tmp_path / "ab-loop-uvloop.json").write_text(on(75, 1.42))
+    alone = report.render(report.load(tmp_path))
+    assert "**MET**: uvloop gains over asyncio" in alone, "one unlucky asyncio run"
+    (tmp_path / "ab-loop-asyncio-repeat.json").write_text(on(75, 1.46))
+    page = report.render(report.load(tmp_path))
+    assert "**MISSED**: uvloop gains over asyncio" in page
+    assert "kept up 75 -> 75, CPU/call at N=25 1.46% -> 1.42%" in page
+    assert "against ab-loop-asyncio.json and ab-loop-asyncio-repeat.json (the table" in page
+    # a repeat of other code is not a repeat
+    (tmp_path / "ab-loop-asyncio-repeat.json").write_text(
+        json.dumps({**json.loads(on(75, 1.46)), "machine": {**MACHINE, "openrtc": {"commit": "d"}}})
+    )
+    assert "NOT MEASURED" in report.render(report.load(tmp_path))
+
+
 def test_the_answer_target_is_judged_on_the_workers_own_time_with_the_round_trip_beside() -> None:
     timed = copy.deepcopy(ADMISSION)
     timed["summary"].update(
