@@ -4,7 +4,8 @@
 # With no arguments the tests run in two passes: every test file in parallel
 # (OPENRTC_TEST_JOBS processes, 4 by default; most tests wait on sockets and timers),
 # then the tests marked `serial` alone, since they read CPU clocks or real-time latency.
-# With arguments, pytest runs once with them, in one process.
+# Both passes always run; the script fails if either did. With arguments, pytest runs
+# once with them, in one process.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 .venv/bin/ruff check src tests $( [ -d bench ] && echo bench )
@@ -13,5 +14,7 @@ cd "$(dirname "$0")/.."
 if [ "$#" -gt 0 ]; then
   exec .venv/bin/python -m pytest "$@"
 fi
-.venv/bin/python -m pytest -n "${OPENRTC_TEST_JOBS:-4}" --dist loadfile -m "not serial"
-.venv/bin/python -m pytest -m serial
+status=0
+.venv/bin/python -m pytest -n "${OPENRTC_TEST_JOBS:-4}" --dist loadfile -m "not serial" || status=$?
+.venv/bin/python -m pytest -m serial || status=$?
+exit "$status"
