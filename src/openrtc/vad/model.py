@@ -8,7 +8,7 @@ runs, and writes the new rows back, so streams never see each other's state.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -26,26 +26,30 @@ class SlotTable:
     """Which stream slots are free. A slot released while a batch runs is held until the
     batch ends, so that batch cannot write into a slot a new stream was given meanwhile."""
 
-    def __init__(self, free: list[int] | None = None) -> None:
-        self.free = free if free is not None else []
+    def __init__(self) -> None:
+        self._free: list[int] = []
         self._held: list[int] = []
         self._in_flight = False
+
+    def add(self, slots: Iterable[int]) -> None:
+        """New slots, free from the start; taken last-added first."""
+        self._free.extend(slots)
 
     def take(self) -> int | None:
         """A free slot, or None when there is none (never while a batch runs)."""
         if self._in_flight:
             raise RuntimeError("a VAD slot cannot be allocated while a batch is running.")
-        return self.free.pop() if self.free else None
+        return self._free.pop() if self._free else None
 
     def give(self, slot: int) -> None:
-        (self._held if self._in_flight else self.free).append(slot)
+        (self._held if self._in_flight else self._free).append(slot)
 
     def begin(self) -> None:
         self._in_flight = True
 
     def end(self) -> None:
         self._in_flight = False
-        self.free.extend(self._held)
+        self._free.extend(self._held)
         self._held.clear()
 
 
@@ -97,7 +101,8 @@ class BatchModel:
         self._sr = np.array(sample_rate, dtype=np.int64)
         self._state = np.zeros((STATE_SHAPE[0], capacity, STATE_SHAPE[1]), dtype=np.float32)
         self._context = np.zeros((capacity, self.context_size), dtype=np.float32)
-        self._slots = SlotTable(list(range(capacity - 1, -1, -1)))
+        self._slots = SlotTable()
+        self._slots.add(range(capacity - 1, -1, -1))
 
     @property
     def capacity(self) -> int:
@@ -128,7 +133,7 @@ class BatchModel:
         state[:, :old, :] = self._state
         context[:old] = self._context
         self._state, self._context = state, context
-        self._slots.free.extend(range(old * 2 - 1, old - 1, -1))
+        self._slots.add(range(old * 2 - 1, old - 1, -1))
 
     def begin(self) -> None:
         """A batch is about to run off the loop: slots released meanwhile are held back."""
