@@ -7,12 +7,22 @@ from typing import Any
 from .admission import RejectReason
 from .errors import AgentLoadError, ConfigError, OpenRTCError, RegistrationError
 from .lifecycle import WorkerState
-from .pool import AgentPool
+from .pool import AgentPool, install_program
 from .registry import AgentSpec, agent_config
 from .sessions import Outcome, SessionInfo, SessionObserver, SessionOutcome
 from .snapshot import RuntimeSnapshot
 
 __version__ = "0.1.0"
+
+
+def _run_program(pool: AgentPool, argv: list[str] | None) -> None:
+    """`pool.run()`: the pool's own program, the `openrtc` commands for one pool."""
+    from .cli.pool_app import run_pool
+
+    run_pool(pool, argv)
+
+
+install_program(_run_program)
 
 _LAZY = {
     "AuditEvent": "openrtc.audit",

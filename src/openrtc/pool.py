@@ -61,6 +61,18 @@ _PRIVATE_METADATA = frozenset({SIMULATED_CALL_KEY, "tenant_sig"})
 
 SessionOptionHook = Callable[[AgentSpec, SessionInfo, dict[str, Any]], None]
 
+Program = Callable[["AgentPool", "list[str] | None"], None]
+"""What `AgentPool.run` hands the pool and its arguments to: the command line."""
+_program: Program | None = None
+
+
+def install_program(program: Program) -> None:
+    """Name the command line `AgentPool.run` runs. It sits above the pool in the layers,
+    so the pool never imports it: the `openrtc` package installs it when it is imported
+    (always before any pool exists)."""
+    global _program
+    _program = program
+
 
 @dataclass(frozen=True)
 class DrainRequest:
@@ -222,10 +234,12 @@ class AgentPool:
         settings are the base and flags given on the command line override them. Call it
         under `if __name__ == "__main__":` (job processes import the module again).
         """
-        import importlib
-
-        # the command line sits above the pool in the layers: it is looked up, not imported
-        importlib.import_module("openrtc.cli.pool_app").run_pool(self, argv)
+        if _program is None:
+            raise RuntimeError(
+                "no command line is installed for pool.run(); import the pool from the "
+                "`openrtc` package, which installs it"
+            )
+        _program(self, argv)
 
     # --- registration ---------------------------------------------------------------
     def add(
