@@ -14,7 +14,6 @@ import json
 import math
 import os
 import platform
-import signal
 import subprocess
 import sys
 import time
@@ -24,8 +23,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-import aiohttp
 import psutil
+
+from openrtc.deploy.rehearsal.workers import WorkerProcess, process_tree
 
 if TYPE_CHECKING:
     from openrtc.devserver import DispatchServer
@@ -197,13 +197,8 @@ class _Proc(Protocol):
     def cpu_times(self) -> Any: ...
 
 
-def tree(pid: int) -> list[psutil.Process]:
-    """The process and every descendant alive now."""
-    try:
-        root = psutil.Process(pid)
-        return [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return []
+tree = process_tree
+"""The process and every descendant alive now."""
 
 
 def sum_pss(procs: Iterable[_Proc]) -> tuple[int, int]:
@@ -233,14 +228,6 @@ def sum_cpu_seconds(procs: Iterable[_Proc]) -> float:
 # --- the worker under test ------------------------------------------------------------------
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def server_env(server: DispatchServer) -> dict[str, str]:
     """What a worker needs to register with `server`."""
     return {
@@ -250,84 +237,18 @@ def server_env(server: DispatchServer) -> dict[str, str]:
     }
 
 
-@dataclass
-class Worker:
-    """The one way a benchmark starts a worker: a real subprocess, measured from outside.
+@dataclass(kw_only=True)
+class Worker(WorkerProcess):
+    """The one way a benchmark starts a worker: `WorkerProcess` running the pinned copy of
+    src/ (`pin_source`), measured from outside (PSS and CPU of its whole process tree, the
+    lines it logged)."""
 
-    By default `python -m openrtc.cli.main start AGENTS --http-port PORT *args`; `command`
-    replaces everything before `args` for a worker that is not the CLI (the CPU tools run
-    one with probes inside). It runs the pinned copy of src/ (`pin_source`), writes stdout
-    and stderr to `log_path`, and is signalled, waited for and killed with its whole tree.
-    """
-
-    args: list[str]
-    env: dict[str, str]
-    log_path: Path
     name: str = "worker"
     agents: Path = AGENTS
-    command: list[str] | None = None
-    port: int = 0
-    proc: asyncio.subprocess.Process | None = None
-    worker_id: str = ""
-    started_at: float | None = None
-    sigterm_at: float | None = None
-    """Wall-clock time (time.time()) SIGTERM was sent, as the dispatch server's events use."""
-    exited_at: float | None = None
-    exit_code: int | None = None
 
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.returncode is None
-
-    def argv(self) -> list[str]:
-        if self.command is not None:
-            return [*self.command, *self.args]
-        return [
-            sys.executable,
-            "-m",
-            "openrtc.cli.main",
-            "start",
-            str(self.agents),
-            "--http-port",
-            str(self.port),
-            *self.args,
-        ]
-
-    async def start(self) -> None:
-        self.port = free_port()
-        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
-        src = str(_pinned or ROOT / "src")
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH", "")) if p)
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:
-            self.started_at = time.time()
-            self.proc = await asyncio.create_subprocess_exec(
-                *self.argv(), env=env, stdout=log, stderr=log, stdin=asyncio.subprocess.DEVNULL
-            )
-
-    async def get(self, path: str, timeout: float = 5.0) -> tuple[int, dict[str, Any]] | None:
-        url = f"http://127.0.0.1:{self.port}{path}"
-        try:
-            async with (
-                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as http,
-                http.get(url) as resp,
-            ):
-                return resp.status, dict(json.loads(await resp.text()))
-        except (aiohttp.ClientError, TimeoutError, ValueError):
-            return None
-
-    async def snapshot(self, timeout: float = 5.0) -> dict[str, Any] | None:
-        got = await self.get("/snapshot", timeout)
-        return got[1] if got is not None and got[0] == 200 else None
-
-    async def healthy(self) -> bool:
-        got = await self.get("/healthz", 5.0)
-        return got is not None and got[0] == 200
+    def __post_init__(self) -> None:
+        if self.python_path is None:
+            self.python_path = _pinned or ROOT / "src"
 
     async def wait_accepting(self, timeout: float = 90.0) -> dict[str, Any]:
         """Until /snapshot shows a worker id and the state `accepting`; returns it.
@@ -375,43 +296,6 @@ class Worker:
         except OSError:
             return []
         return data.decode(errors="replace").splitlines()
-
-    def terminate(self) -> None:
-        """SIGTERM, as a platform sends it to retire a worker; the time is recorded."""
-        if self.alive:
-            assert self.proc is not None
-            self.sigterm_at = time.time()
-            self.proc.send_signal(signal.SIGTERM)
-
-    async def wait_exit(self, timeout: float) -> int | None:
-        """The exit code once the worker exits, or None if it is still running at timeout."""
-        if self.proc is None:
-            return None
-        try:
-            code = await asyncio.wait_for(self.proc.wait(), timeout)
-        except TimeoutError:
-            return None
-        if self.exit_code is None:
-            self.exited_at, self.exit_code = time.time(), code
-        return code
-
-    async def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM, then kill whatever is left after `timeout` seconds."""
-        self.terminate()
-        if await self.wait_exit(timeout) is None:
-            await self.kill()
-
-    async def kill(self) -> None:
-        """Kill the worker and every process it started (the measurement is over)."""
-        if self.proc is None:
-            return
-        for p in reversed(tree(self.pid) if self.alive else []):
-            with contextlib.suppress(psutil.NoSuchProcess):
-                p.kill()
-        if self.alive:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.kill()
-        await self.proc.wait()
 
 
 # --- what a worker's /snapshot says, whether it is one process or a parent of several -------

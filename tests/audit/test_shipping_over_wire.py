@@ -117,7 +117,7 @@ async def test_a_sigkilled_worker_resends_its_spool_after_restart(
         **shipping_env(tmp_path, receiver),
         "OPENRTC_AUDIT_FLUSH_TIMEOUT": "20",
     }
-    first = WorkerProcess("first", "v1", AGENTS, tmp_path, env)
+    first = WorkerProcess.release("first", "v1", AGENTS, tmp_path, env)
     await first.start()
     try:
         await first.wait_registered(60)
@@ -130,7 +130,7 @@ async def test_a_sigkilled_worker_resends_its_spool_after_restart(
     dead_worker = spooled[0]["worker"]
 
     await receiver.start()
-    second = WorkerProcess("second", "v1", AGENTS, tmp_path, env)
+    second = WorkerProcess.release("second", "v1", AGENTS, tmp_path, env)
     await second.start()
     try:
         await second.wait_registered(60)
@@ -151,14 +151,6 @@ async def test_a_sigkilled_worker_resends_its_spool_after_restart(
     assert "flushed" in second.log_path.read_text()
 
 
-class SharedLog(WorkerProcess):
-    """A worker whose stdout and stderr go to one log file shared with other workers."""
-
-    @property
-    def log_path(self) -> Path:
-        return self.workdir / "mixed.log"
-
-
 async def test_a_stdout_stream_of_two_workers_mixed_with_logs_verifies_per_worker(
     tmp_path: Path, devserver: DispatchServer
 ) -> None:
@@ -168,7 +160,9 @@ async def test_a_stdout_stream_of_two_workers_mixed_with_logs_verifies_per_worke
         "LIVEKIT_API_SECRET": devserver.api_secret,
         "OPENRTC_AUDIT_STDOUT": "1",
     }
-    workers = [SharedLog(f"w{i}", "v1", AGENTS, tmp_path, env) for i in (1, 2)]
+    workers = [WorkerProcess.release(f"w{i}", "v1", AGENTS, tmp_path, env) for i in (1, 2)]
+    for w in workers:  # stdout and stderr of both in one file
+        w.log_path = tmp_path / "mixed.log"
     try:
         for w in workers:
             await w.start()

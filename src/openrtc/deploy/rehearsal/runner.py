@@ -186,12 +186,8 @@ class Rehearsal:
         self, version: str, env: dict[str, str], workdir: Path
     ) -> list[WorkerProcess]:
         batch = [
-            WorkerProcess(
-                name=f"{version}-{i + 1}",
-                version=version,
-                agents_dir=self.config.agents_dir,
-                workdir=workdir,
-                env=env,
+            WorkerProcess.release(
+                f"{version}-{i + 1}", version, self.config.agents_dir, workdir, env
             )
             for i in range(self.config.workers)
         ]
@@ -292,7 +288,7 @@ class Rehearsal:
                 name=w.name,
                 version=w.version,
                 role="old" if w in old else "new",
-                started=self._since(w.started_at),
+                started=self._since(w.started_at or self.t0),
                 sigterm=None if w.sigterm_at is None else self._since(w.sigterm_at),
                 exited=None if w.exited_at is None else self._since(w.exited_at),
                 exit_code=w.exit_code,
