@@ -10,6 +10,10 @@ threads a runtime starts would count too. Agreement: both runtimes over every bu
 speech clip with silence around it; the largest difference in probability and how many
 windows fall on different sides of the activation threshold (0.5).
 
+Replay: whether a native state (which cannot be read or copied) can be rebuilt by feeding
+a fresh one the last K windows; what folding two streams into one state would need the
+moment they part.
+
 Beside a busy event loop: the main thread stands in for a loaded worker's loop (pure
 Python work, a short sleep between slices, as a loop that is busy most of the time);
 every 32 ms it asks for one window of each of `--streams` streams, either run on a
@@ -99,6 +103,54 @@ def agreement() -> dict[str, Any]:
     return {"windows": total, "max_abs_difference": worst, "threshold_flips": flips}
 
 
+REPLAY_WINDOWS = (32, 128, 512)
+"""How much recent audio a fresh native state is given before it is compared (1 s to 16 s)."""
+
+
+def replay() -> dict[str, Any]:
+    """Whether a native state can be rebuilt from recent audio, the only way to copy one.
+
+    Over a minute of the bundled clips with quiet noise between them: a fresh state fed
+    the last K windows, then the next 400, against the state that heard everything from
+    the start; the largest difference in probability and the windows that land on the
+    other side of 0.5, over starting points every 100 windows.
+    """
+    from livekit.local_inference import VAD, VAD_WINDOW_SAMPLES
+
+    from openrtc.simulation.media import speech_clips
+
+    clips = [c.samples for c in speech_clips()]
+    rng = np.random.default_rng(3)
+    parts = []
+    for i in range(24):
+        parts.append(clips[i % len(clips)])
+        gap = int(16000 * rng.uniform(0.3, 2.0))
+        parts.append((rng.standard_normal(gap) * 30).astype(np.int16))
+    pcm = np.concatenate(parts)
+    size = VAD_WINDOW_SAMPLES
+    windows = [pcm[i : i + size] for i in range(0, len(pcm) - size + 1, size)]
+    heard_all = VAD()
+    full = np.array([heard_all.predict(w) for w in windows])
+    out: dict[str, Any] = {"windows": len(windows)}
+    for k in REPLAY_WINDOWS:
+        worst, flips, compared = 0.0, 0, 0
+        for start in range(max(k, 100), len(windows) - 400, 100):
+            rebuilt = VAD()
+            for w in windows[start - k : start]:
+                rebuilt.predict(w)
+            got = np.array([rebuilt.predict(w) for w in windows[start : start + 400]])
+            want = full[start : start + 400]
+            worst = max(worst, float(np.abs(got - want).max()))
+            flips += int(((got >= 0.5) != (want >= 0.5)).sum())
+            compared += len(got)
+        out[str(k)] = {
+            "max_abs_difference": round(worst, 4),
+            "threshold_flips": flips,
+            "compared": compared,
+        }
+    return out
+
+
 def _spin(seconds: float) -> None:
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
@@ -158,6 +210,7 @@ def main(argv: list[str] | None = None) -> None:
     runs = cost(a.seconds)
     agree = agreement()
     busy = beside_a_busy_loop(a.streams, a.busy_seconds)
+    rebuilt = replay()
     table = Table(title="Silero VAD: CPU per window")
     for col in ("runtime", "CPU us/window", "wall us/window"):
         table.add_column(col)
@@ -175,6 +228,13 @@ def main(argv: list[str] | None = None) -> None:
         f"difference {agree['max_abs_difference']:.1e}, {agree['threshold_flips']} on "
         "different sides of 0.5"
     )
+    for k in REPLAY_WINDOWS:
+        r = rebuilt[str(k)]
+        console.print(
+            f"native state rebuilt from the last {k} windows: largest difference "
+            f"{r['max_abs_difference']:.2f}, {r['threshold_flips']} of {r['compared']} "
+            "windows on the other side of 0.5"
+        )
     path = write_result(
         "vad",
         {
@@ -186,6 +246,7 @@ def main(argv: list[str] | None = None) -> None:
             "runs": runs,
             "agreement": agree,
             "beside_a_busy_loop": {"streams": a.streams, "ways": busy},
+            "replay": rebuilt,
         },
     )
     console.print(f"wrote {path}")
