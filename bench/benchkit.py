@@ -380,9 +380,16 @@ def rejected_total(snap: dict[str, Any] | None, pids: set[int] | None = None) ->
 
 
 def system_busy_seconds() -> float:
-    """CPU seconds every core spent on anything but idling, since boot."""
+    """CPU seconds every core spent on anything but idling since boot, time the hypervisor
+    stole included (`steal_seconds`): both leave the worker less of the machine."""
     t = psutil.cpu_times()
     return float(sum(t) - t.idle - getattr(t, "iowait", 0.0))
+
+
+def steal_seconds() -> float:
+    """CPU seconds the hypervisor gave other guests while this one wanted to run, since
+    boot (0 outside a VM): a window with steal ran on a slower machine than it looks."""
+    return float(getattr(psutil.cpu_times(), "steal", 0.0))
 
 
 def own_cpu_seconds() -> float:

@@ -31,6 +31,7 @@ from benchkit import (
     now_iso,
     percentile,
     server_env,
+    steal_seconds,
     system_busy_seconds,
     write_result,
 )
@@ -128,13 +129,6 @@ def summarize(
     )
 
 
-def _steal() -> float:
-    """CPU seconds the hypervisor gave to other guests while this one wanted to run."""
-    import psutil
-
-    return float(getattr(psutil.cpu_times(), "steal", 0.0))
-
-
 def _script(seconds: float) -> dict[str, Any]:
     return {
         "turns": [TURNS[i % len(TURNS)] for i in range(8)],
@@ -184,7 +178,7 @@ async def run_calls(
             for job in jobs:
                 await dev.wait_job(job.id, {"running", "success", "failed"}, timeout=60)
             await asyncio.sleep(warmup)
-            busy0, steal0 = system_busy_seconds(), _steal()
+            busy0, steal0 = system_busy_seconds(), steal_seconds()
             t0 = time.time()
             if during is not None:
                 await asyncio.to_thread(during, worker.pid, window)
@@ -195,7 +189,7 @@ async def run_calls(
             busy = (system_busy_seconds() - busy0) / (t1 - t0)
             result = summarize(calls, shared, read_stats(stats), t0, t1)
             result.extra["other_load_cores"] = round(max(0.0, busy - result.cpu_cores), 3)
-            result.extra["steal_cores"] = round((_steal() - steal0) / (t1 - t0), 3)
+            result.extra["steal_cores"] = round((steal_seconds() - steal0) / (t1 - t0), 3)
             failed = [j.id for j in jobs if dev.job(j.id).state.value == "failed"]
             result.extra["failed_calls"] = len(failed)
             for job in jobs:

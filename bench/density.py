@@ -86,6 +86,7 @@ from benchkit import (
     pin_source,
     server_env,
     snapshot_pids,
+    steal_seconds,
     system_busy_seconds,
     worker_snapshots,
     write_result,
@@ -207,7 +208,10 @@ class Run:
     bench_cpu_pct: float | None = None
     """CPU of this benchmark process (dispatch server, simulated callers' server side)."""
     other_cpu_pct: float | None = None
-    """CPU of everything else on the machine during the window (should be near 0)."""
+    """CPU of everything else on the machine during the window, steal included (should be
+    near 0)."""
+    steal_pct: float | None = None
+    """Of it, time the hypervisor gave other guests (the machine ran slower)."""
     loop_lag_p50_ms: float | None = None
     loop_lag_p99_ms: float | None = None
     snapshot_loop_lag_ms: dict[str, float] | None = None
@@ -596,8 +600,9 @@ async def _hold_calls(
                 best = trial
                 break
             console.print(
-                f"  window {attempt}: other processes used {trial.other_cpu_pct:.0f}% of a "
-                "core; measuring again"
+                f"  window {attempt}: other processes and the hypervisor took "
+                f"{trial.other_cpu_pct:.0f}% of a core (steal {fmt(trial.steal_pct, 0)}%); "
+                "measuring again"
             )
         assert best is not None
         for f in dataclasses.fields(Run):
@@ -656,7 +661,7 @@ async def measure_window(
 
     before = await worker.snapshot(10.0)
     cpu0, w0 = worker.cpu_seconds(), time.monotonic()
-    busy0, own0 = system_busy_seconds(), own_cpu_seconds()
+    busy0, own0, steal0 = system_busy_seconds(), own_cpu_seconds(), steal_seconds()
     pss: list[float] = []
     held: list[int] = []
     unhealthy = 0
@@ -679,11 +684,12 @@ async def measure_window(
         left = window_s - (time.monotonic() - w0)
         await asyncio.sleep(min(2.0, left) if left > 0 else min(2.0, TURN_POLL_S))
     cpu1, w1 = worker.cpu_seconds(), time.monotonic()
-    busy1, own1 = system_busy_seconds(), own_cpu_seconds()
+    busy1, own1, steal1 = system_busy_seconds(), own_cpu_seconds(), steal_seconds()
     after = await worker.snapshot(10.0)
     seconds = w1 - w0
     other = (busy1 - busy0) - (cpu1 - cpu0) - (own1 - own0)
     run.other_cpu_pct = round(max(0.0, 100 * other / seconds), 1)
+    run.steal_pct = round(100 * (steal1 - steal0) / seconds, 1)
     run.bench_cpu_pct = round(100 * (own1 - own0) / seconds, 1)
     run.window_s = round(seconds, 1)
     run.pss_mb = round(sum(pss) / len(pss), 1)
@@ -886,8 +892,8 @@ async def main_async(cfg: Config) -> dict[str, Any]:
                 f"(+{fmt(run.turn_latency_p95_over_lone_ms, 0)} over a lone call), failed "
                 f"{run.calls_failed}, VAD warnings {run.vad_lag_warnings}, PSS "
                 f"{fmt(run.pss_mb, 0)} MB, CPU {fmt(run.cpu_pct, 0)}%, lag p99 "
-                f"{fmt(run.loop_lag_p99_ms)} ms, VAD late {fmt(run.vad_missed_pct, 3)}% "
-                f"{run.reason}"
+                f"{fmt(run.loop_lag_p99_ms)} ms, VAD late {fmt(run.vad_missed_pct, 3)}%, "
+                f"steal {fmt(run.steal_pct, 0)}% {run.reason}"
             )
     duration = round(time.monotonic() - started, 1)
     console.print(table(runs))
@@ -897,7 +903,7 @@ async def main_async(cfg: Config) -> dict[str, Any]:
     busy = [r for r in runs if (r.other_cpu_pct or 0) > 20]
     if busy:
         console.print(
-            "[yellow]other processes used CPU during "
+            "[yellow]other processes or the hypervisor (steal) took CPU during "
             + ", ".join(f"{r.mode} N={r.n} ({r.other_cpu_pct:.0f}%)" for r in busy)
             + ": rerun on an idle machine for clean numbers"
         )
@@ -927,7 +933,10 @@ async def main_async(cfg: Config) -> dict[str, Any]:
             "pss_per_call_mb": "(pss_mb - idle worker PSS before any call) / N",
             "cpu_pct": "process-tree CPU seconds over the window / window seconds, % of a core",
             "other_cpu_pct": "CPU used by anything but the worker tree and this benchmark "
-            "during the window, % of a core: other load that may have disturbed the run",
+            "during the window, time the hypervisor stole included, % of a core: other "
+            "load that may have disturbed the run",
+            "steal_pct": "of other_cpu_pct, time the hypervisor gave other guests while "
+            "this one wanted to run (/proc/stat steal), % of a core: the machine ran slower",
             "window_s": f"the steady window; the lone call's (N=1) lasts until {cfg.lone_turns} "
             f"turns were answered in it (at most {LONE_MAX_S:.0f} s), as one caller takes "
             "few turns in a window",
