@@ -5,7 +5,8 @@ a subprocess against the loopback dispatch server in this process, with
 `OPENRTC_CALL_STATS=1`. N audio-mode simulated calls are kept live: real AgentSessions
 with the real Silero VAD hearing real-time speech and silence in 20 ms frames
 (`--frame-ms`; a room delivers 50 ms) at the worker's `--audio-input-rate` (16 kHz by
-default), the real
+default), digital silence between turns unless `--caller-noise` puts a noise floor on
+the line, the real
 end-of-turn model, and the fake STT/LLM/TTS of the example agents. The calls come from a
 seeded workload (`workload.py`): each has its own agent, number of turns, words, think
 time and hold, and they are dispatched with exponential gaps around `--pace`. A call that
@@ -178,6 +179,7 @@ class Config:
     turns: tuple[int, int] = (3, 10)
     pause_s_range: tuple[float, float] = (0.3, 2.0)
     frame_ms: int = DEFAULT_FRAME_MS
+    noise_dbfs: float | None = None
     lone_turns: int = LONE_TURNS
 
     def workload(self) -> Workload:
@@ -187,6 +189,7 @@ class Config:
             pause_s=self.pause_s_range,
             pace_s=self.pace_s,
             frame_ms=self.frame_ms,
+            noise_dbfs=self.noise_dbfs,
         )
 
 
@@ -1030,6 +1033,14 @@ def parse(argv: list[str] | None = None) -> Config:
         default=DEFAULT_FRAME_MS,
         help="the simulated callers' microphone frames, ms (a room delivers 50)",
     )
+    ap.add_argument(
+        "--caller-noise",
+        type=float,
+        default=None,
+        metavar="DBFS",
+        help="a steady noise floor on the callers' lines, dBFS RMS (a quiet phone line: "
+        "about -60); default: digital silence between turns",
+    )
     a = ap.parse_args(argv)
     ns: list[int] | None = None
     if a.n is not None:
@@ -1052,9 +1063,10 @@ def parse(argv: list[str] | None = None) -> Config:
             pause_s=tuple(a.think),
             pace_s=a.pace,
             frame_ms=a.frame_ms,
+            noise_dbfs=a.caller_noise,
         )
     except ValueError as e:
-        ap.error(f"--turns, --think, --pace or --frame-ms: {e}")
+        ap.error(f"--turns, --think, --pace, --frame-ms or --caller-noise: {e}")
     if a.lone_turns < 1:
         ap.error(f"--lone-turns needs at least 1 turn, got {a.lone_turns}")
     window, settle, lone_turns = a.window, a.settle, a.lone_turns
@@ -1078,6 +1090,7 @@ def parse(argv: list[str] | None = None) -> Config:
         turns=(a.turns[0], a.turns[1]),
         pause_s_range=(a.think[0], a.think[1]),
         frame_ms=a.frame_ms,
+        noise_dbfs=a.caller_noise,
         lone_turns=lone_turns,
     )
 

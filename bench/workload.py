@@ -50,6 +50,8 @@ class Workload:
     """Mean gap between two dispatches."""
     frame_ms: int = DEFAULT_FRAME_MS
     """The callers' microphone frames, in ms (a room delivers 50)."""
+    noise_dbfs: float | None = None
+    """The callers' line noise floor, dBFS RMS; None: digital silence between turns."""
 
     def __post_init__(self) -> None:
         if not self.agents:
@@ -65,7 +67,8 @@ class Workload:
             raise ValueError("a call needs at least one turn")
         if self.pace_s < 0:
             raise ValueError("pace_s must be 0 or more seconds")
-        CallScript(turns=("check",), frame_ms=self.frame_ms)  # raises on a bad frame size
+        # raises on a bad frame size or noise level
+        CallScript(turns=("check",), frame_ms=self.frame_ms, noise_dbfs=self.noise_dbfs)
 
     def calls(self) -> Iterator[PlannedCall]:
         """The calls of this workload, endlessly, in a fixed order for the seed."""
@@ -78,6 +81,7 @@ class Workload:
                 pause_s=round(rng.uniform(*self.pause_s), 2),
                 hold_s=round(rng.uniform(*self.hold_s), 2),
                 frame_ms=self.frame_ms,
+                noise_dbfs=self.noise_dbfs,
             )
             gap = rng.expovariate(1 / self.pace_s) if self.pace_s > 0 else 0.0
             yield PlannedCall(rng.choice(self.agents), script.to_dict(), round(gap, 3))
@@ -93,4 +97,5 @@ class Workload:
             "phrases": list(PHRASES),
             "mode": "audio",
             "frame_ms": self.frame_ms,
+            "noise_dbfs": self.noise_dbfs,
         }

@@ -16,6 +16,7 @@ from openrtc.simulation import (
     SimulatedAudioOutput,
     speech_clips,
 )
+from openrtc.simulation.media import line_noise
 
 
 async def test_input_sends_silence_then_the_utterance_then_silence() -> None:
@@ -43,6 +44,39 @@ async def test_input_sends_silence_then_the_utterance_then_silence() -> None:
     assert not audio[start + 1000 :].any(), "silence after the utterance"
     assert spoken_at * 320 >= start + 1000, "speak() returns once the last frame was sent"
     assert mic.speech_frames_sent == 4
+
+
+async def test_a_noisy_line_carries_its_floor_under_silence_and_speech() -> None:
+    mic = SimulatedAudioInput(sample_rate=16000, frame_ms=20, noise_dbfs=-60.0)
+    loud = np.full(640, 10000, dtype=np.int16)  # two frames
+    frames: list[rtc.AudioFrame] = []
+
+    async def listen() -> None:
+        async for frame in mic:
+            frames.append(frame)
+            if len(frames) == 60:
+                mic.close()
+
+    listener = asyncio.create_task(listen())
+    await asyncio.sleep(0.3)
+    await asyncio.wait_for(mic.speak(loud), 5)
+    await asyncio.wait_for(listener, 5)
+
+    audio = np.concatenate([np.frombuffer(f.data, dtype=np.int16) for f in frames])
+    speech = np.flatnonzero(audio > 5000)
+    assert len(speech) == 640, "the utterance is there, once, the floor added to it"
+    quiet = np.delete(audio, speech).astype(np.float64)
+    rms = float(np.sqrt(np.mean(quiet**2)))
+    expected = 32767 / np.sqrt(2) * 10 ** (-60 / 20)  # about 23
+    assert 0.8 * expected < rms < 1.2 * expected, f"floor at {rms:.1f}, not -60 dBFS"
+    under = audio[speech].astype(np.int32) - 10000
+    assert under.any() and abs(float(under.std()) - expected) < 0.3 * expected
+
+
+def test_line_noise_is_clipped_to_int16_at_its_loudest() -> None:
+    floor = line_noise(-20.0, 16000, seed=1)
+    assert floor.dtype == np.int16 and len(floor) == 16000
+    assert floor.min() >= -32768 and floor.max() <= 32767
 
 
 async def test_input_can_send_what_a_room_delivers() -> None:

@@ -20,6 +20,7 @@ def test_round_trip_through_json_metadata() -> None:
         max_duration_s=30.0,
         expect_greeting=True,
         frame_ms=50,
+        noise_dbfs=-60.0,
     )
     metadata = json.dumps({"simulated_call": script.to_dict(), "tenant": "acme"})
     parsed = CallScript.from_dict(json.loads(metadata)["simulated_call"])
@@ -33,6 +34,7 @@ def test_defaults_fill_missing_fields() -> None:
     assert (script.mode, script.pause_s, script.hold_s) == ("text", 0.2, 0.0)
     assert script.max_duration_s is None and script.expect_greeting is False
     assert script.frame_ms == 20
+    assert script.noise_dbfs is None
 
 
 def test_turns_given_as_list_are_stored_as_tuple() -> None:
@@ -58,6 +60,10 @@ def test_turns_given_as_list_are_stored_as_tuple() -> None:
         ({"mode": "text"}, "a call script needs 'turns'"),
         ({"turns": ["hi"], "speed": 2}, "unknown call script field(s) speed"),
         ({"turns": ["hi"], "expect_greeting": "yes"}, "expect_greeting must be true or false"),
+        ({"turns": ["hi"], "noise_dbfs": -10}, "noise_dbfs must be null or a level from -90"),
+        ({"turns": ["hi"], "noise_dbfs": "loud"}, "noise_dbfs must be null or a level"),
+        ({"turns": ["hi"], "noise_dbfs": True}, "noise_dbfs must be null or a level"),
+        ({"turns": ["hi"], "noise_dbfs": math.nan}, "noise_dbfs must be null or a level"),
         (["hi"], "a call script must be a JSON object"),
         ({"turns": ["hi"], "frame_ms": 5}, "frame_ms must be a whole number of ms from 10"),
         ({"turns": ["hi"], "frame_ms": 20.5}, "frame_ms must be a whole number of ms"),

@@ -194,7 +194,9 @@ class _Caller:
                     "or use mode 'text'"
                 )
             self.mic = SimulatedAudioInput(
-                sample_rate=self.input_options.sample_rate, frame_ms=self.script.frame_ms
+                sample_rate=self.input_options.sample_rate,
+                frame_ms=self.script.frame_ms,
+                noise_dbfs=self.script.noise_dbfs,
             )
             self.earpiece = SimulatedAudioOutput()
             self.session.input.audio = self.mic

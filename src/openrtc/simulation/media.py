@@ -141,6 +141,15 @@ class _Utterance:
     cursor: int = 0
 
 
+def line_noise(dbfs: float, sample_rate: int, seed: int | None = None) -> np.ndarray:
+    """One second of white noise at `dbfs` RMS (0 dBFS: a full-scale sine's RMS), int16:
+    the floor a real line carries where the benchmark would otherwise send zeros."""
+    rms = 32767 / np.sqrt(2) * 10 ** (dbfs / 20)
+    noise = np.random.default_rng(seed).standard_normal(sample_rate) * rms
+    floor: np.ndarray = np.clip(np.round(noise), -32768, 32767).astype(np.int16)
+    return floor
+
+
 class SimulatedAudioInput(io.AudioInput):
     """A caller's microphone: frames at real-time pace, silence unless speaking.
 
@@ -155,6 +164,7 @@ class SimulatedAudioInput(io.AudioInput):
         *,
         sample_rate: int = CLIP_SAMPLE_RATE,
         frame_ms: int = DEFAULT_FRAME_MS,
+        noise_dbfs: float | None = None,
         max_lag: float = 0.5,
         label: str = "openrtc.SimulatedAudioInput",
     ) -> None:
@@ -164,6 +174,9 @@ class SimulatedAudioInput(io.AudioInput):
         self._frame_s = self.frame_samples / sample_rate
         self._max_lag = max_lag
         self._silence = bytes(self.frame_samples * 2)
+        self._noise = None if noise_dbfs is None else line_noise(noise_dbfs, sample_rate)
+        """A second of a steady noise floor, looped under everything sent (None: none)."""
+        self._noise_at = 0
         self._queue: deque[_Utterance] = deque()
         self._next_at: float | None = None
         self._closed = False
@@ -225,6 +238,16 @@ class SimulatedAudioInput(io.AudioInput):
 
     def _next_chunk(self, ends_at: float) -> bytes:
         """The next frame's samples; `ends_at` is when that frame's audio ends in real time."""
+        data = self._next_speech(ends_at)
+        if self._noise is None:
+            return data
+        n, at = self.frame_samples, self._noise_at
+        floor = np.take(self._noise, np.arange(at, at + n), mode="wrap")
+        self._noise_at = (at + n) % len(self._noise)
+        mixed = np.frombuffer(data, dtype=np.int16).astype(np.int32) + floor
+        return bytes(np.clip(mixed, -32768, 32767).astype(np.int16).tobytes())
+
+    def _next_speech(self, ends_at: float) -> bytes:
         if not self._queue:
             return self._silence
         utterance = self._queue[0]

@@ -24,8 +24,10 @@ _FIELDS = (
     "expect_greeting",
     "caller_attributes",
     "frame_ms",
+    "noise_dbfs",
 )
 FRAME_MS_RANGE = (10, 100)
+NOISE_DBFS_RANGE = (-90.0, -20.0)
 DEFAULT_FRAME_MS = 20
 """The simulated microphone's frame size unless a script sets another: every benchmark
 result so far was taken with it. A room delivers 50 ms frames."""
@@ -56,6 +58,9 @@ class CallScript:
     caller_attributes: the caller participant's attributes in the job's simulated room
         (e.g. {"sip.phoneNumber": "+15550100"}), as a SIP or web caller would carry them.
     frame_ms: audio mode: the size of the microphone's frames, in ms (a room delivers 50).
+    noise_dbfs: audio mode: a steady noise floor under everything the microphone sends,
+        in dBFS RMS (a quiet phone line is about -60); None sends digital silence between
+        turns, as every benchmark result so far was taken.
     """
 
     turns: tuple[str, ...]
@@ -66,6 +71,7 @@ class CallScript:
     expect_greeting: bool = False
     caller_attributes: Mapping[str, str] = field(default_factory=dict, hash=False)
     frame_ms: int = DEFAULT_FRAME_MS
+    noise_dbfs: float | None = None
 
     def __post_init__(self) -> None:
         turns = self.turns
@@ -102,6 +108,17 @@ class CallScript:
                 f"frame_ms must be a whole number of ms from {low} to {high}, "
                 f"got {self.frame_ms!r}."
             )
+        noise = self.noise_dbfs
+        quiet, loud = NOISE_DBFS_RANGE
+        if noise is not None and (
+            isinstance(noise, bool)
+            or not isinstance(noise, int | float)
+            or not quiet <= noise <= loud
+        ):
+            raise ValueError(
+                f"noise_dbfs must be null or a level from {quiet:g} to {loud:g} dBFS, "
+                f"got {noise!r}."
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready form carried under the job metadata key "simulated_call"."""
@@ -114,6 +131,7 @@ class CallScript:
             "expect_greeting": self.expect_greeting,
             "caller_attributes": dict(self.caller_attributes),
             "frame_ms": self.frame_ms,
+            "noise_dbfs": self.noise_dbfs,
         }
 
     @classmethod
