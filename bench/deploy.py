@@ -352,8 +352,8 @@ def deploy_row(
         if w.exited_at is not None and w.sigterm_at is not None:
             exit_s = round(w.exited_at - w.sigterm_at, 3)
         per_worker["exit_codes"][w.name] = w.exit_code
-        # the rehearsal's definition; it reads only the worker's sigterm_at and worker_id
-        per_worker["sigterm_to_full_ms"][w.name] = sigterm_to_full(events, w)  # type: ignore[arg-type]
+        # the rehearsal's definition, on the same worker class
+        per_worker["sigterm_to_full_ms"][w.name] = sigterm_to_full(events, w)
         per_worker["last_call_end_to_exit_ms"][w.name] = last_call_end_to_exit_ms(
             jobs, w.worker_id, w.exited_at
         )

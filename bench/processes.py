@@ -29,12 +29,12 @@ from benchkit import (
     now_iso,
     pin_source,
     server_env,
-    tree,
     write_result,
 )
 from rich.console import Console
 from rich.table import Table
 
+from openrtc.deploy.rehearsal.workers import process_tree
 from openrtc.devserver import DispatchServer
 from openrtc.simulation.script import CallScript
 
@@ -55,7 +55,7 @@ def role(p: psutil.Process, root: int) -> str:
 
 def measure(root: int) -> list[dict[str, Any]]:
     rows = []
-    for p in tree(root):
+    for p in process_tree(root):
         try:
             m = p.memory_full_info()
             rows.append(
@@ -75,9 +75,9 @@ def measure(root: int) -> list[dict[str, Any]]:
 async def one(count: int, workdir: Path) -> dict[str, Any]:
     async with DispatchServer(dispatch_deadline=10.0, offer_timeout=2.0) as server:
         worker = Worker(
-            ["--processes", str(count)],
-            server_env(server),
-            workdir / f"processes-{count}.log",
+            args=["--processes", str(count)],
+            env=server_env(server),
+            log_path=workdir / f"processes-{count}.log",
             name=f"processes-{count}",
         )
         await worker.start()

@@ -472,7 +472,9 @@ def _workload(w: Any) -> str:
     """One sentence on the calls a run placed (results before the seeded workload: none)."""
     if not isinstance(w, dict):
         return ""
-    turns, pause, hold = w.get("turns_per_call"), w.get("pause_s"), w.get("hold_s")
+    turns: Any = w.get("turns_per_call")
+    pause: Any = w.get("pause_s")
+    hold: Any = w.get("hold_s")
     return (
         f" Calls from a seeded workload (seed {w.get('seed')}): agents "
         f"{', '.join(w.get('agents') or [])} drawn per call, {turns[0]}-{turns[1]} turns, "

@@ -10,6 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 .venv/bin/ruff check src tests $( [ -d bench ] && echo bench )
 .venv/bin/mypy
+if [ -d bench ]; then MYPYPATH=bench .venv/bin/mypy bench; fi
 .venv/bin/lint-imports
 if [ "$#" -gt 0 ]; then
   exec .venv/bin/python -m pytest "$@"
