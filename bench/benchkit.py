@@ -197,10 +197,6 @@ class _Proc(Protocol):
     def cpu_times(self) -> Any: ...
 
 
-tree = process_tree
-"""The process and every descendant alive now."""
-
-
 def sum_pss(procs: Iterable[_Proc]) -> tuple[int, int]:
     """(bytes of PSS summed, processes counted); processes that vanish meanwhile are skipped."""
     total = counted = 0
@@ -274,11 +270,11 @@ class Worker(WorkerProcess):
         )
 
     def pss_mb(self) -> tuple[float, int]:
-        total, n = sum_pss(tree(self.pid))
+        total, n = sum_pss(process_tree(self.pid))
         return total / MB, n
 
     def cpu_seconds(self) -> float:
-        return sum_cpu_seconds(tree(self.pid))
+        return sum_cpu_seconds(process_tree(self.pid))
 
     def log_size(self) -> int:
         """Bytes in the log now: a mark to count lines written after it (`log_lines`)."""

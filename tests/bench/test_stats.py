@@ -15,8 +15,9 @@ from benchkit import (
     percentile,
     sum_cpu_seconds,
     sum_pss,
-    tree,
 )
+
+from openrtc.deploy.rehearsal.workers import process_tree
 
 
 def test_percentile_is_nearest_rank() -> None:
@@ -54,7 +55,7 @@ def test_hist_diff_subtracts_two_readings() -> None:
 def test_sum_pss_covers_the_whole_tree() -> None:
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
-        procs = tree(os.getpid())
+        procs = process_tree(os.getpid())
         pids = {p.pid for p in procs}
         assert child.pid in pids
         total, counted = sum_pss(procs)
