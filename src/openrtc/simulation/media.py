@@ -174,8 +174,10 @@ class SimulatedAudioInput(io.AudioInput):
         self._frame_s = self.frame_samples / sample_rate
         self._max_lag = max_lag
         self._silence = bytes(self.frame_samples * 2)
-        self._noise = None if noise_dbfs is None else line_noise(noise_dbfs, sample_rate)
-        """A second of a steady noise floor, looped under everything sent (None: none)."""
+        floor = None if noise_dbfs is None else line_noise(noise_dbfs, sample_rate)
+        self._noise = None if floor is None else np.concatenate([floor, floor]).astype(np.int32)
+        """A second of a steady noise floor twice over, so any frame of it is one slice;
+        looped under everything sent (None: digital silence)."""
         self._noise_at = 0
         self._queue: deque[_Utterance] = deque()
         self._next_at: float | None = None
@@ -242,9 +244,8 @@ class SimulatedAudioInput(io.AudioInput):
         if self._noise is None:
             return data
         n, at = self.frame_samples, self._noise_at
-        floor = np.take(self._noise, np.arange(at, at + n), mode="wrap")
-        self._noise_at = (at + n) % len(self._noise)
-        mixed = np.frombuffer(data, dtype=np.int16).astype(np.int32) + floor
+        self._noise_at = (at + n) % (len(self._noise) // 2)
+        mixed = np.frombuffer(data, dtype=np.int16) + self._noise[at : at + n]
         return bytes(np.clip(mixed, -32768, 32767).astype(np.int16).tobytes())
 
     def _next_speech(self, ends_at: float) -> bytes:

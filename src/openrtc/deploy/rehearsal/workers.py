@@ -74,7 +74,12 @@ class WorkerProcess:
             log_path=workdir / f"{name}.log",
             env=env,
             version=version,
-            args=["--deployment-version", version, "--audit-path", f"{workdir}/audit-{name}.jsonl"],
+            args=[
+                "--deployment-version",
+                version,
+                "--audit-path",
+                str(workdir / f"audit-{name}.jsonl"),
+            ],
         )
 
     @property
