@@ -19,18 +19,19 @@ from openrtc.simulation import (
 from openrtc.simulation.media import line_noise
 
 
+async def record(mic: SimulatedAudioInput, frames: list[rtc.AudioFrame], count: int) -> None:
+    """Take `count` frames from the microphone into `frames`, then hang it up."""
+    async for frame in mic:
+        frames.append(frame)
+        if len(frames) == count:
+            mic.close()
+
+
 async def test_input_sends_silence_then_the_utterance_then_silence() -> None:
     mic = SimulatedAudioInput(sample_rate=16000, frame_ms=20)
     utterance = (np.arange(1, 1001) % 2000).astype(np.int16)  # 1000 samples: 3.1 frames
     frames: list[rtc.AudioFrame] = []
-
-    async def listen() -> None:
-        async for frame in mic:
-            frames.append(frame)
-            if len(frames) == 12:
-                mic.close()
-
-    listener = asyncio.create_task(listen())
+    listener = asyncio.create_task(record(mic, frames, 12))
     await asyncio.sleep(0.05)
     await asyncio.wait_for(mic.speak(utterance), 5)
     spoken_at = len(frames)
@@ -50,14 +51,7 @@ async def test_a_noisy_line_carries_its_floor_under_silence_and_speech() -> None
     mic = SimulatedAudioInput(sample_rate=16000, frame_ms=20, noise_dbfs=-60.0)
     loud = np.full(640, 10000, dtype=np.int16)  # two frames
     frames: list[rtc.AudioFrame] = []
-
-    async def listen() -> None:
-        async for frame in mic:
-            frames.append(frame)
-            if len(frames) == 60:
-                mic.close()
-
-    listener = asyncio.create_task(listen())
+    listener = asyncio.create_task(record(mic, frames, 60))
     await asyncio.sleep(0.3)
     await asyncio.wait_for(mic.speak(loud), 5)
     await asyncio.wait_for(listener, 5)
