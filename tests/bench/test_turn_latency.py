@@ -14,9 +14,14 @@ from openrtc.simulation import CallScript
 pytestmark = [pytest.mark.timeout(120), pytest.mark.serial]
 
 
-async def test_a_real_call_records_one_plausible_latency_per_turn(tmp_path: Path) -> None:
+@pytest.mark.parametrize("noise_dbfs", [None, -60.0], ids=["silent line", "noisy line"])
+async def test_a_real_call_records_one_plausible_latency_per_turn(
+    tmp_path: Path, noise_dbfs: float | None
+) -> None:
     turns = ("hello there", "what time do you open")
-    script = CallScript(turns=turns, mode="audio", pause_s=0.2, hold_s=0.2).to_dict()
+    script = CallScript(
+        turns=turns, mode="audio", pause_s=0.2, hold_s=0.2, noise_dbfs=noise_dbfs
+    ).to_dict()
     async with DispatchServer(dispatch_deadline=10.0, offer_timeout=5.0) as server:
         w = Worker(
             args=["--deployment-version", "latency"],
